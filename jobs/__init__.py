@@ -1,0 +1,1 @@
+"""Flink job entry points and the helpers they share for reading `conf/` and `sql/`."""

@@ -1,0 +1,50 @@
+# Shared by the scripts in this folder: project paths and small process helpers.
+# Sourced, not run.
+
+PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV_PYTHON="$PROJECT_DIR/.venv/bin/python"
+RUN_ROOT="$PROJECT_DIR/run"
+
+die() { echo "error: $*" >&2; exit 1; }
+
+require_setup() {
+  [ -x "$VENV_PYTHON" ] || die "no virtualenv at $PROJECT_DIR/.venv; run: bash scripts/setup.sh"
+}
+
+flink_home() {
+  "$VENV_PYTHON" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))'
+}
+
+# Replace ${NAME} in a template with the values of the shell variables named in $2 (space-separated).
+render_template() {
+  local src="$1" names="$2" dst="$3" vars=""
+  for name in $names; do vars="$vars \${$name}"; done
+  # shellcheck disable=SC2086
+  envsubst "$vars" <"$src" >"$dst"
+}
+
+pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+# All descendants of a PID, deepest last.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+# Send TERM to PIDs, wait up to $1 seconds, then KILL what is left.
+terminate_pids() {
+  local grace="$1"; shift
+  local pid deadline=$((SECONDS + grace))
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for pid in "$@"; do
+    while pid_alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  done
+  for pid in "$@"; do
+    while pid_alive "$pid"; do sleep 0.1; done
+  done
+}

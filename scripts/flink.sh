@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A local standalone Flink cluster (one JobManager, one TaskManager) from the distribution inside the
+# apache-flink wheel, configured from conf/flink; REST on localhost:8081.
+# Usage: scripts/flink.sh start|stop|status
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+RUN_DIR="$RUN_ROOT/flink"
+REST_URL="http://localhost:8081"
+START_TIMEOUT_S=90
+
+export FLINK_CONF_DIR="$RUN_DIR/conf"
+
+daemon_pids() { cat "$RUN_DIR"/flink-*-standalonesession.pid "$RUN_DIR"/flink-*-taskexecutor.pid 2>/dev/null || true; }
+
+rest_overview() { curl -sf --max-time 2 "$REST_URL/overview" 2>/dev/null; }
+
+render_conf() {
+  local flink_home="$1"
+  mkdir -p "$FLINK_CONF_DIR" "$RUN_DIR/log"
+  export PROJECT_DIR RUN_DIR
+  render_template "$PROJECT_DIR/conf/flink/config.yaml" "PROJECT_DIR RUN_DIR" "$FLINK_CONF_DIR/config.yaml"
+  # Logging and host lists are the distribution's own.
+  cp "$flink_home"/conf/log4j*.properties "$flink_home"/conf/masters "$flink_home"/conf/workers "$FLINK_CONF_DIR/"
+}
+
+start() {
+  require_setup
+  local flink_home
+  flink_home=$(flink_home)
+  compgen -G "$flink_home/lib/flink-sql-connector-kafka-*.jar" >/dev/null ||
+    die "the Kafka connector is not in $flink_home/lib; run: bash scripts/setup.sh"
+  if rest_overview >/dev/null; then
+    echo "flink: already running at $REST_URL"
+    return 0
+  fi
+  render_conf "$flink_home"
+  "$flink_home/bin/start-cluster.sh" >"$RUN_DIR/log/start.log" 2>&1 ||
+    die "start-cluster.sh failed; see $RUN_DIR/log/start.log"
+  local deadline=$((SECONDS + START_TIMEOUT_S))
+  until rest_overview | grep -q '"taskmanagers":[1-9]'; do
+    [ $SECONDS -lt $deadline ] || die "no TaskManager registered within ${START_TIMEOUT_S}s; see $RUN_DIR/log"
+    sleep 0.5
+  done
+  echo "flink: started (pids $(daemon_pids | tr "\n" " " | xargs)) at $REST_URL"
+}
+
+stop() {
+  local pids=() pid
+  # Python workers are children of the TaskManager; collect them before it goes.
+  for pid in $(daemon_pids); do
+    pid_alive "$pid" && pids+=("$pid" $(descendants "$pid"))
+  done
+  if [ -d "$FLINK_CONF_DIR" ]; then
+    "$(flink_home)/bin/stop-cluster.sh" >"$RUN_DIR/log/stop.log" 2>&1 || true
+  fi
+  terminate_pids 30 "${pids[@]}"
+  rm -f "$RUN_DIR"/flink-*.pid
+  if [ ${#pids[@]} -gt 0 ]; then echo "flink: stopped (pids ${pids[*]})"; else echo "flink: not running"; fi
+}
+
+status() {
+  local overview
+  if overview=$(rest_overview); then
+    echo "flink: running at $REST_URL $overview"
+  else
+    echo "flink: not running"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

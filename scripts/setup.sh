@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: .venv with the package, the Flink Kafka connector and the Kafka broker jars.
+# Needs Python 3.11, Java 17+ and Maven; downloads only from PyPI and Maven Central.
+# Idempotent: a second run with nothing changed takes a few seconds.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$PROJECT_DIR"
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null ||
+  die "Python 3.11 not found as '$PYTHON'. Install Python 3.11 or set PYTHON=/path/to/python3.11."
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+  die "'$PYTHON' is $("$PYTHON" -V 2>&1); apache-flink 2.3 needs Python 3.11. Set PYTHON=/path/to/python3.11."
+command -v java >/dev/null ||
+  die "Java not found. Install a JDK 17 (e.g. 'apt-get install openjdk-17-jdk-headless') and put 'java' on PATH."
+java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/ *java.specification.version = //p')
+[ "${java_major:-0}" -ge 17 ] 2>/dev/null ||
+  die "Java $java_major found; Flink 2.3 and Kafka 4 need Java 17 or newer."
+command -v mvn >/dev/null ||
+  die "Maven not found. Install it (e.g. 'apt-get install maven'); it fetches the Kafka broker and Flink connector jars."
+command -v envsubst >/dev/null ||
+  die "envsubst not found. Install it (e.g. 'apt-get install gettext-base'); the scripts render conf/ templates with it."
+
+stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" -V)"
+  "$PYTHON" -m venv .venv
+fi
+pkg_stamp=$(stamp setup.py)
+if [ "$(cat .venv/.installed 2>/dev/null)" != "$pkg_stamp" ]; then
+  echo "setup: installing the package and its pinned dependencies from PyPI"
+  .venv/bin/pip install --quiet --upgrade pip
+  # compat mode puts the project folder on sys.path, so packages added later import without a reinstall.
+  .venv/bin/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+  echo "$pkg_stamp" >.venv/.installed
+fi
+
+jar_stamp=$(stamp scripts/maven/*.xml)
+if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
+  echo "setup: resolving jars from Maven Central"
+  rm -rf lib
+  mvn --batch-mode --quiet -f scripts/maven/flink-jars.xml dependency:copy-dependencies ||
+    die "Maven could not resolve the Flink Kafka connector (scripts/maven/flink-jars.xml)"
+  mvn --batch-mode --quiet -f scripts/maven/kafka-broker.xml dependency:copy-dependencies ||
+    die "Maven could not resolve the Kafka broker (scripts/maven/kafka-broker.xml)"
+  echo "$jar_stamp" >lib/.resolved
+fi
+
+# The Flink client, the cluster and local mini-clusters all load connectors from the distribution's lib/.
+flink_lib="$(flink_home)/lib"
+for jar in lib/flink/*.jar; do
+  cmp -s "$jar" "$flink_lib/$(basename "$jar")" || cp "$jar" "$flink_lib/"
+done
+echo "setup: ready ($(.venv/bin/python -c 'import pyflink.version as v; print("apache-flink", v.__version__)'), $(ls lib/kafka | sed -n 's/^kafka_2.13-\(.*\).jar/kafka \1/p'))"

@@ -1,0 +1,25 @@
+"""Real-time model updates with PyFlink and River: the job, its UDFs and the serving replicas."""
+
+from setuptools import find_packages, setup
+
+# apache-flink 2.3.0 pins numpy (through Beam), which caps river at 0.23.x and cloudpickle at 2.2.x.
+INSTALL_REQUIRES = [
+    "apache-flink==2.3.0",
+    "river==0.23.0",
+    "kafka-python==3.0.12",
+    "cloudpickle==2.2.1",
+    "pyarrow==16.1.0",
+    "PyYAML==6.0.4",
+]
+
+setup(
+    name="realtime-learning",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["jobs", "jobs.*", "udfs", "udfs.*", "serving", "serving.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"],
+    },
+)

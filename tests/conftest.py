@@ -1,0 +1,40 @@
+"""Integration tests get the real Kafka broker and Flink cluster; the stack-restart test runs last."""
+
+import pytest
+
+from tests.integration import stack
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("restarts_stack") is not None)
+
+
+@pytest.fixture(scope="session")
+def services():
+    """Kafka and Flink, started through the project's scripts unless already up; stopped if started here."""
+    started = []
+    for name in ("kafka.sh", "flink.sh"):
+        if not stack.service_running(name):
+            stack.script(name, "start")
+            started.append(name)
+    yield
+    for name in reversed(started):
+        stack.script(name, "stop")
+
+
+@pytest.fixture
+def flink_job():
+    """Submit jobs through scripts/submit.sh; every job submitted is cancelled at the end of the test."""
+    job_ids = []
+
+    def submit(job, *args):
+        job_id = stack.submit(job, *args)
+        job_ids.append(job_id)
+        return job_id
+
+    yield submit
+    for job_id in job_ids:
+        stack.cancel(job_id)

@@ -1,0 +1,46 @@
+"""The config loader, the SQL loader and topic declarations, without services."""
+
+import pytest
+
+from jobs.config import Config, ConfigError, load_config
+from jobs.sql import load_sql, render_sql
+from jobs.topics import declared_topics
+
+
+def test_shipped_configs_declare_their_topics():
+    smoke = load_config("conf/smoke.yaml")
+    assert [t.name for t in declared_topics(smoke)] == ["smoke-events", "smoke-transformed"]
+
+
+def test_every_smoke_ddl_renders_without_unknown_variables():
+    config = load_config("conf/smoke.yaml")
+    statements = [s for path in config["sql.ddl"] for s in load_sql(path, config)]
+    assert len(statements) == 4
+    assert all("${" not in s for s in statements)
+    assert "'topic' = 'smoke-events'" in statements[1]
+
+
+def test_unknown_variable_names_file_line_and_config():
+    config = Config({"topics": {"events": {"name": "e"}}}, "/x/conf/job.yaml")
+    with pytest.raises(ConfigError, match=r"events.sql line 3: \$\{topics.events.partitions\} is not set in job.yaml"):
+        render_sql("a\nb\n'${topics.events.partitions}'", config, "events.sql")
+
+
+def test_a_mapping_is_not_a_sql_value():
+    config = Config({"topics": {"events": {"name": "e"}}}, "job.yaml")
+    with pytest.raises(ConfigError, match="is a dict, not a value"):
+        render_sql("${topics.events}", config, "events.sql")
+
+
+def test_broken_yaml_and_missing_files_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("topics: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_topic_without_name_is_an_error():
+    with pytest.raises(ConfigError, match="'topics.events' needs a mapping with at least 'name'"):
+        declared_topics(Config({"topics": {"events": {"partitions": 2}}}, "job.yaml"))
