@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Cancels a job without a savepoint. Usage: scripts/cancel.sh JOB_ID
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+require_setup
+[ $# -eq 1 ] || die "usage: $0 JOB_ID (see scripts/list.sh)"
+JOBMANAGER="${JOBMANAGER:-localhost:8081}"
+[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+"$(flink_home)/bin/flink" cancel --jobmanager "$JOBMANAGER" "$1"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Lists the jobs of the local cluster or of JOBMANAGER=host:port: id, state, name.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+JOBMANAGER="${JOBMANAGER:-localhost:8081}"
+curl -sf --max-time 10 "http://$JOBMANAGER/jobs/overview" |
+  "$VENV_PYTHON" -c 'import json, sys
+for job in json.load(sys.stdin)["jobs"]:
+    print(job["jid"], job["state"], job["name"])' ||
+  die "no Flink REST API answers at $JOBMANAGER; start one with scripts/flink.sh start"

@@ -1,0 +1,15 @@
+-- Versioned model snapshots (udfs/envelope.py bytes), keyed by model key on a compacted topic.
+CREATE TABLE model_snapshots (
+  model_key STRING,
+  envelope BYTES
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${topics.snapshots.name}',
+  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
+  'key.format' = 'raw',
+  'key.fields' = 'model_key',
+  'value.format' = 'raw',
+  'value.fields-include' = 'EXCEPT_KEY',
+  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-snapshots'
+);

@@ -1,0 +1,160 @@
+"""The learner job on the real stack: Kafka -> SQL windows -> per-key River models -> Kafka.
+
+Each test replays a finite stream (the source is bounded at the topic's end offsets), waits for the
+job to finish, and compares what came out with plain River on the same rows.
+"""
+
+import json
+
+import pytest
+from river import datasets, evaluate
+
+from tests.integration import stack
+from udfs.envelope import decode
+from udfs.model_spec import build_metric, build_model
+
+WINDOW_MS = 1000
+MODEL = {"steps": [
+    {"class": "preprocessing.StandardScaler"},
+    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
+]}
+METRIC = {"class": "metrics.LogLoss"}
+
+
+def bananas(n):
+    """(features, label) of the first n Bananas rows, named as the feature view names them."""
+    return [({"x1_avg": x["1"], "x2_avg": x["2"]}, y) for x, y in datasets.Bananas().take(n)]
+
+
+def run_job(tmp_path, flink_job, events, overrides=None):
+    """Produce the events, run the job to the end of them; returns (config, predictions, snapshots)."""
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
+        "window": {"size_seconds": WINDOW_MS // 1000},
+        "model": MODEL, "metric": METRIC,
+        "snapshots": {"policy": "every_window"},
+        **(overrides or {}),
+    })
+    stack.produce_json(config["topics.events.name"], events, key_field="entity")
+    job_id = flink_job("jobs/learner_job.py", "--config", config.source)
+    stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
+    predictions = [json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], 10**9, timeout_s=5)]
+    snapshots = [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=5)]
+    return config, predictions, snapshots
+
+
+def events_for(rows_by_key, per_window=1):
+    """One event per key and window (or `per_window` events sharing a window), in event-time order."""
+    events = []
+    for key, rows in rows_by_key.items():
+        for i, (x, y) in enumerate(rows):
+            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
+                           "ts": (i // per_window) * WINDOW_MS + 1})
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def latest_by_key(snapshots):
+    latest = {}
+    for s in snapshots:
+        if s.key not in latest or s.model_version > latest[s.key].model_version:
+            latest[s.key] = s
+    return latest
+
+
+@pytest.mark.timeout(300)
+def test_one_key_matches_progressive_val_score(services, flink_job, tmp_path):
+    rows = bananas(600)
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events_for({"only": rows}))
+
+    expected = evaluate.progressive_val_score(rows, build_model(MODEL), build_metric(METRIC)).get()
+    final = latest_by_key(snapshots)["only"]
+    assert len(predictions) == len(rows)
+    assert final.n_learned == final.model_version == len(rows)
+    assert final.metric_name == "LogLoss"
+    assert final.metric_value == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.timeout(300)
+def test_many_keys_match_one_plain_river_model_per_key(services, flink_job, tmp_path):
+    rows = bananas(900)
+    by_key = {f"key-{k}": rows[k::3] for k in range(3)}
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events_for(by_key))
+
+    latest = latest_by_key(snapshots)
+    assert set(latest) == set(by_key)
+    for key, key_rows in by_key.items():
+        model, metric = build_model(MODEL), build_metric(METRIC)
+        for x, y in key_rows:
+            metric.update(y, model.predict_proba_one(x))
+            model.learn_one(x, y)
+        assert latest[key].n_learned == len(key_rows)
+        assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9)
+    assert len(predictions) == len(rows)
+
+
+@pytest.mark.timeout(300)
+def test_snapshots_decode_and_predict_what_the_job_predicted(services, flink_job, tmp_path):
+    rows = bananas(200)
+    by_key = {"a": rows[0::2], "b": rows[1::2]}
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events_for(by_key))
+
+    for key, key_rows in by_key.items():
+        versions = [s.model_version for s in snapshots if s.key == key]
+        assert versions == sorted(set(versions)) and versions[0] == 1, "versions must strictly increase"
+        assert versions[-1] == len(key_rows)
+    # The prediction of window i was made by model version i, before it learned row i.
+    models = {(s.key, s.model_version): s.model() for s in snapshots}
+    features = {(key, i * WINDOW_MS + WINDOW_MS): x for key, key_rows in by_key.items() for i, (x, _) in enumerate(key_rows)}
+    checked = 0
+    for p in predictions:
+        model = models.get((p["model_key"], p["model_version"]))
+        if model is not None:
+            x = features[(p["model_key"], p["window_end_ms"])]
+            assert model.predict_proba_one(x)[True] == p["prediction"]
+            checked += 1
+    assert checked == len(rows) - len(by_key)  # every prediction but each key's first (version 0)
+
+
+@pytest.mark.timeout(300)
+def test_delayed_labels_learn_each_row_once_with_its_own_label(services, flink_job, tmp_path):
+    delay = 3
+    rows = bananas(300)
+    # The label of window t arrives with the events of window t + delay.
+    events = []
+    for t in range(len(rows) + delay):
+        x = rows[t][0] if t < len(rows) else {"x1_avg": 0.0, "x2_avg": 0.0}
+        label = rows[t - delay][1] if t >= delay else None
+        events.append({"entity": "late", "x1": x["x1_avg"], "x2": x["x2_avg"], "label": label, "ts": t * WINDOW_MS + 1})
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events, {"features": {"label_delay_windows": delay}})
+
+    model, metric, pending = build_model(MODEL), build_metric(METRIC), []
+    for t in range(len(events)):
+        x = rows[t][0] if t < len(rows) else {"x1_avg": 0.0, "x2_avg": 0.0}
+        pending.append((x, model.predict_proba_one(x)))
+        if t >= delay:
+            x_old, y_pred_old = pending.pop(0)
+            metric.update(rows[t - delay][1], y_pred_old)
+            model.learn_one(x_old, rows[t - delay][1])
+    final = latest_by_key(snapshots)["late"]
+    assert final.n_learned == len(rows)
+    assert final.metric_value == pytest.approx(metric.get(), abs=1e-9)
+    assert len(predictions) == len(events)
+
+
+@pytest.mark.timeout(300)
+def test_window_size_and_a_new_feature_column_need_no_python_change(services, flink_job, tmp_path):
+    features_sql = (stack.PROJECT_DIR + "/sql/features.sql")
+    sql = open(features_sql).read().replace("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n")
+    (tmp_path / "features.sql").write_text(sql)
+    rows = bananas(200)
+    ddl = [stack.PROJECT_DIR + f"/sql/{name}.sql" for name in ("events", "predictions", "snapshots")]
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events_for({"wide": rows}, per_window=2), {
+        "window": {"size_seconds": 2},
+        "features": {"columns": ["x1_avg", "x2_avg", "x1_max"]},
+        "sql": {"ddl": [ddl[0], str(tmp_path / "features.sql"), ddl[1], ddl[2]]},
+    })
+    final = latest_by_key(snapshots)["wide"]
+    # Two events per 1 s of event time and 2 s windows: four events per window.
+    assert final.n_learned == len(rows) // 4
+    assert len(predictions) == len(rows) // 4
+    assert set(final.model()["StandardScaler"].means) == {"x1_avg", "x2_avg", "x1_max"}

@@ -1,0 +1,54 @@
+"""The snapshot envelope codec: round trips, and clear errors for foreign or damaged bytes."""
+
+import dataclasses
+
+import pytest
+from river import datasets, linear_model, preprocessing
+
+from udfs.envelope import EnvelopeError, Snapshot, decode, dump_model, encode, feature_schema_hash
+
+
+def trained_model():
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in datasets.Phishing().take(50):
+        model.learn_one(x, y)
+    return model
+
+
+def snapshot(**changes):
+    base = Snapshot(key="k", model_version=7, n_learned=7, metric_name="Accuracy", metric_value=0.5,
+                    window_end_ms=1000, watermark_ms=999, emitted_at_ms=1500,
+                    feature_schema_hash=feature_schema_hash(["a", "b"]), payload=dump_model(trained_model()))
+    return dataclasses.replace(base, **changes)
+
+
+def test_round_trip_keeps_metadata_and_model_predictions():
+    original = snapshot(extra={"drift": True})
+    decoded = decode(encode(original))
+    assert decoded.metadata() == original.metadata()
+    x = next(iter(datasets.Phishing().take(60)))[0]
+    assert decoded.model().predict_proba_one(x) == trained_model().predict_proba_one(x)
+
+
+def test_schema_hash_depends_on_names_and_order():
+    assert feature_schema_hash(["a", "b"]) != feature_schema_hash(["b", "a"])
+    assert feature_schema_hash(["a", "b"]) != feature_schema_hash(["ab"])
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "too short"),
+    (b"PK\x03\x04 some zip file", "not a model snapshot envelope"),
+    (b"RTML\x09\x00\x00\x00\x02{}", "unsupported envelope format version 9"),
+    (b"RTML\x01\x00\x00\x01\x00{}", "truncated envelope"),
+    (b"RTML\x01\x00\x00\x00\x02[}", "corrupt envelope metadata"),
+    (b"RTML\x01\x00\x00\x00\x02{}", "corrupt envelope metadata"),
+])
+def test_foreign_or_damaged_bytes_raise_a_clear_error(data, message):
+    with pytest.raises(EnvelopeError, match=message):
+        decode(data)
+
+
+def test_a_payload_that_does_not_unpickle_names_the_key_and_version():
+    broken = decode(encode(snapshot(payload=b"not a pickle")))
+    with pytest.raises(EnvelopeError, match="key 'k' v7: model payload does not load"):
+        broken.model()

@@ -1,0 +1,85 @@
+"""The learner's logic without Flink: test-then-train, delayed labels, snapshot policies."""
+
+import pytest
+from river import datasets, evaluate
+
+from jobs.config import Config, ConfigError
+from udfs.envelope import decode
+from udfs.learner import Learner, LearnerSettings, as_number
+from udfs.model_spec import build_metric, build_model
+
+MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
+
+
+def settings(**changes):
+    base = dict(model=MODEL, metric={"class": "metrics.LogLoss"}, feature_names=("1", "2"), window_ms=1000)
+    return LearnerSettings(**{**base, **changes})
+
+
+def test_process_is_progressive_validation():
+    rows = list(datasets.Bananas().take(300))
+    learner = Learner(settings())
+    state = learner.new_state()
+    for i, (x, y) in enumerate(rows):
+        prediction = learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+        assert prediction.model_version == i
+    expected = evaluate.progressive_val_score(rows, build_model(MODEL), build_metric({"class": "metrics.LogLoss"}))
+    assert state.metric.get() == pytest.approx(expected.get(), abs=1e-12)
+    assert (state.n_learned, state.model_version, state.last_window_end_ms) == (300, 300, 300_000)
+
+
+def test_delayed_label_learns_the_row_it_belongs_to():
+    learner = Learner(settings(label_delay_windows=2))
+    state = learner.new_state()
+    rows = list(datasets.Bananas().take(10))
+    for t, (x, _) in enumerate(rows):
+        label = rows[t - 2][1] if t >= 2 else None
+        learner.process(state, x, label, window_end_ms=(t + 1) * 1000)
+    assert state.n_learned == 8
+    assert sorted(state.pending) == [9000, 10000]
+
+
+def test_rows_waiting_too_long_for_a_label_are_dropped_and_counted():
+    learner = Learner(settings(label_delay_windows=5, max_pending_windows=3))
+    state = learner.new_state()
+    for t in range(10):
+        learner.process(state, {"1": 0.0, "2": 1.0}, None, window_end_ms=(t + 1) * 1000)
+    assert len(state.pending) == 3 and state.pending_dropped == 7 and state.n_learned == 0
+
+
+def test_missing_label_is_counted_not_learned():
+    learner = Learner(settings())
+    state = learner.new_state()
+    learner.process(state, {"1": 0.0, "2": 1.0}, None, window_end_ms=1000)
+    assert (state.n_learned, state.unlabeled, state.model_version) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("policy, every_n, due_after", [("every_window", 1, 1), ("every_n_updates", 3, 3)])
+def test_count_policies(policy, every_n, due_after):
+    learner = Learner(settings(snapshot_policy=policy, snapshot_every_n=every_n))
+    state = learner.new_state()
+    for i, (x, y) in enumerate(datasets.Bananas().take(due_after)):
+        assert not learner.snapshot_due(state)
+        learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+    assert learner.snapshot_due(state)
+    envelope = decode(learner.snapshot("k", state, watermark_ms=1, now_ms=2))
+    assert (envelope.key, envelope.model_version, envelope.metric_name) == ("k", due_after, "LogLoss")
+    assert not learner.snapshot_due(state)
+
+
+def test_settings_from_config_reject_bad_values():
+    good = {"features": {"columns": ["a"]}, "window": {"size_seconds": 10}, "model": MODEL,
+            "metric": {"class": "metrics.Accuracy"}}
+    assert LearnerSettings.from_config(Config(good, "job.yaml")).window_ms == 10_000
+    with pytest.raises(ConfigError, match="snapshots.policy' must be one of"):
+        LearnerSettings.from_config(Config({**good, "snapshots": {"policy": "sometimes"}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="features.columns' must be a non-empty list"):
+        LearnerSettings.from_config(Config({**good, "features": {"columns": []}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="label_delay_windows' must be a whole number"):
+        LearnerSettings.from_config(Config({**good, "features": {"columns": ["a"], "label_delay_windows": -1}}, "job.yaml"))
+
+
+def test_as_number():
+    assert as_number({False: 0.25, True: 0.75}) == 0.75
+    assert as_number({}) is None
+    assert as_number(3) == 3.0
