@@ -20,16 +20,8 @@ for service in kafka.sh flink.sh; do
   fi
 done
 
-job_id=$(bash scripts/submit.sh jobs/smoke_job.py --config conf/smoke.yaml | tail -n 1)
-"$VENV_PYTHON" - <<'PY'
-import json
-from jobs.config import load_config
-from tests.integration.stack import produce_json, read_topic
+"$VENV_PYTHON" -m jobs.topics conf/*.yaml
 
-config = load_config("conf/smoke.yaml")
-events = [{"id": i, "user": f" User-{i % 3} ", "amount": i * 1.5} for i in range(10)]
-produce_json(config["topics.events.name"], events)
-print(f"produced {len(events)} events to {config['topics.events.name']}")
-for record in read_topic(config["topics.transformed.name"], expected=len(events), timeout_s=60)[-len(events):]:
-    print("  ", json.loads(record.value))
-PY
+job_id=$(bash scripts/submit.sh jobs/learner_job.py --config conf/job.yaml | tail -n 1)
+echo "learner job $job_id is running; Flink UI: http://localhost:8081"
+"$VENV_PYTHON" scripts/replay.py --config conf/job.yaml --keys 4 --rows 2000

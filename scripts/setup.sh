@@ -48,8 +48,9 @@ if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
 fi
 
 # The Flink client, the cluster and local mini-clusters all load connectors from the distribution's lib/.
+# flink-python goes there too: loaded per job from opt/, it leaks metaspace with every submission.
 flink_lib="$(flink_home)/lib"
-for jar in lib/flink/*.jar; do
+for jar in lib/flink/*.jar "$(flink_home)"/opt/flink-python-*.jar; do
   cmp -s "$jar" "$flink_lib/$(basename "$jar")" || cp "$jar" "$flink_lib/"
 done
 echo "setup: ready ($(.venv/bin/python -c 'import pyflink.version as v; print("apache-flink", v.__version__)'), $(ls lib/kafka | sed -n 's/^kafka_2.13-\(.*\).jar/kafka \1/p'))"

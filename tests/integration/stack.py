@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -128,6 +129,12 @@ def wait_for_job_state(job_id: str, state: str, timeout_s: float) -> None:
 
 
 def cancel(job_id: str) -> None:
-    if job_state(job_id) not in ("CANCELED", "FAILED", "FINISHED"):
+    try:
+        state = job_state(job_id)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # the cluster was restarted since; the job is gone with it
+            return
+        raise
+    if state not in ("CANCELED", "FAILED", "FINISHED"):
         rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
         wait_for_job_state(job_id, "CANCELED", timeout_s=60)

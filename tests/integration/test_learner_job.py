@@ -158,3 +158,32 @@ def test_window_size_and_a_new_feature_column_need_no_python_change(services, fl
     assert final.n_learned == len(rows) // 4
     assert len(predictions) == len(rows) // 4
     assert set(final.model()["StandardScaler"].means) == {"x1_avg", "x2_avg", "x1_max"}
+
+
+@pytest.mark.timeout(300)
+def test_every_seconds_policy_publishes_from_processing_time_timers(services, flink_job, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "window": {"size_seconds": 1},
+        "snapshots": {"policy": "every_seconds", "every_seconds": 1, "every_n_updates": 10**6},
+    })
+    flink_job("jobs/learner_job.py", "--config", config.source)
+    rows = bananas(40)
+    events = events_for({"timed": rows}) + [{"entity": "closer", "x1": 0, "x2": 0, "label": False, "ts": 10**6}]
+    stack.produce_json(config["topics.events.name"], events, key_field="entity")
+    # The count policy would never publish here; only the 1 s timer can.
+    records = stack.read_topic(config["topics.snapshots.name"], expected=1, timeout_s=60)
+    snapshot = decode(records[0].value)
+    assert snapshot.key == "timed"
+    assert 1 <= snapshot.n_learned <= len(rows)
+
+
+def test_a_bad_model_spec_fails_at_submit_time(services, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "model": {"steps": [{"class": "linear_model.LogisticRegresion"}]},
+    })
+    jobs_before = stack.rest("/jobs/overview")["jobs"]
+    with pytest.raises(RuntimeError) as failure:
+        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
+    assert "model.steps[0].class: unknown River class 'linear_model.LogisticRegresion'" in str(failure.value)
+    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
