@@ -12,7 +12,7 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 import argparse
 import sys
 
-from pyflink.common import Types
+from pyflink.common import Configuration, Types
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
@@ -36,10 +36,11 @@ def main(argv=None):
     except (ConfigError, ModelSpecError) as e:
         sys.exit(f"error: {e}")
 
-    env = StreamExecutionEnvironment.get_execution_environment()
-    table_env = StreamTableEnvironment.create(env)
+    flink_config = Configuration()
     for key, value in (config.get("flink", {}) or {}).items():
-        table_env.get_config().set(key, str(value))
+        flink_config.set_string(key, str(value))
+    env = StreamExecutionEnvironment.get_execution_environment(flink_config)
+    table_env = StreamTableEnvironment.create(env)
     execute_sql_files(table_env, config)
 
     feature_rows = table_env.to_data_stream(

@@ -12,5 +12,6 @@ CREATE TABLE predictions (
   'key.fields' = 'model_key',
   'value.format' = 'json',
   'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
   'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-predictions'
 );

@@ -11,5 +11,6 @@ CREATE TABLE model_snapshots (
   'value.format' = 'raw',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
   'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-snapshots'
 );

@@ -17,10 +17,10 @@ StandardScaler | LogisticRegression
 True
 >>> build_metric({"class": "metrics.LogLoss"}, model=model)
 LogLoss: 0.
->>> build_model({"steps": [{"class": "linear_model.LogisticRegresion"}]})
+>>> build_model({"steps": [{"class": "optim.SDG"}]})
 Traceback (most recent call last):
     ...
-udfs.model_spec.ModelSpecError: model.steps[0].class: unknown River class 'linear_model.LogisticRegresion' (did you mean 'linear_model.LogisticRegression'?)
+udfs.model_spec.ModelSpecError: model.steps[0].class: unknown River class 'optim.SDG' (did you mean 'optim.SGD'?)
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def build_model(spec, path: str = "model"):
     if not isinstance(spec, dict):
         raise ModelSpecError(f"{path}: expected a mapping with 'steps', got {spec!r}")
     if unexpected := sorted(set(spec) - {"steps"}, key=str):
-        raise ModelSpecError(f"{path}: unexpected key(s) {', '.join(map(repr, unexpected))}; a model has only 'steps'")
+        keys = ", ".join(map(repr, unexpected))
+        raise ModelSpecError(f"{path}: unexpected key(s) {keys}; a model has only 'steps'")
     steps = spec.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ModelSpecError(f"{path}.steps: expected a non-empty list of steps, got {steps!r}")
@@ -64,7 +65,8 @@ def build_model(spec, path: str = "model"):
         step_path = f"{path}.steps[{i}]"
         estimator = _build(step, step_path, base.Estimator, "a River estimator")
         name = step["class"]
-        if i < len(steps) - 1 and not (isinstance(estimator, base.Transformer) or utils.inspect.isanomalyfilter(estimator)):
+        feeds_next = isinstance(estimator, base.Transformer) or utils.inspect.isanomalyfilter(estimator)
+        if i < len(steps) - 1 and not feeds_next:
             raise ModelSpecError(f"{step_path}: {name} is not a transformer; only the last step may be a model")
         if i == len(steps) - 1 and not hasattr(estimator, "predict_one"):
             raise ModelSpecError(f"{step_path}: {name} cannot predict (no predict_one); the last step must be a model")
@@ -76,7 +78,8 @@ def build_metric(spec, path: str = "metric", model=None):
     """A fresh River metric from `{"class": "metrics.Accuracy"}`; checked against `model` when given."""
     metric = _build(spec, path, Metric, "a River metric (river.metrics.base.Metric)")
     if model is not None and not metric.works_with(model):
-        raise ModelSpecError(f"{path}.class: {spec['class']} does not work with {type(utils.inspect.extract_relevant(model)).__name__}")
+        final = type(utils.inspect.extract_relevant(model)).__name__
+        raise ModelSpecError(f"{path}.class: {spec['class']} does not work with {final}")
     return metric
 
 
@@ -94,7 +97,8 @@ def _build(spec, path: str, kind: type, kind_name: str):
     if "class" not in spec:
         raise ModelSpecError(f"{path}: missing 'class' (a River class path like 'linear_model.LogisticRegression')")
     if unexpected := sorted(set(spec) - set(_SPEC_KEYS), key=str):
-        raise ModelSpecError(f"{path}: unexpected key(s) {', '.join(map(repr, unexpected))}; expected 'class' and optional 'params'")
+        keys = ", ".join(map(repr, unexpected))
+        raise ModelSpecError(f"{path}: unexpected key(s) {keys}; expected 'class' and optional 'params'")
     name = spec["class"]
     cls = _resolve(name, f"{path}.class")
     if not issubclass(cls, kind):
@@ -224,4 +228,6 @@ def _known_class_paths() -> tuple[str, ...]:
 
 
 def _suggestible(obj) -> bool:
-    return inspect.isclass(obj) and _defined_in_river(obj) and not inspect.isabstract(obj) and not obj.__name__.startswith("Base")
+    if not (inspect.isclass(obj) and _defined_in_river(obj)):
+        return False
+    return not inspect.isabstract(obj) and not obj.__name__.startswith("Base")

@@ -45,6 +45,8 @@ def isolated_config(tmp_path, base: str, overrides: dict | None = None) -> Confi
     for spec in data.get("topics", {}).values():
         spec["name"] = f"{spec['name']}-{suffix}"
     data.setdefault("source", {})["group_id"] = f"test-{suffix}"
+    if "sinks" in data:
+        data["sinks"]["transactional_id_prefix"] = f"test-{suffix}"
     _merge(data, overrides or {})
     for key in ("ddl",):
         if key in data.get("sql", {}):
@@ -78,7 +80,7 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     return count
 
 
-def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool = False) -> list:
+def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool = True) -> list:
     """Read every partition from the start until `expected` records or the timeout; returns the records."""
     consumer = KafkaConsumer(
         bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
