@@ -23,7 +23,10 @@ render_template() {
   envsubst "$vars" <"$src" >"$dst"
 }
 
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# A killed process stays a zombie until its parent reaps it; it counts as gone.
+pid_alive() {
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
 
 # All descendants of a PID, deepest last.
 descendants() {

@@ -30,13 +30,25 @@ start() {
   flink_home=$(flink_home)
   compgen -G "$flink_home/lib/flink-sql-connector-kafka-*.jar" >/dev/null ||
     die "the Kafka connector is not in $flink_home/lib; run: bash scripts/setup.sh"
-  if rest_overview >/dev/null; then
+  prune_dead_pids "$RUN_DIR"/flink-*.pid
+  local jobmanager taskmanager
+  jobmanager=$(cat "$RUN_DIR"/flink-*-standalonesession.pid 2>/dev/null || true)
+  taskmanager=$(cat "$RUN_DIR"/flink-*-taskexecutor.pid 2>/dev/null || true)
+  if [ -n "$jobmanager" ] && [ -n "$taskmanager" ]; then
     echo "flink: already running at $REST_URL"
     return 0
   fi
   render_conf "$flink_home"
-  "$flink_home/bin/start-cluster.sh" >"$RUN_DIR/log/start.log" 2>&1 ||
-    die "start-cluster.sh failed; see $RUN_DIR/log/start.log"
+  if [ -n "$jobmanager" ]; then
+    # The JobManager outlived its TaskManager (a crash, or a fault test): start a new one.
+    "$flink_home/bin/taskmanager.sh" start >>"$RUN_DIR/log/start.log" 2>&1 ||
+      die "taskmanager.sh failed; see $RUN_DIR/log/start.log"
+  else
+    [ -z "$taskmanager" ] || stop
+    rest_overview >/dev/null && die "something else answers at $REST_URL; stop it first"
+    "$flink_home/bin/start-cluster.sh" >"$RUN_DIR/log/start.log" 2>&1 ||
+      die "start-cluster.sh failed; see $RUN_DIR/log/start.log"
+  fi
   local deadline=$((SECONDS + START_TIMEOUT_S))
   until rest_overview | grep -q '"taskmanagers":[1-9]'; do
     [ $SECONDS -lt $deadline ] || die "no TaskManager registered within ${START_TIMEOUT_S}s; see $RUN_DIR/log"
@@ -45,8 +57,18 @@ start() {
   echo "flink: started (pids $(daemon_pids | tr "\n" " " | xargs)) at $REST_URL"
 }
 
+prune_dead_pids() {
+  local file pid
+  for file in "$@"; do
+    [ -f "$file" ] || continue
+    for pid in $(cat "$file"); do pid_alive "$pid" && echo "$pid"; done >"$file.live"
+    if [ -s "$file.live" ]; then mv "$file.live" "$file"; else rm -f "$file" "$file.live"; fi
+  done
+}
+
 stop() {
   local pids=() pid
+  prune_dead_pids "$RUN_DIR"/flink-*.pid
   # Python workers are children of the TaskManager; collect them before it goes.
   for pid in $(daemon_pids); do
     pid_alive "$pid" && pids+=("$pid" $(descendants "$pid"))

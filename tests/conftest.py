@@ -18,8 +18,8 @@ def services():
     started = []
     for name in ("kafka.sh", "flink.sh"):
         if not stack.service_running(name):
-            stack.script(name, "start")
             started.append(name)
+        stack.script(name, "start")  # also replaces a TaskManager that an earlier run left dead
     yield
     for name in reversed(started):
         stack.script(name, "stop")

@@ -31,6 +31,20 @@ def script(name: str, *args: str, timeout: float = 180) -> str:
     return result.stdout
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs; a zombie waiting for its parent to reap it does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [d for child in map(int, out) for d in (child, *descendants(child))]
+
+
 def service_running(name: str) -> bool:
     return subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", name), "status"],
                           capture_output=True, timeout=30).returncode == 0

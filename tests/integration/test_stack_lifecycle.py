@@ -1,7 +1,6 @@
 """scripts/kafka.sh stop and scripts/flink.sh stop leave no broker, JobManager, TaskManager or Python worker."""
 
 import os
-import subprocess
 import time
 
 import pytest
@@ -12,22 +11,6 @@ from tests.integration import stack
 def _pid_file(path):
     with open(path) as f:
         return [int(line) for line in f.read().split()]
-
-
-def _descendants(pid):
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    children = [int(p) for p in out]
-    return children + [d for c in children for d in _descendants(c)]
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes once its parent reaps it.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 def _command(pid):
@@ -48,7 +31,7 @@ def test_stop_leaves_no_process_behind(services, flink_job, tmp_path):
     broker = _pid_file(f"{run}/kafka/kafka.pid")
     daemons = [p for name in os.listdir(f"{run}/flink") if name.endswith(".pid")
                for p in _pid_file(f"{run}/flink/{name}")]
-    workers = [p for d in daemons for p in _descendants(d)]
+    workers = [p for d in daemons for p in stack.descendants(d)]
     assert len(daemons) == 2, daemons
     assert any("python" in _command(p) for p in workers), [_command(p) for p in workers]
 
@@ -56,9 +39,9 @@ def test_stop_leaves_no_process_behind(services, flink_job, tmp_path):
         stack.script("flink.sh", "stop")
         stack.script("kafka.sh", "stop")
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in broker + daemons + workers) and time.monotonic() < deadline:
+        while any(stack.alive(p) for p in broker + daemons + workers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = {p: _command(p) for p in broker + daemons + workers if _alive(p)}
+        left = {p: _command(p) for p in broker + daemons + workers if stack.alive(p)}
         assert not left, f"still running after stop: {left}"
     finally:
         # Later fixtures and tests expect the services the session started.

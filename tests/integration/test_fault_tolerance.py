@@ -1,0 +1,96 @@
+"""Kill the TaskManager mid-stream, twice: the job recovers from its checkpoints and, in the
+read_committed view, every key learns each of its rows exactly once and its versions never repeat."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.integration import stack
+from udfs.envelope import decode
+
+KEYS = [f"k{i}" for i in range(5)]
+WINDOWS = 240
+WINDOW_MS = 1000
+
+
+def taskmanager_pids():
+    """The TaskManager and its Python workers, from the pid file scripts/flink.sh keeps."""
+    run = os.path.join(stack.PROJECT_DIR, "run", "flink")
+    pids = []
+    for name in os.listdir(run):
+        if name.endswith("-taskexecutor.pid"):
+            for pid in open(os.path.join(run, name)).read().split():
+                if stack.alive(int(pid)):
+                    pids.append(int(pid))
+    return pids + [child for pid in pids for child in stack.descendants(pid)]
+
+
+def wait_until(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def completed_checkpoints(job_id):
+    return stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
+
+
+@pytest.mark.timeout(420)
+def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "window": {"size_seconds": 1},
+        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5},
+        "flink": {"execution.checkpointing.interval": "1 s"},
+    })
+    job_id = flink_job("jobs/learner_job.py", "--config", config.source)
+
+    events = [{"entity": key, "x1": float(w % 7), "x2": float(i), "label": (w + i) % 3 == 0, "ts": w * WINDOW_MS + 1}
+              for w in range(WINDOWS) for i, key in enumerate(KEYS)]
+    # A far-future event closes the last windows of every key.
+    events.append({"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": (WINDOWS + 100) * WINDOW_MS})
+    producer = threading.Thread(target=lambda: [stack.produce_json(config["topics.events.name"], events[i:i + 100], "entity")
+                                                or time.sleep(0.5) for i in range(0, len(events), 100)])
+    producer.start()
+
+    try:
+        for kill in range(2):
+            checkpoints = completed_checkpoints(job_id)
+            wait_until(lambda: completed_checkpoints(job_id) >= checkpoints + 2, 90, "two more checkpoints")
+            killed = taskmanager_pids()
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not any(stack.alive(pid) for pid in killed), 10, "the killed processes to go")
+            stack.script("flink.sh", "start")  # a new TaskManager, as a supervisor would start
+            restored = stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["restored"]
+            wait_until(lambda: stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["restored"] > restored
+                       and stack.job_state(job_id) == "RUNNING", 120, f"recovery after kill {kill + 1}")
+    finally:
+        producer.join(timeout=120)
+        stack.script("flink.sh", "start")
+
+    latest = {}
+
+    def all_learned():
+        for record in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=3):
+            snapshot = decode(record.value)
+            latest.setdefault(snapshot.key, []).append(snapshot)
+        done = all(key in latest and latest[key][-1].n_learned == WINDOWS for key in KEYS)
+        if not done:
+            latest.clear()
+        return done
+
+    wait_until(all_learned, 120, "every key to learn all its rows")
+    restarts = stack.rest(f"/jobs/{job_id}")
+    assert stack.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"], "the kills caused no failover"
+    for key in KEYS:
+        versions = [s.model_version for s in latest[key]]
+        assert versions == list(range(5, WINDOWS + 1, 5)), f"{key}: {versions}"
+        assert [s.n_learned for s in latest[key]] == versions
+    assert restarts["state"] == "RUNNING"
