@@ -10,6 +10,7 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 """
 
 import argparse
+import hashlib
 import sys
 
 from pyflink.common import Configuration, Types
@@ -18,10 +19,14 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from jobs.config import ConfigError, load_config
-from jobs.sql import execute_sql_files
+from jobs.sql import ddl_statements
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import PREDICTION_TYPE, SNAPSHOTS, LearnerFunction
 from udfs.model_spec import ModelSpecError
+
+
+def fingerprint(statements) -> str:
+    return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
 
 
 def main(argv=None):
@@ -41,7 +46,13 @@ def main(argv=None):
         flink_config.set_string(key, str(value))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
-    execute_sql_files(table_env, config)
+    # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
+    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner", carries over.
+    ddl = ddl_statements(config)
+    table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
+    for statement in ddl:
+        table_env.execute_sql(statement)
 
     feature_rows = table_env.to_data_stream(
         table_env.from_path(config["sql.features_view"]).select(

@@ -48,8 +48,11 @@ def load_sql(path: str, config: Config) -> list[str]:
     return [s for s in statements if s and not all(line.strip().startswith("--") for line in s.splitlines())]
 
 
+def ddl_statements(config: Config, paths_setting: str = "sql.ddl") -> list[str]:
+    """Every statement of the files the config lists under `paths_setting`, rendered, in order."""
+    return [statement for path in config[paths_setting] for statement in load_sql(path, config)]
+
+
 def execute_sql_files(table_env, config: Config, paths_setting: str = "sql.ddl") -> None:
-    """Run every DDL statement of the files the config lists under `paths_setting`, in order."""
-    for path in config[paths_setting]:
-        for statement in load_sql(path, config):
-            table_env.execute_sql(statement)
+    for statement in ddl_statements(config, paths_setting):
+        table_env.execute_sql(statement)

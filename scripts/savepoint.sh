@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Triggers a savepoint of a running job and prints its path on the last line.
 # Usage: scripts/savepoint.sh JOB_ID [TARGET_DIR]    (default: state.savepoints.dir of conf/flink)
-#        scripts/savepoint.sh --stop JOB_ID [TARGET_DIR]   stop-with-savepoint (for upgrades)
+#        scripts/savepoint.sh --stop JOB_ID [TARGET_DIR]   stop-with-savepoint
+#        scripts/savepoint.sh --drain JOB_ID [TARGET_DIR]  stop-with-savepoint after firing every open window
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_setup
-action=(savepoint)
-if [ "${1:-}" = "--stop" ]; then action=(stop); shift; fi
-[ $# -ge 1 ] || die "usage: $0 [--stop] JOB_ID [TARGET_DIR]"
+action=savepoint
+case "${1:-}" in
+  --stop) action=stop; shift ;;
+  --drain) action=drain; shift ;;
+esac
+[ $# -ge 1 ] || die "usage: $0 [--stop|--drain] JOB_ID [TARGET_DIR]"
 JOBMANAGER="${JOBMANAGER:-localhost:8081}"
 [ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
 job_id="$1"; target=("${@:2}")
-if [ "${action[0]}" = stop ]; then
-  args=(stop --jobmanager "$JOBMANAGER" ${target:+--savepointPath "${target[0]}"} "$job_id")
+if [ "$action" != savepoint ]; then
+  args=(stop --jobmanager "$JOBMANAGER" ${target:+--savepointPath "${target[0]}"})
+  [ "$action" = drain ] && args+=(--drain)
+  args+=("$job_id")
 else
   args=(savepoint --jobmanager "$JOBMANAGER" "$job_id" "${target[@]}")
 fi

@@ -14,7 +14,10 @@ JOBMANAGER="${JOBMANAGER:-localhost:8081}"
 
 flink_opts=()
 while [ $# -gt 0 ] && [[ "$1" == -* ]]; do
-  flink_opts+=("$1" "$2"); shift 2
+  case "$1" in
+    -n | --allowNonRestoredState) flink_opts+=("$1"); shift ;;
+    *) flink_opts+=("$1" "$2"); shift 2 ;;
+  esac
 done
 [ $# -ge 1 ] || die "usage: $0 [flink run options...] JOB.py [job arguments...]"
 job="$1"; shift

@@ -7,6 +7,8 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 [ $# -ge 2 ] || die "usage: $0 JOB_ID JOB.py [job arguments...]"
 job_id="$1"; shift
-savepoint=$(bash "$PROJECT_DIR/scripts/savepoint.sh" --stop "$job_id" | tail -n 1)
+# --drain closes every open window first, so no event waits in SQL state the new version may not take;
+# --allowNonRestoredState lets changed SQL operators start afresh. The learner's state always restores.
+savepoint=$(bash "$PROJECT_DIR/scripts/savepoint.sh" --drain "$job_id" | tail -n 1)
 echo "stopped $job_id with savepoint $savepoint"
-bash "$PROJECT_DIR/scripts/submit.sh" --fromSavepoint "$savepoint" "$@"
+bash "$PROJECT_DIR/scripts/submit.sh" --fromSavepoint "$savepoint" --allowNonRestoredState "$@"

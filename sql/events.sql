@@ -13,6 +13,7 @@ CREATE TABLE events (
   'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
   'properties.group.id' = '${source.group_id}',
   'scan.startup.mode' = '${source.startup_mode}',
+  'properties.auto.offset.reset' = 'earliest',
   'scan.bounded.mode' = '${source.bounded_mode}',
   'scan.watermark.idle-timeout' = '${source.idle_timeout}',
   'format' = 'json'

@@ -41,6 +41,8 @@ class KeyState:
     # window end -> (features, prediction) of rows waiting for their delayed label.
     pending: dict = dataclasses.field(default_factory=dict)
     pending_dropped: int = 0
+    # Rows for a window this key has already learned: a source replay after an upgrade, skipped.
+    replayed_windows: int = 0
     # The processing-time timer of the every_seconds policy, 0 when none is set.
     pending_timer_ms: int = 0
     unlabeled: int = 0
@@ -90,6 +92,31 @@ class LearnerSettings:
         )
 
 
+class StateSchemaError(RuntimeError):
+    """Keyed state written by a job version this code cannot read."""
+
+
+def migrate(state: KeyState) -> KeyState:
+    """Bring a KeyState restored from a savepoint of an older job version up to this one.
+
+    Fields added since are filled with their defaults; state from a newer version is refused,
+    because reading it with older code would silently drop what the newer code keeps."""
+    version = getattr(state, "schema_version", 0)
+    if version == STATE_SCHEMA_VERSION:
+        return state
+    if version > STATE_SCHEMA_VERSION:
+        raise StateSchemaError(
+            f"learner state has schema version {version}, this job reads up to {STATE_SCHEMA_VERSION}: "
+            "submit the job version that wrote the savepoint, or a newer one"
+        )
+    for field in dataclasses.fields(KeyState):
+        if field.name not in vars(state):
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            setattr(state, field.name, default)
+    state.schema_version = STATE_SCHEMA_VERSION
+    return state
+
+
 def as_number(y_pred) -> float | None:
     """A prediction as one number: the positive class's probability, or the regression value."""
     if isinstance(y_pred, dict):
@@ -116,8 +143,14 @@ class Learner:
             return state.model.predict_proba_one(x)
         return state.model.predict_one(x)
 
-    def process(self, state: KeyState, x: dict, label, window_end_ms: int) -> Prediction:
-        """Predict on one feature row, then learn what its label allows; returns the prediction."""
+    def process(self, state: KeyState, x: dict, label, window_end_ms: int) -> Prediction | None:
+        """Predict on one feature row, then learn what its label allows; returns the prediction.
+
+        Windows reach a key in event-time order, so a row no later than the key's last window is a
+        replay (a source re-reading after an upgrade): it is counted and skipped, not learned twice."""
+        if window_end_ms <= state.last_window_end_ms:
+            state.replayed_windows += 1
+            return None
         y_pred = self.predict(state, x)
         prediction = Prediction(window_end_ms, as_number(y_pred), state.model_version)
         delay = self.settings.label_delay_windows
@@ -131,7 +164,7 @@ class Learner:
             while len(state.pending) > self.settings.max_pending_windows:
                 del state.pending[min(state.pending)]
                 state.pending_dropped += 1
-        state.last_window_end_ms = max(state.last_window_end_ms, window_end_ms)
+        state.last_window_end_ms = window_end_ms
         return prediction
 
     def _learn(self, state: KeyState, x: dict, y_pred, y) -> None:

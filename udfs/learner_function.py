@@ -8,7 +8,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from udfs.learner import KeyState, Learner, LearnerSettings
+from udfs.learner import KeyState, Learner, LearnerSettings, migrate
 
 PREDICTION_TYPE = Types.ROW_NAMED(
     ["model_key", "window_end_ms", "prediction", "model_version"],
@@ -38,7 +38,8 @@ class LearnerFunction(KeyedProcessFunction):
 
     def process_element(self, row, ctx: KeyedProcessFunction.Context):
         key, window_end, label = row[0], row[1], row[2]
-        state = self.state.value() or self.learner.new_state()
+        stored = self.state.value()
+        state = migrate(stored) if stored is not None else self.learner.new_state()
         x = dict(zip(self.feature_names, row[3:]))
         prediction = self.learner.process(state, x, label, epoch_ms(window_end))
         if self.learner.snapshot_due(state):
@@ -47,12 +48,14 @@ class LearnerFunction(KeyedProcessFunction):
             state.pending_timer_ms = ctx.timer_service().current_processing_time() + self.settings.snapshot_every_ms
             ctx.timer_service().register_processing_time_timer(state.pending_timer_ms)
         self.state.update(state)
-        yield Row(key, prediction.window_end_ms, prediction.prediction, prediction.model_version)
+        if prediction is not None:
+            yield Row(key, prediction.window_end_ms, prediction.prediction, prediction.model_version)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        state = self.state.value()
-        if state is None:
+        stored = self.state.value()
+        if stored is None:
             return
+        state = migrate(stored)
         state.pending_timer_ms = 0
         if state.model_version > state.published_version:
             yield SNAPSHOTS, self._snapshot(ctx.get_current_key(), state, ctx)

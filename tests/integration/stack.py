@@ -74,6 +74,14 @@ def isolated_config(tmp_path, base: str, overrides: dict | None = None) -> Confi
     return config
 
 
+def write_config(config: Config, path, overrides: dict) -> Config:
+    """A new config file: `config` with `overrides` merged in (same topics, same consumer group)."""
+    data = yaml.safe_load(yaml.safe_dump(config.data))
+    _merge(data, overrides)
+    path.write_text(yaml.safe_dump(data))
+    return load_config(str(path))
+
+
 def _merge(target: dict, overrides: dict) -> None:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):

@@ -1,11 +1,13 @@
 """The learner's logic without Flink: test-then-train, delayed labels, snapshot policies."""
 
+import pickle
+
 import pytest
 from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
 from udfs.envelope import decode
-from udfs.learner import Learner, LearnerSettings, as_number
+from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, as_number, migrate
 from udfs.model_spec import build_metric, build_model
 
 MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
@@ -47,6 +49,16 @@ def test_rows_waiting_too_long_for_a_label_are_dropped_and_counted():
     assert len(state.pending) == 3 and state.pending_dropped == 7 and state.n_learned == 0
 
 
+def test_a_replayed_window_is_skipped_and_counted():
+    learner = Learner(settings())
+    state = learner.new_state()
+    rows = list(datasets.Bananas().take(3))
+    for i, (x, y) in enumerate(rows):
+        assert learner.process(state, x, y, window_end_ms=(i + 1) * 1000) is not None
+    assert learner.process(state, *rows[1], window_end_ms=2000) is None
+    assert (state.n_learned, state.model_version, state.replayed_windows) == (3, 3, 1)
+
+
 def test_missing_label_is_counted_not_learned():
     learner = Learner(settings())
     state = learner.new_state()
@@ -83,3 +95,24 @@ def test_as_number():
     assert as_number({False: 0.25, True: 0.75}) == 0.75
     assert as_number({}) is None
     assert as_number(3) == 3.0
+
+
+def test_state_from_an_older_version_is_migrated_not_reset():
+    learner = Learner(settings())
+    state = learner.new_state()
+    for i, (x, y) in enumerate(datasets.Bananas().take(5)):
+        learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+    # What a savepoint of the first release holds: no schema_version, none of the later fields.
+    old = pickle.loads(pickle.dumps(state))
+    for name in ("schema_version", "replayed_windows", "pending_timer_ms"):
+        delattr(old, name)
+    migrated = migrate(old)
+    assert (migrated.schema_version, migrated.replayed_windows, migrated.pending_timer_ms) == (STATE_SCHEMA_VERSION, 0, 0)
+    assert (migrated.n_learned, migrated.model_version) == (5, 5)
+
+
+def test_state_from_a_newer_version_fails_clearly():
+    state = Learner(settings()).new_state()
+    state.schema_version = STATE_SCHEMA_VERSION + 1
+    with pytest.raises(StateSchemaError, match=f"schema version {STATE_SCHEMA_VERSION + 1}, this job reads up to"):
+        migrate(state)
