@@ -73,6 +73,7 @@ def main(argv=None):
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
+    sinks.add_insert(config["sql.dead_letters.into"], table_env.from_path(config["sql.dead_letters.from"]))
     sinks.execute()
 
 

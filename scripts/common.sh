@@ -51,3 +51,21 @@ terminate_pids() {
     while pid_alive "$pid"; do sleep 0.1; done
   done
 }
+
+# Starts Kafka and Flink through their scripts; the ones that were not running before are stopped by
+# stop_started_services (call it from an EXIT trap). `start` also repairs a dead TaskManager.
+STARTED_SERVICES=()
+start_stack() {
+  local service
+  for service in kafka.sh flink.sh; do
+    bash "$PROJECT_DIR/scripts/$service" status >/dev/null 2>&1 || STARTED_SERVICES+=("$service")
+    bash "$PROJECT_DIR/scripts/$service" start
+  done
+}
+
+stop_started_services() {
+  local i
+  for ((i = ${#STARTED_SERVICES[@]} - 1; i >= 0; i--)); do
+    bash "$PROJECT_DIR/scripts/${STARTED_SERVICES[i]}" stop || true
+  done
+}

@@ -6,21 +6,13 @@ source "$(dirname "$0")/common.sh"
 cd "$PROJECT_DIR"
 
 bash scripts/setup.sh
-started=()
 job_id=""
 cleanup() {
-  [ -n "$job_id" ] && curl -sf -X PATCH "http://localhost:8081/jobs/$job_id?mode=cancel" >/dev/null || true
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do bash "scripts/${started[i]}" stop || true; done
+  [ -n "$job_id" ] && bash scripts/cancel.sh "$job_id" >/dev/null 2>&1 || true
+  stop_started_services
 }
 trap cleanup EXIT
-for service in kafka.sh flink.sh; do
-  if ! bash "scripts/$service" status >/dev/null 2>&1; then
-    bash "scripts/$service" start
-    started+=("$service")
-  fi
-done
-
-"$VENV_PYTHON" -m jobs.topics conf/*.yaml
+start_stack  # also creates the topics conf/*.yaml declare
 
 job_id=$(bash scripts/submit.sh jobs/learner_job.py --config conf/job.yaml | tail -n 1)
 echo "learner job $job_id is running; Flink UI: http://localhost:8081"

@@ -7,16 +7,7 @@ cd "$PROJECT_DIR"
 
 bash scripts/setup.sh
 
-started=()
-cleanup() {
-  for ((i = ${#started[@]} - 1; i >= 0; i--)); do bash "scripts/${started[i]}" stop || true; done
-}
-trap cleanup EXIT
-for service in kafka.sh flink.sh; do
-  if ! bash "scripts/$service" status >/dev/null 2>&1; then
-    bash "scripts/$service" start
-    started+=("$service")
-  fi
-done
+trap stop_started_services EXIT
+start_stack
 
 .venv/bin/pytest "$@"

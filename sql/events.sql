@@ -1,20 +1,22 @@
--- Raw events from Kafka, with event time and a watermark that allows late events.
-CREATE TABLE events (
-  entity STRING,
-  x1 DOUBLE,
-  x2 DOUBLE,
-  label BOOLEAN,
-  ts BIGINT,                                   -- event time, epoch milliseconds
-  event_time AS TO_TIMESTAMP_LTZ(ts, 3),
+-- Raw events from Kafka, as bytes, with event time and a watermark that allows late events.
+-- Events are checked in SQL (sql/checked_events.sql): valid ones feed the windows, the others go to
+-- the dead-letter topic with their original bytes. An event without a usable `ts` gets event time 0,
+-- so it never moves the watermark.
+CREATE TABLE events_raw (
+  payload BYTES,
+  source_partition INT METADATA FROM 'partition' VIRTUAL,
+  source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  event_time AS TO_TIMESTAMP_LTZ(
+    COALESCE(TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT), 0), 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${topics.events.name}',
   'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
   'properties.group.id' = '${source.group_id}',
-  'scan.startup.mode' = '${source.startup_mode}',
   'properties.auto.offset.reset' = 'earliest',
+  'scan.startup.mode' = '${source.startup_mode}',
   'scan.bounded.mode' = '${source.bounded_mode}',
   'scan.watermark.idle-timeout' = '${source.idle_timeout}',
-  'format' = 'json'
+  'format' = 'raw'
 );

@@ -66,7 +66,7 @@ def isolated_config(tmp_path, base: str, overrides: dict | None = None) -> Confi
         if key in data.get("sql", {}):
             data["sql"][key] = [os.path.join(PROJECT_DIR, p) for p in data["sql"][key]]
     conf_dir = tmp_path / "conf"
-    conf_dir.mkdir(exist_ok=True)
+    conf_dir.mkdir(parents=True, exist_ok=True)
     path = conf_dir / os.path.basename(base)
     path.write_text(yaml.safe_dump(data))
     config = load_config(str(path))

@@ -9,6 +9,7 @@ import json
 import pytest
 from river import datasets, evaluate
 
+from jobs.config import load_config
 from tests.integration import stack
 from udfs.envelope import decode
 from udfs.model_spec import build_metric, build_model
@@ -147,11 +148,11 @@ def test_window_size_and_a_new_feature_column_need_no_python_change(services, fl
     sql = open(features_sql).read().replace("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n")
     (tmp_path / "features.sql").write_text(sql)
     rows = bananas(200)
-    ddl = [stack.PROJECT_DIR + f"/sql/{name}.sql" for name in ("events", "predictions", "snapshots")]
+    ddl = [path.replace("sql/features.sql", str(tmp_path / "features.sql")) for path in load_config("conf/job.yaml")["sql.ddl"]]
     _, predictions, snapshots = run_job(tmp_path, flink_job, events_for({"wide": rows}, per_window=2), {
         "window": {"size_seconds": 2},
         "features": {"columns": ["x1_avg", "x2_avg", "x1_max"]},
-        "sql": {"ddl": [ddl[0], str(tmp_path / "features.sql"), ddl[1], ddl[2]]},
+        "sql": {"ddl": ddl},
     })
     final = latest_by_key(snapshots)["wide"]
     # Two events per 1 s of event time and 2 s windows: four events per window.

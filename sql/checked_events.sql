@@ -1,0 +1,58 @@
+-- Every event is parsed and checked once; `problem` names what is wrong, NULL when nothing is.
+-- Add a field: parse it below, check it in the CASE, and select it in the `events` view.
+CREATE VIEW parsed_events AS
+SELECT
+  payload,
+  source_partition,
+  source_offset,
+  event_time,
+  JSON_VALUE(body, '$.entity') AS entity,
+  -- Values are read as text and cast with TRY_CAST, so a wrong type gives NULL, never an error.
+  TRY_CAST(JSON_VALUE(body, '$.x1') AS DOUBLE) AS x1,
+  TRY_CAST(JSON_VALUE(body, '$.x2') AS DOUBLE) AS x2,
+  JSON_VALUE(body, '$.label') AS label_text,
+  TRY_CAST(JSON_VALUE(body, '$.ts') AS BIGINT) AS ts,
+  body
+FROM (SELECT *, CAST(payload AS STRING) AS body FROM events_raw);
+
+CREATE VIEW checked_events AS
+SELECT
+  *,
+  CASE
+    WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
+    WHEN body SIMILAR TO '%(NaN|Infinity)%' THEN 'NaN or infinite number'
+    WHEN NOT (body IS JSON OBJECT) THEN 'malformed JSON'
+    WHEN entity IS NULL OR CHAR_LENGTH(TRIM(entity)) = 0 THEN 'missing key: entity'
+    WHEN ts IS NULL THEN 'ts missing or not an integer'
+    WHEN x1 IS NULL THEN 'x1 missing or not a number'
+    WHEN x2 IS NULL THEN 'x2 missing or not a number'
+    WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'
+  END AS problem
+FROM parsed_events;
+
+CREATE VIEW events AS
+SELECT entity, x1, x2, label_text = 'true' AS label, ts, event_time FROM checked_events WHERE problem IS NULL;
+
+CREATE VIEW rejected_events AS
+SELECT
+  payload,
+  MAP[
+    'reason', CAST(problem AS BYTES),
+    'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
+    'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
+  ] AS headers
+FROM checked_events WHERE problem IS NOT NULL;
+
+-- Rejected events keep their original bytes as the record value; the reason is a header.
+CREATE TABLE dead_letters (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${topics.dead_letters.name}',
+  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
+  'format' = 'raw',
+  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-dead-letters'
+);
