@@ -19,6 +19,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["jobs", "jobs.*", "udfs", "udfs.*", "serving", "serving.*"]),
     install_requires=INSTALL_REQUIRES,
+    entry_points={"console_scripts": ["serving-replica = serving.replica:main"]},
     extras_require={
         "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"],
     },

@@ -38,3 +38,18 @@ def flink_job():
     yield submit
     for job_id in job_ids:
         stack.cancel(job_id)
+
+
+@pytest.fixture
+def replicas():
+    """Start serving replicas with replicas(config, port); every one is stopped by PID at the end."""
+    started = []
+
+    def start(config, port):
+        replica = stack.Replica(config, port)
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        replica.stop()

@@ -162,3 +162,51 @@ def cancel(job_id: str) -> None:
     if state not in ("CANCELED", "FAILED", "FINISHED"):
         rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
         wait_for_job_state(job_id, "CANCELED", timeout_s=60)
+
+
+class Replica:
+    """A serving replica process on 127.0.0.1:port, stopped by PID."""
+
+    def __init__(self, config: Config, port: int):
+        self.port = port
+        self.process = subprocess.Popen(
+            [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica",
+             "--config", config.source, "--port", str(port)],
+            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def http(self, method: str, path: str, body=None) -> tuple[int, object]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        return status, (json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode())
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"replica on port {self.port} exited with {self.process.returncode}"
+            try:
+                if self.http("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"replica on port {self.port} not ready within {timeout_s}s")
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample of a metric in /metrics."""
+        text = self.http("GET", "/metrics")[1]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and not line.startswith("#"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,137 @@
+"""A serving replica: follows the snapshot topic and answers HTTP on 127.0.0.1.
+
+    POST /predict         {"key": "k", "features": {...}}  -> prediction, model_version, model age
+    POST /predict/batch   {"requests": [...]}               -> {"results": [...]}
+    GET  /models/{key}    version, metric, n_learned, window end, age
+    GET  /healthz         200 while the process runs
+    GET  /readyz          200 once caught up with the snapshot topic, 503 before
+    GET  /metrics         Prometheus text
+
+Run: python -m serving.replica --config conf/job.yaml --port 8000
+
+The HTTP server is the standard library's ThreadingHTTPServer: one thread per connection is plenty
+for a replica whose work per request is one River prediction, and it adds no dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+from jobs.config import load_config
+from serving.follower import SnapshotFollower
+from serving.metrics import Counter, Histogram, render
+from serving.registry import ModelRegistry
+from serving.requests import BadRequest, NotFound, predict, predict_batch
+from udfs.envelope import feature_schema_hash
+
+log = logging.getLogger("serving")
+
+
+class Replica:
+    """What the HTTP handlers need: the registry, its follower, settings and request metrics."""
+
+    def __init__(self, config):
+        self.feature_names = tuple(config["features.columns"])
+        self.fallback_key = config.get("serving.fallback_key", None)
+        self.max_body_bytes = int(config.get("serving.max_body_bytes", 1 << 20))
+        self.registry = ModelRegistry()
+        self.follower = SnapshotFollower(
+            config["kafka.bootstrap_servers"], config["topics.snapshots.name"], self.registry,
+            feature_schema_hash(self.feature_names),
+            config.get("serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
+        )
+        self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
+        self.latency = Histogram("serving_request_seconds", "Time to answer a predict request.",
+                                 [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1])
+
+    def metrics_text(self) -> str:
+        return render([*self.follower.metrics(), self.requests, self.latency])
+
+
+class Handler(BaseHTTPRequestHandler):
+    replica: Replica
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        replica = self.replica
+        if self.path == "/healthz":
+            self._reply(200, {"status": "ok"})
+        elif self.path == "/readyz":
+            ready = replica.follower.ready.is_set()
+            self._reply(200 if ready else 503, {"ready": ready, "models": len(replica.registry)})
+        elif self.path == "/metrics":
+            self._reply(200, replica.metrics_text(), content_type="text/plain; version=0.0.4")
+        elif self.path.startswith("/models/"):
+            key = unquote(self.path[len("/models/"):])
+            served = replica.registry.get(key)
+            if served is None:
+                self._reply(404, {"error": f"no model for key '{key}'"})
+            else:
+                self._reply(200, served.describe(time.time()))
+        else:
+            self._reply(404, {"error": f"no such path: {self.path}"})
+
+    def do_POST(self):
+        replica = self.replica
+        started = time.perf_counter()
+        handlers = {"/predict": predict, "/predict/batch": predict_batch}
+        if self.path not in handlers:
+            return self._reply(404, {"error": f"no such path: {self.path}"})
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > replica.max_body_bytes:
+            self.close_connection = True  # the body stays unread
+            return self._reply(413, {"error": f"body of {length} bytes is over the limit of {replica.max_body_bytes}"})
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError as e:
+            return self._reply(400, {"error": f"body is not valid JSON: {e}"})
+        try:
+            answer = handlers[self.path](replica.registry, body, replica.feature_names, replica.fallback_key)
+        except (BadRequest, NotFound) as e:
+            return self._reply(e.status, {"error": str(e)})
+        self._reply(200, answer)
+        replica.latency.observe(time.perf_counter() - started)
+
+    def _reply(self, status: int, payload, content_type: str = "application/json"):
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.replica.requests.inc(path=self.path.split("?")[0] if not self.path.startswith("/models/") else "/models",
+                                  status=str(status))
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        log.debug(format, *args)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Serve per-key River models from the snapshot topic")
+    parser.add_argument("--config", default="conf/job.yaml")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    replica = Replica(load_config(args.config))
+    replica.follower.start()
+    server = ThreadingHTTPServer((args.host, args.port), type("ReplicaHandler", (Handler,), {"replica": replica}))
+    server.daemon_threads = True
+    log.info("serving on http://%s:%d", args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        replica.follower.stopping.set()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
