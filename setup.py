@@ -10,6 +10,8 @@ INSTALL_REQUIRES = [
     "cloudpickle==2.2.1",
     "pyarrow==16.1.0",
     "PyYAML==6.0.4",
+    # The demo plots freshness and rank over time.
+    "matplotlib==3.9.4",
 ]
 
 setup(

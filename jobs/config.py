@@ -16,6 +16,7 @@ jobs.config.ConfigError: job.yaml: missing setting 'kafka.acks'
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -58,6 +59,34 @@ class Config:
     def file_path(self, path: str) -> str:
         """A file the config names, relative to the project folder unless absolute."""
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
+
+def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:
+    """Write a variant of `config` to `path`: with `suffix`, its own topics, consumer group and
+    transactional ids (a run that shares nothing with earlier ones); `overrides` merged in last.
+    DDL paths stay pointing at the original project folder."""
+    data = copy.deepcopy(config.data)
+    if suffix:
+        for spec in data.get("topics", {}).values():
+            spec["name"] = f"{spec['name']}-{suffix}"
+        for section, key in (("source", "group_id"), ("sinks", "transactional_id_prefix")):
+            if key in data.get(section, {}):
+                data[section][key] = f"{data[section][key]}-{suffix}"
+    _merge(data, overrides or {})
+    if "ddl" in data.get("sql", {}):
+        data["sql"]["ddl"] = [config.file_path(p) for p in data["sql"]["ddl"]]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return load_config(path)
+
+
+def _merge(target: dict, overrides: dict) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
 
 
 def load_config(path: str) -> Config:

@@ -3,6 +3,7 @@
     Kafka --> sql/events.sql --> sql/features.sql (tumbling windows) --> key_by(key)
           --> LearnerFunction (test-then-train) --> predictions table
                                                \\-> snapshots side output --> snapshots table
+          --> FeatureRecordFunction --> latest features table (for serving by key alone)
 
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
 
@@ -21,7 +22,13 @@ from pyflink.table.expressions import col
 from jobs.config import ConfigError, load_config
 from jobs.sql import ddl_statements
 from udfs.learner import Learner, LearnerSettings
-from udfs.learner_function import PREDICTION_TYPE, SNAPSHOTS, LearnerFunction
+from udfs.learner_function import (
+    FEATURE_RECORD_TYPE,
+    PREDICTION_TYPE,
+    SNAPSHOTS,
+    FeatureRecordFunction,
+    LearnerFunction,
+)
 from udfs.model_spec import ModelSpecError
 
 
@@ -69,10 +76,16 @@ def main(argv=None):
         .name("learner")
     )
     snapshots = predictions.get_side_output(SNAPSHOTS)
+    latest_features = (
+        feature_rows.map(FeatureRecordFunction(settings.feature_names), output_type=FEATURE_RECORD_TYPE)
+        .uid("feature-records")
+        .name("feature-records")
+    )
 
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
+    sinks.add_insert(config["sql.features_table"], table_env.from_data_stream(latest_features))
     sinks.add_insert(config["sql.dead_letters.into"], table_env.from_path(config["sql.dead_letters.from"]))
     sinks.execute()
 

@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
-# The first command: sets up if needed, starts Kafka and Flink, runs the main job on sample events,
-# prints what it produced, then stops everything it started.
+# The first command: sets up if needed, starts Kafka and Flink, runs the bookstore story end to end
+# (scripts/demo.py), then stops everything it started. Extra arguments go to scripts/demo.py.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$PROJECT_DIR"
 
 bash scripts/setup.sh
-job_id=""
-cleanup() {
-  [ -n "$job_id" ] && bash scripts/cancel.sh "$job_id" >/dev/null 2>&1 || true
-  stop_started_services
-}
-trap cleanup EXIT
-start_stack  # also creates the topics conf/*.yaml declare
+trap stop_started_services EXIT
+start_stack
 
-job_id=$(bash scripts/submit.sh jobs/learner_job.py --config conf/job.yaml | tail -n 1)
-echo "learner job $job_id is running; Flink UI: http://localhost:8081"
-"$VENV_PYTHON" scripts/replay.py --config conf/job.yaml --keys 4 --rows 2000
+# The bookstore story: submits the learner job, starts two serving replicas, runs the story, stops
+# the job and the replicas, prints the new book's time to the top N and writes run/demo/bookstore.png.
+"$VENV_PYTHON" scripts/demo.py "$@"

@@ -53,6 +53,9 @@ class ModelRegistry:
     def get(self, key: str) -> ServedModel | None:
         return self._models.get(key)
 
+    def keys(self) -> list[str]:
+        return list(self._models)
+
     def versions(self) -> dict[str, int]:
         return {key: served.snapshot.model_version for key, served in list(self._models.items())}
 
@@ -64,5 +67,7 @@ class ModelRegistry:
         current = self._models.get(snapshot.key)
         if current is not None and current.snapshot.model_version >= snapshot.model_version:
             return False
-        self._models[snapshot.key] = ServedModel(snapshot, model if model is not None else snapshot.model(), applied_at)
+        model = model if model is not None else snapshot.model()
+        # The unpickled model is what serves; keeping its bytes as well would double the memory per key.
+        self._models[snapshot.key] = ServedModel(dataclasses.replace(snapshot, payload=b""), model, applied_at)
         return True

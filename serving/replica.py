@@ -1,8 +1,11 @@
 """A serving replica: follows the snapshot topic and answers HTTP on 127.0.0.1.
 
     POST /predict         {"key": "k", "features": {...}}  -> prediction, model_version, model age
+                          (features optional: the key's latest window features fill what is not sent)
     POST /predict/batch   {"requests": [...]}               -> {"results": [...]}
+    POST /recommend       {"user": "u", "n": 5, "candidates": [...]} -> keys ranked by prediction
     GET  /models/{key}    version, metric, n_learned, window end, age
+    GET  /features/{key}  the key's latest window features and their age
     GET  /healthz         200 while the process runs
     GET  /readyz          200 once caught up with the snapshot topic, 503 before
     GET  /metrics         Prometheus text
@@ -23,10 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from jobs.config import load_config
-from serving.follower import SnapshotFollower
+from serving.feature_store import FeatureStore
+from serving.follower import Follower
 from serving.metrics import Counter, Histogram, render
 from serving.registry import ModelRegistry
-from serving.requests import BadRequest, NotFound, predict, predict_batch
+from serving.requests import BadRequest, NotFound, Serving, predict, predict_batch, recommend
 from udfs.envelope import feature_schema_hash
 
 log = logging.getLogger("serving")
@@ -36,21 +40,28 @@ class Replica:
     """What the HTTP handlers need: the registry, its follower, settings and request metrics."""
 
     def __init__(self, config):
-        self.feature_names = tuple(config["features.columns"])
-        self.fallback_key = config.get("serving.fallback_key", None)
+        self.serving = Serving(
+            registry=ModelRegistry(),
+            features=FeatureStore(),
+            feature_names=tuple(config["features.columns"]),
+            fallback_key=config.get("serving.fallback_key", None),
+            max_feature_age_s=float(config.get("serving.max_feature_age_s", float("inf"))),
+        )
+        self.registry, self.features = self.serving.registry, self.serving.features
         self.max_body_bytes = int(config.get("serving.max_body_bytes", 1 << 20))
-        self.registry = ModelRegistry()
-        self.follower = SnapshotFollower(
-            config["kafka.bootstrap_servers"], config["topics.snapshots.name"], self.registry,
-            feature_schema_hash(self.feature_names),
+        self.follower = Follower(
+            config["kafka.bootstrap_servers"], config["topics.snapshots.name"], config["topics.features.name"],
+            self.registry, self.features, feature_schema_hash(self.serving.feature_names),
             config.get("serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
         )
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
+        self.stale_features = Counter("serving_stale_feature_predictions_total",
+                                      "Predictions made with stored features older than serving.max_feature_age_s.")
         self.latency = Histogram("serving_request_seconds", "Time to answer a predict request.",
                                  [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1])
 
     def metrics_text(self) -> str:
-        return render([*self.follower.metrics(), self.requests, self.latency])
+        return render([*self.follower.metrics(), self.requests, self.stale_features, self.latency])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -73,13 +84,21 @@ class Handler(BaseHTTPRequestHandler):
                 self._reply(404, {"error": f"no model for key '{key}'"})
             else:
                 self._reply(200, served.describe(time.time()))
+        elif self.path.startswith("/features/"):
+            key = unquote(self.path[len("/features/"):])
+            stored = replica.features.get(key)
+            if stored is None:
+                self._reply(404, {"error": f"no features stored for key '{key}'"})
+            else:
+                self._reply(200, {"key": key, "features": stored.row.features, "window_end_ms": stored.row.window_end_ms,
+                                  "age_s": stored.age_s(time.time())})
         else:
             self._reply(404, {"error": f"no such path: {self.path}"})
 
     def do_POST(self):
         replica = self.replica
         started = time.perf_counter()
-        handlers = {"/predict": predict, "/predict/batch": predict_batch}
+        handlers = {"/predict": predict, "/predict/batch": predict_batch, "/recommend": recommend}
         if self.path not in handlers:
             return self._reply(404, {"error": f"no such path: {self.path}"})
         length = int(self.headers.get("Content-Length") or 0)
@@ -91,10 +110,12 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             return self._reply(400, {"error": f"body is not valid JSON: {e}"})
         try:
-            answer = handlers[self.path](replica.registry, body, replica.feature_names, replica.fallback_key)
+            answer = handlers[self.path](replica.serving, body)
         except (BadRequest, NotFound) as e:
             return self._reply(e.status, {"error": str(e)})
         self._reply(200, answer)
+        stale = [answer] if "prediction" in answer else answer.get("results", [])
+        replica.stale_features.inc(sum(1 for a in stale if a.get("features_stale")))
         replica.latency.observe(time.perf_counter() - started)
 
     def _reply(self, status: int, payload, content_type: str = "application/json"):
@@ -104,8 +125,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        self.replica.requests.inc(path=self.path.split("?")[0] if not self.path.startswith("/models/") else "/models",
-                                  status=str(status))
+        path = "/" + self.path.split("/")[1] if self.path.startswith(("/models/", "/features/")) else self.path
+        self.replica.requests.inc(path=path, status=str(status))
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         log.debug(format, *args)

@@ -1,7 +1,5 @@
-"""Answers to prediction requests, as (HTTP status, JSON body), with no HTTP in them.
+"""Answers to prediction requests, with no HTTP in them; errors carry their HTTP status.
 
->>> from river import linear_model
->>> from serving.registry import ModelRegistry
 >>> check_features({"x1": 1.0, "x2": "a"}, ("x1", "x2"))
 Traceback (most recent call last):
 ...
@@ -10,9 +8,11 @@ serving.requests.BadRequest: feature 'x2' must be a number, got str
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
+from serving.feature_store import FeatureStore
 from serving.registry import ModelRegistry
 from udfs.learner import as_number
 from udfs.model_spec import is_classifier
@@ -43,20 +43,48 @@ def check_features(features, names) -> dict:
     return checked
 
 
-def predict(registry: ModelRegistry, request, feature_names, fallback_key: str | None = None) -> dict:
-    """One prediction: the key's newest model (or the fallback model) on the given features."""
+@dataclasses.dataclass
+class Serving:
+    """What a request is answered from: models, stored features, and the settings that apply."""
+
+    registry: ModelRegistry
+    features: FeatureStore
+    feature_names: tuple
+    fallback_key: str | None = None
+    max_feature_age_s: float = float("inf")
+
+
+def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
+    """The features to predict with: the key's stored row, overridden field by field by those sent."""
+    stored = serving.features.get(key)
+    if sent is None and stored is None:
+        raise NotFound(f"no features stored for key '{key}' and none sent")
+    if sent is not None and not isinstance(sent, dict):
+        raise BadRequest(f"'features' must be an object, got {type(sent).__name__}")
+    merged = {**(stored.row.features if stored else {}), **(sent or {})}
+    info = {}
+    if stored is not None:
+        age = stored.age_s(time.time())
+        info = {"features_window_end_ms": stored.row.window_end_ms, "features_age_s": age,
+                "features_stale": age > serving.max_feature_age_s}
+    return check_features(merged, serving.feature_names), info
+
+
+def predict(serving: Serving, request) -> dict:
+    """One prediction: the key's newest model (or the fallback model) on its features."""
     if not isinstance(request, dict):
         raise BadRequest(f"a request must be an object, got {type(request).__name__}")
     key = request.get("key")
     if not isinstance(key, str) or not key:
         raise BadRequest("missing 'key' (a non-empty string)")
-    x = check_features(request.get("features"), feature_names)
-    served = registry.get(key)
+    x, feature_info = request_features(serving, key, request.get("features"))
+    served = serving.registry.get(key)
     used_fallback = False
-    if served is None and fallback_key is not None:
-        served, used_fallback = registry.get(fallback_key), True
+    if served is None and serving.fallback_key is not None:
+        served, used_fallback = serving.registry.get(serving.fallback_key), True
     if served is None:
-        raise NotFound(f"no model for key '{key}'" + (f" and none for the fallback key '{fallback_key}'" if used_fallback else ""))
+        fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
+        raise NotFound(f"no model for key '{key}'{fallback}")
     model = served.model
     y_pred = model.predict_proba_one(x) if is_classifier(model) else model.predict_one(x)
     return {
@@ -66,17 +94,41 @@ def predict(registry: ModelRegistry, request, feature_names, fallback_key: str |
         "model_version": served.snapshot.model_version,
         "model_age_s": round(time.time() - served.snapshot.window_end_ms / 1000, 3),
         "fallback": used_fallback,
+        **feature_info,
     }
 
 
-def predict_batch(registry: ModelRegistry, body, feature_names, fallback_key: str | None = None) -> dict:
+def predict_batch(serving: Serving, body) -> dict:
     """Many predictions; a bad item gets its own error and status, the others are answered."""
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise BadRequest("a batch must be an object with a 'requests' list")
     results = []
     for item in body["requests"]:
         try:
-            results.append(predict(registry, item, feature_names, fallback_key))
+            results.append(predict(serving, item))
         except (BadRequest, NotFound) as e:
             results.append({"error": str(e), "status": e.status})
     return {"results": results}
+
+
+def recommend(serving: Serving, body) -> dict:
+    """The top `n` candidates (default: every key with a model) by their models' predictions on their
+    latest window features. The ranking is the same for every user: models are per item."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"a recommend request must be an object, got {type(body).__name__}")
+    n = body.get("n", 5)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+        raise BadRequest(f"'n' must be a whole number from 1 to 1000, got {n!r}")
+    candidates = body.get("candidates", serving.registry.keys())
+    if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+        raise BadRequest("'candidates' must be a list of keys")
+    scored, unscored = [], []
+    for key in candidates:
+        try:
+            answer = predict(serving, {"key": key})
+        except NotFound:
+            unscored.append(key)
+            continue
+        scored.append({"key": key, "score": answer["prediction"], "model_version": answer["model_version"]})
+    scored.sort(key=lambda item: item["score"], reverse=True)
+    return {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored}

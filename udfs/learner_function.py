@@ -5,9 +5,11 @@ rows and model snapshots to the SNAPSHOTS side output. The logic lives in `udfs.
 """
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, MapFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from udfs.envelope import feature_schema_hash
+from udfs.feature_records import encode_features
 from udfs.learner import KeyState, Learner, LearnerSettings, migrate
 
 PREDICTION_TYPE = Types.ROW_NAMED(
@@ -16,6 +18,7 @@ PREDICTION_TYPE = Types.ROW_NAMED(
 )
 SNAPSHOT_TYPE = Types.ROW_NAMED(["model_key", "envelope"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 SNAPSHOTS = OutputTag("model-snapshots", SNAPSHOT_TYPE)
+FEATURE_RECORD_TYPE = Types.ROW_NAMED(["model_key", "record"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def epoch_ms(timestamp) -> int:
@@ -65,3 +68,15 @@ class LearnerFunction(KeyedProcessFunction):
         timers = ctx.timer_service()
         envelope = self.learner.snapshot(key, state, timers.current_watermark(), timers.current_processing_time())
         return Row(key, envelope)
+
+
+class FeatureRecordFunction(MapFunction):
+    """Feature rows in, (key, udfs.feature_records bytes) out: each key's latest features for serving."""
+
+    def __init__(self, feature_names):
+        self.feature_names = tuple(feature_names)
+        self.schema_hash = feature_schema_hash(self.feature_names)
+
+    def map(self, row):
+        features = dict(zip(self.feature_names, row[3:]))
+        return Row(row[0], encode_features(row[0], epoch_ms(row[1]), self.schema_hash, features))

@@ -10,10 +10,9 @@ import urllib.error
 import urllib.request
 import uuid
 
-import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from jobs.config import Config, load_config
+from jobs.config import Config, derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,43 +50,16 @@ def service_running(name: str) -> bool:
 
 
 def isolated_config(tmp_path, base: str, overrides: dict | None = None) -> Config:
-    """A copy of a conf/ file with unique topic names and consumer group, its topics created.
-
-    The copy lives in tmp_path/conf so that relative DDL paths still resolve to this project."""
-    data = yaml.safe_load(open(os.path.join(PROJECT_DIR, base)))
-    suffix = uuid.uuid4().hex[:8]
-    for spec in data.get("topics", {}).values():
-        spec["name"] = f"{spec['name']}-{suffix}"
-    data.setdefault("source", {})["group_id"] = f"test-{suffix}"
-    if "sinks" in data:
-        data["sinks"]["transactional_id_prefix"] = f"test-{suffix}"
-    _merge(data, overrides or {})
-    for key in ("ddl",):
-        if key in data.get("sql", {}):
-            data["sql"][key] = [os.path.join(PROJECT_DIR, p) for p in data["sql"][key]]
-    conf_dir = tmp_path / "conf"
-    conf_dir.mkdir(parents=True, exist_ok=True)
-    path = conf_dir / os.path.basename(base)
-    path.write_text(yaml.safe_dump(data))
-    config = load_config(str(path))
+    """A copy of a conf/ file with its own topics (created here), consumer group and transactional ids."""
+    path = tmp_path / "conf" / os.path.basename(base)
+    config = derive_config(load_config(os.path.join(PROJECT_DIR, base)), str(path), uuid.uuid4().hex[:8], overrides)
     ensure_topics(BOOTSTRAP, declared_topics(config))
     return config
 
 
 def write_config(config: Config, path, overrides: dict) -> Config:
     """A new config file: `config` with `overrides` merged in (same topics, same consumer group)."""
-    data = yaml.safe_load(yaml.safe_dump(config.data))
-    _merge(data, overrides)
-    path.write_text(yaml.safe_dump(data))
-    return load_config(str(path))
-
-
-def _merge(target: dict, overrides: dict) -> None:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
+    return derive_config(config, str(path), overrides=overrides)
 
 
 def produce_json(topic: str, records, key_field: str | None = None) -> int:
@@ -100,6 +72,14 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     producer.flush(timeout=60)
     producer.close()
     return count
+
+
+def produce_to_every_partition(topic: str, record: dict) -> None:
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP)
+    for partition in sorted(producer.partitions_for(topic)):
+        producer.send(topic, value=json.dumps(record).encode(), partition=partition)
+    producer.flush(timeout=60)
+    producer.close()
 
 
 def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool = True) -> list:

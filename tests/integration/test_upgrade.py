@@ -17,6 +17,10 @@ def events(windows):
             for w in windows for i, key in enumerate(KEYS)]
 
 
+def closer(ts):
+    return {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": ts}
+
+
 def latest_snapshots(config):
     latest = {}
     for record in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=3):
@@ -40,13 +44,15 @@ def wait_for_versions(config, n_learned, timeout_s):
 @pytest.mark.timeout(420)
 def test_upgrade_from_savepoint_continues_every_model(services, flink_job, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        # No partition is taken for idle while the upgraded job re-reads; closers move the watermark.
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
         "window": {"size_seconds": 1},
         "snapshots": {"policy": "every_window"},
     })
     job_v1 = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.produce_json(config["topics.events.name"], events(range(0, 60)), "entity")
-    before = wait_for_versions(config, 59, timeout_s=120)  # window 59 stays open until later events
+    stack.produce_to_every_partition(config["topics.events.name"], closer(59_500))  # closes window 58
+    before = wait_for_versions(config, 59, timeout_s=120)  # window 59 stays open until the drain
 
     # v2: one more aggregated feature column in the SQL, a different learning rate in the config.
     sql_v2 = open(os.path.join(stack.PROJECT_DIR, "sql/features.sql")).read().replace(
@@ -54,7 +60,7 @@ def test_upgrade_from_savepoint_continues_every_model(services, flink_job, tmp_p
     (tmp_path / "features_v2.sql").write_text(sql_v2)
     config_v2 = stack.write_config(config, tmp_path / "conf" / "job_v2.yaml", {
         "features": {"columns": ["x1_avg", "x2_avg", "x1_max"]},
-        "sql": {"ddl": [p if not p.endswith("features.sql") else str(tmp_path / "features_v2.sql") for p in config["sql.ddl"]]},
+        "sql": {"ddl": [p if os.path.basename(p) != "features.sql" else str(tmp_path / "features_v2.sql") for p in config["sql.ddl"]]},
         "model": {"steps": [{"class": "preprocessing.StandardScaler"},
                             {"class": "linear_model.LogisticRegression",
                              "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.2}}}}]},
@@ -64,7 +70,7 @@ def test_upgrade_from_savepoint_continues_every_model(services, flink_job, tmp_p
     stack.wait_for_job_state(job_v2, "RUNNING", timeout_s=60)
     try:
         stack.produce_json(config["topics.events.name"], events(range(60, 120)), "entity")
-        stack.produce_json(config["topics.events.name"], [{"entity": "closer", "x1": 0, "x2": 0, "label": False, "ts": 10**6}], "entity")
+        stack.produce_to_every_partition(config["topics.events.name"], closer(10**6))
         after = wait_for_versions(config, 120, timeout_s=120)
     finally:
         stack.cancel(job_v2)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobs.config import Config, ConfigError, load_config
+from jobs.config import Config, ConfigError, derive_config, load_config
 from jobs.sql import load_sql, render_sql
 from jobs.topics import declared_topics
 
@@ -44,3 +44,15 @@ def test_broken_yaml_and_missing_files_are_named(tmp_path):
 def test_topic_without_name_is_an_error():
     with pytest.raises(ConfigError, match="'topics.events' needs a mapping with at least 'name'"):
         declared_topics(Config({"topics": {"events": {"partitions": 2}}}, "job.yaml"))
+
+
+def test_derived_config_has_its_own_names_and_keeps_the_project_ddl(tmp_path):
+    base = load_config("conf/job.yaml")
+    derived = derive_config(base, str(tmp_path / "conf" / "run.yaml"), "abc123", {"window": {"size_seconds": 3}})
+    assert derived["topics.snapshots.name"] == "model-snapshots-abc123"
+    assert derived["topics.snapshots.config"] == base["topics.snapshots.config"]
+    assert derived["source.group_id"] == "learner-job-abc123"
+    assert derived["sinks.transactional_id_prefix"] == "learner-job-abc123"
+    assert derived["window.size_seconds"] == 3
+    assert all(path.startswith(base.base_dir) for path in derived["sql.ddl"])
+    assert load_sql(derived["sql.ddl"][0], derived)  # the DDL renders from the derived config

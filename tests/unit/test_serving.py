@@ -5,10 +5,12 @@ import dataclasses
 import pytest
 from river import datasets, linear_model, preprocessing
 
+from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Histogram, render
 from serving.registry import ModelRegistry
-from serving.requests import BadRequest, NotFound, check_features, predict, predict_batch
+from serving.requests import BadRequest, NotFound, Serving, check_features, predict, predict_batch, recommend
 from udfs.envelope import Snapshot, dump_model
+from udfs.feature_records import FeatureRow
 
 FEATURES = ("x1", "x2")
 
@@ -26,6 +28,15 @@ def snapshot(key, version, model):
                     payload=dump_model(model))
 
 
+def serving_with(*snapshots, fallback_key=None, rows=(), max_feature_age_s=float("inf")):
+    serving = Serving(ModelRegistry(), FeatureStore(), FEATURES, fallback_key, max_feature_age_s)
+    for s in snapshots:
+        serving.registry.offer(s, applied_at=1.0)
+    for row in rows:
+        serving.features.offer(row, received_at=1.0)
+    return serving
+
+
 def test_only_a_newer_version_replaces_the_served_model():
     registry = ModelRegistry()
     assert registry.offer(snapshot("k", 5, trained(10)), applied_at=1.0)
@@ -37,9 +48,8 @@ def test_only_a_newer_version_replaces_the_served_model():
 
 def test_predict_answers_with_the_served_model():
     model = trained(50)
-    registry = ModelRegistry()
-    registry.offer(snapshot("k", 7, model), applied_at=1.0)
-    answer = predict(registry, {"key": "k", "features": {"x1": 0.5, "x2": -1}}, FEATURES)
+    serving = serving_with(snapshot("k", 7, model))
+    answer = predict(serving, {"key": "k", "features": {"x1": 0.5, "x2": -1}})
     assert answer["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": -1.0})[True]
     assert (answer["model_version"], answer["fallback"]) == (7, False)
 
@@ -54,33 +64,49 @@ def test_predict_answers_with_the_served_model():
     ([1], "a request must be an object"),
 ])
 def test_bad_requests_name_the_field(request_body, message):
-    registry = ModelRegistry()
-    registry.offer(snapshot("k", 1, trained(5)), applied_at=1.0)
     with pytest.raises(BadRequest, match=message):
-        predict(registry, request_body, FEATURES)
+        predict(serving_with(snapshot("k", 1, trained(5))), request_body)
 
 
 def test_unknown_key_is_404_unless_a_fallback_model_answers():
-    registry = ModelRegistry()
-    registry.offer(snapshot("global", 3, trained(30)), applied_at=1.0)
     request = {"key": "new-book", "features": {"x1": 0.0, "x2": 0.0}}
     with pytest.raises(NotFound, match="no model for key 'new-book'"):
-        predict(registry, request, FEATURES)
-    answer = predict(registry, request, FEATURES, fallback_key="global")
+        predict(serving_with(snapshot("global", 3, trained(30))), request)
+    answer = predict(serving_with(snapshot("global", 3, trained(30)), fallback_key="global"), request)
     assert (answer["model_key"], answer["fallback"]) == ("global", True)
 
 
 def test_batch_answers_each_item_on_its_own():
-    registry = ModelRegistry()
-    registry.offer(snapshot("k", 1, trained(5)), applied_at=1.0)
-    results = predict_batch(registry, {"requests": [
+    serving = serving_with(snapshot("k", 1, trained(5)))
+    results = predict_batch(serving, {"requests": [
         {"key": "k", "features": {"x1": 1, "x2": 2}},
         {"key": "other", "features": {"x1": 1, "x2": 2}},
         {"key": "k", "features": {"x1": 1}},
-    ]}, FEATURES)["results"]
+    ]})["results"]
     assert [r.get("status", 200) for r in results] == [200, 404, 400]
     with pytest.raises(BadRequest, match="'requests' list"):
-        predict_batch(registry, {"requests": "all"}, FEATURES)
+        predict_batch(serving, {"requests": "all"})
+
+
+def test_a_key_alone_uses_its_stored_features_and_sent_ones_override():
+    model = trained(40)
+    serving = serving_with(snapshot("k", 2, model), rows=[FeatureRow("k", 5_000, "h", {"x1": 0.5, "x2": 1.5})])
+    by_key = predict(serving, {"key": "k"})
+    assert by_key["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": 1.5})[True]
+    assert by_key["features_window_end_ms"] == 5_000
+    overridden = predict(serving, {"key": "k", "features": {"x2": -3}})
+    assert overridden["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": -3.0})[True]
+
+
+def test_no_stored_and_no_sent_features_is_404_naming_the_key():
+    with pytest.raises(NotFound, match="no features stored for key 'k' and none sent"):
+        predict(serving_with(snapshot("k", 2, trained(5))), {"key": "k"})
+
+
+def test_old_stored_features_are_marked_stale():
+    serving = serving_with(snapshot("k", 2, trained(5)), rows=[FeatureRow("k", 1_000, "h", {"x1": 0.0, "x2": 0.0})],
+                           max_feature_age_s=60)
+    assert predict(serving, {"key": "k"})["features_stale"] is True
 
 
 def test_check_features_keeps_the_model_order():
@@ -103,3 +129,15 @@ def test_served_model_describes_its_freshness():
     registry.offer(dataclasses.replace(snapshot("k", 2, trained(5)), window_end_ms=10_000), applied_at=10.5)
     description = registry.get("k").describe(now=12.0)
     assert (description["freshness_s"], description["model_age_s"], description["model_version"]) == (0.5, 2.0, 2)
+
+
+def test_recommend_ranks_keys_by_prediction_on_their_stored_features():
+    hot, cold = trained(80), trained(80)
+    serving = serving_with(snapshot("hot", 3, hot), snapshot("cold", 4, cold), snapshot("no-features", 1, hot),
+                           rows=[FeatureRow("hot", 1, "h", {"x1": 1.5, "x2": -0.5}), FeatureRow("cold", 1, "h", {"x1": -1.0, "x2": 1.0})])
+    ranking = recommend(serving, {"user": "u1", "n": 2})
+    scores = {k: predict(serving, {"key": k})["prediction"] for k in ("hot", "cold")}
+    assert [item["key"] for item in ranking["ranking"]] == sorted(scores, key=scores.get, reverse=True)
+    assert ranking["unscored"] == ["no-features"]
+    with pytest.raises(BadRequest, match="'n' must be a whole number"):
+        recommend(serving, {"n": 0})

@@ -1,0 +1,187 @@
+"""The bookstore story, end to end: a new book becomes a hit, and within a couple of windows of its
+first purchases the serving replicas already rank it near the top.
+
+    .venv/bin/python scripts/demo.py            # needs Kafka and Flink running (scripts/run.sh starts them)
+
+It submits the learner job with conf/bookstore.yaml (on topics of its own), starts two serving
+replicas, produces the story's events in real time, asks a replica for recommendations twice a
+second, and at the end prints how long after its first purchase the new book entered the top N and
+writes run/demo/bookstore.png: freshness per snapshot and the new book's rank over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+from kafka import KafkaProducer
+
+from jobs.config import derive_config, load_config
+from jobs.topics import declared_topics, ensure_topics
+from scripts.bookstore_events import NEW_BOOK, Bookstore, produce
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = os.path.join(PROJECT_DIR, ".venv", "bin", "python")
+
+
+def http(port: int, path: str, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def wait_ready(port: int, process, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"replica on port {port} exited; see run/demo/replica-{port}.log")
+        try:
+            if http(port, "/readyz").get("ready"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"replica on port {port} not ready within {timeout_s}s")
+
+
+def rank_of(ranking: list, key: str):
+    keys = [item["key"] for item in ranking]
+    return keys.index(key) + 1 if key in keys else None
+
+
+def run_story(config, ports, seconds: float, rate: float, release_at: float, top_n: int, log=print) -> dict:
+    """Produce the story and watch serving; returns what was observed, rank and freshness over time."""
+    store = Bookstore(release_at_s=release_at)
+    producer = KafkaProducer(bootstrap_servers=config["kafka.bootstrap_servers"], linger_ms=5)
+    stop = threading.Event()
+    story = threading.Thread(target=produce, args=(store, producer, config["topics.events.name"], seconds, rate, stop))
+    started = time.time()
+    story.start()
+    ranks, freshness, versions = [], [], {}
+    entered_at = before = after = None
+    next_log = 0.0
+    while story.is_alive():
+        now = time.time()
+        ranking = http(ports[0], "/recommend", {"user": "user-001", "n": 50})["ranking"]
+        rank = rank_of(ranking, NEW_BOOK)
+        ranks.append((now - started, rank))
+        for key in [item["key"] for item in ranking]:
+            model = http(ports[-1], f"/models/{key}")
+            if model.get("model_version", 0) > versions.get(key, 0):
+                versions[key] = model["model_version"]
+                freshness.append((now - started, model["freshness_s"]))
+        first_purchase = store.first_purchase_of_new_book_ms
+        if before is None and now - started >= release_at - 1:
+            before = [item["key"] for item in ranking[:top_n]]
+        if entered_at is None and first_purchase and rank is not None and rank <= top_n:
+            entered_at = now
+            after = [item["key"] for item in ranking[:top_n]]
+        if now - started >= next_log:
+            top = ", ".join(item["key"] for item in ranking[:top_n])
+            log(f"  t={now - started:4.1f}s  {NEW_BOOK}: rank {rank or '-':>2}   top {top_n}: {top}")
+            next_log += 2
+        time.sleep(0.5)
+    story.join()
+    producer.close()
+    first_purchase = store.first_purchase_of_new_book_ms
+    seconds_to_top = entered_at - first_purchase / 1000 if entered_at and first_purchase else None
+    return {"ranks": ranks, "freshness": freshness, "before": before, "after": after,
+            "release_at_s": release_at, "seconds_to_top_n": seconds_to_top, "top_n": top_n,
+            "window_s": float(config["window.size_seconds"]),
+            "first_purchase_s": first_purchase / 1000 - started if first_purchase else None}
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    if result["freshness"]:
+        t, f = zip(*result["freshness"])
+        top.scatter(t, f, s=10)
+    top.set_ylabel("window close -> servable (s)")
+    top.set_title("Freshness of each snapshot, in a serving replica")
+    points = [(t, r) for t, r in result["ranks"] if r is not None]
+    if points:
+        t, r = zip(*points)
+        bottom.step(t, r, where="post", color="tab:red", label=NEW_BOOK)
+    bottom.axvline(result["release_at_s"], color="grey", linestyle="--", label="released")
+    if result["first_purchase_s"] is not None:
+        bottom.axvline(result["first_purchase_s"], color="black", linestyle=":", label="first purchase")
+    bottom.axhline(result["top_n"] + 0.5, color="tab:green", linewidth=0.8, label=f"top {result['top_n']}")
+    lowest = max([r for _, r in points] + [3 * result["top_n"]])
+    bottom.set_ylim(lowest + 0.5, 0.5)  # rank 1 on top
+    bottom.set_ylabel("rank in /recommend")
+    bottom.set_xlabel("seconds since the story started")
+    bottom.set_title(f"Rank of {NEW_BOOK} over time")
+    bottom.legend(loc="upper right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/bookstore.yaml")
+    parser.add_argument("--seconds", type=float, default=50, help="length of the story")
+    parser.add_argument("--rate", type=float, default=300, help="events per second")
+    parser.add_argument("--release-at", type=float, default=20, help="seconds until the new book appears")
+    parser.add_argument("--top-n", type=int, default=3)
+    parser.add_argument("--ports", type=int, nargs=2, default=[8000, 8001])
+    parser.add_argument("--plot", default=os.path.join(PROJECT_DIR, "run", "demo", "bookstore.png"))
+    args = parser.parse_args(argv)
+
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = os.path.join(PROJECT_DIR, "run", "demo")
+    config = derive_config(load_config(args.config), os.path.join(run_dir, "conf", f"bookstore-{run_id}.yaml"), run_id)
+    ensure_topics(config["kafka.bootstrap_servers"], declared_topics(config))
+    print(f"demo: submitting the bookstore learner (topics *-{run_id})")
+    job_id = subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "submit.sh"), "jobs/learner_job.py",
+                             "--config", config.source], check=True, capture_output=True, text=True,
+                            cwd=PROJECT_DIR).stdout.strip().splitlines()[-1]
+    replicas = []
+    try:
+        for port in args.ports:
+            log = open(os.path.join(run_dir, f"replica-{port}.log"), "w")
+            replicas.append(subprocess.Popen([PYTHON, "-m", "serving.replica", "--config", config.source,
+                                              "--port", str(port)], cwd=PROJECT_DIR, stdout=log, stderr=log))
+        for port, process in zip(args.ports, replicas):
+            wait_ready(port, process)
+        print(f"demo: job {job_id} and replicas on ports {args.ports} are up; "
+              f"the story runs {args.seconds:.0f}s, {NEW_BOOK} is released at {args.release_at:.0f}s")
+        result = run_story(config, args.ports, args.seconds, args.rate, args.release_at, args.top_n)
+    finally:
+        for process in replicas:
+            process.terminate()
+            process.wait(timeout=10)
+        subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "cancel.sh"), job_id],
+                       capture_output=True, cwd=PROJECT_DIR)
+
+    plot(result, args.plot)
+    print(f"demo: top {args.top_n} before the release: {result['before']}")
+    print(f"demo: top {args.top_n} once it took off:  {result['after']}")
+    if result["seconds_to_top_n"] is None:
+        print(f"demo: {NEW_BOOK} did not reach the top {args.top_n} during the story")
+    else:
+        windows = result["seconds_to_top_n"] / result["window_s"]
+        print(f"demo: {NEW_BOOK} entered the top {args.top_n} {result['seconds_to_top_n']:.1f}s after its first "
+              f"purchase ({windows:.1f} windows of {result['window_s']:.0f}s)")
+    print(f"demo: plot written to {args.plot}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main()["seconds_to_top_n"] is not None else 1)

@@ -1,0 +1,49 @@
+-- Bookstore events (views and purchases of books by users), parsed and checked once; `problem`
+-- names what is wrong, NULL when nothing is. Rejected events go to the dead-letter topic.
+CREATE VIEW checked_events AS
+SELECT
+  *,
+  CASE
+    WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
+    WHEN body SIMILAR TO '%(NaN|Infinity)%' THEN 'NaN or infinite number'
+    WHEN NOT (body IS JSON OBJECT) THEN 'malformed JSON'
+    WHEN book IS NULL OR CHAR_LENGTH(TRIM(book)) = 0 THEN 'missing key: book'
+    WHEN `user` IS NULL THEN 'missing field: user'
+    WHEN action IS NULL OR action NOT IN ('view', 'purchase') THEN 'action must be view or purchase'
+    WHEN ts IS NULL THEN 'ts missing or not an integer'
+  END AS problem
+FROM (
+  SELECT
+    payload, source_partition, source_offset, event_time, body,
+    JSON_VALUE(body, '$.book') AS book,
+    JSON_VALUE(body, '$.user') AS `user`,
+    JSON_VALUE(body, '$.action') AS action,
+    TRY_CAST(JSON_VALUE(body, '$.ts') AS BIGINT) AS ts
+  FROM (SELECT *, CAST(payload AS STRING) AS body FROM events_raw)
+);
+
+CREATE VIEW events AS
+SELECT book, `user`, action, ts, event_time FROM checked_events WHERE problem IS NULL;
+
+CREATE VIEW rejected_events AS
+SELECT
+  payload,
+  MAP[
+    'reason', CAST(problem AS BYTES),
+    'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
+    'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
+  ] AS headers
+FROM checked_events WHERE problem IS NOT NULL;
+
+CREATE TABLE dead_letters (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${topics.dead_letters.name}',
+  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
+  'format' = 'raw',
+  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-dead-letters'
+);
