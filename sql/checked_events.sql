@@ -32,27 +32,3 @@ FROM parsed_events;
 
 CREATE VIEW events AS
 SELECT entity, x1, x2, label_text = 'true' AS label, ts, event_time FROM checked_events WHERE problem IS NULL;
-
-CREATE VIEW rejected_events AS
-SELECT
-  payload,
-  MAP[
-    'reason', CAST(problem AS BYTES),
-    'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
-    'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
-  ] AS headers
-FROM checked_events WHERE problem IS NOT NULL;
-
--- Rejected events keep their original bytes as the record value; the reason is a header.
-CREATE TABLE dead_letters (
-  payload BYTES,
-  headers MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${topics.dead_letters.name}',
-  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
-  'format' = 'raw',
-  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
-  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
-  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-dead-letters'
-);

@@ -1,5 +1,5 @@
 -- Bookstore events (views and purchases of books by users), parsed and checked once; `problem`
--- names what is wrong, NULL when nothing is. Rejected events go to the dead-letter topic.
+-- names what is wrong, NULL when nothing is. sql/dead_letters.sql routes the rejected ones.
 CREATE VIEW checked_events AS
 SELECT
   *,
@@ -24,26 +24,3 @@ FROM (
 
 CREATE VIEW events AS
 SELECT book, `user`, action, ts, event_time FROM checked_events WHERE problem IS NULL;
-
-CREATE VIEW rejected_events AS
-SELECT
-  payload,
-  MAP[
-    'reason', CAST(problem AS BYTES),
-    'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
-    'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
-  ] AS headers
-FROM checked_events WHERE problem IS NOT NULL;
-
-CREATE TABLE dead_letters (
-  payload BYTES,
-  headers MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${topics.dead_letters.name}',
-  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
-  'format' = 'raw',
-  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
-  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
-  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-dead-letters'
-);

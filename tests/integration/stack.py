@@ -74,6 +74,16 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     return count
 
 
+def wait_until(condition, timeout_s: float, what) -> None:
+    """Poll `condition` until it holds; `what` (or what it returns, if callable) names it on a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
+
+
 def produce_to_every_partition(topic: str, record: dict) -> None:
     producer = KafkaProducer(bootstrap_servers=BOOTSTRAP)
     for partition in sorted(producer.partitions_for(topic)):

@@ -28,17 +28,12 @@ def taskmanager_pids():
     return pids + [child for pid in pids for child in stack.descendants(pid)]
 
 
-def wait_until(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
-
-
 def completed_checkpoints(job_id):
     return stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
+
+
+def restores(job_id):
+    return stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["restored"]
 
 
 @pytest.mark.timeout(420)
@@ -70,15 +65,15 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
     try:
         for kill in range(2):
             checkpoints = completed_checkpoints(job_id)
-            wait_until(lambda: completed_checkpoints(job_id) >= checkpoints + 2, 90, "two more checkpoints")
+            stack.wait_until(lambda: completed_checkpoints(job_id) >= checkpoints + 2, 90, "two more checkpoints")
+            restored = restores(job_id)  # before the kill: the recovery may finish while flink.sh starts
             killed = taskmanager_pids()
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not any(stack.alive(pid) for pid in killed), 10, "the killed processes to go")
+            stack.wait_until(lambda: not any(stack.alive(pid) for pid in killed), 10, "the killed processes to go")
             stack.script("flink.sh", "start")  # a new TaskManager, as a supervisor would start
-            restored = stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["restored"]
-            wait_until(lambda: stack.rest(f"/jobs/{job_id}/checkpoints")["counts"]["restored"] > restored
-                       and stack.job_state(job_id) == "RUNNING", 120, f"recovery after kill {kill + 1}")
+            stack.wait_until(lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
+                             120, f"recovery after kill {kill + 1}")
     finally:
         producer.join(timeout=120)
         stack.script("flink.sh", "start")
@@ -96,7 +91,7 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
         return done
 
     progress = {}
-    wait_until(all_learned, 120, lambda: f"every key to learn its {WINDOWS} rows; n_learned now {progress}")
+    stack.wait_until(all_learned, 120, lambda: f"every key to learn its {WINDOWS} rows; n_learned now {progress}")
     restarts = stack.rest(f"/jobs/{job_id}")
     assert stack.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"], "the kills caused no failover"
     for key in KEYS:

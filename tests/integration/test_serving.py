@@ -49,15 +49,6 @@ def served_versions(replica):
     return {key: replica.http("GET", f"/models/{key}")[1].get("model_version") for key in KEYS}
 
 
-def wait_for(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s: {what}")
-
-
 @pytest.mark.timeout(180)
 def test_replicas_converge_and_a_restarted_one_catches_up(services, replicas, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml")
@@ -74,7 +65,7 @@ def test_replicas_converge_and_a_restarted_one_catches_up(services, replicas, tm
     publisher.flush()
     second = replicas(config, 18102)  # starts later, reads the topic from the start
     second.wait_ready()
-    wait_for(lambda: served_versions(first) == served_versions(second) == {k: 8 for k in KEYS}, 30, "convergence")
+    stack.wait_until(lambda: served_versions(first) == served_versions(second) == {k: 8 for k in KEYS}, 30, "convergence")
 
     first.stop()
     for key in KEYS:
@@ -99,7 +90,7 @@ def test_a_corrupt_snapshot_is_rejected_and_the_old_model_keeps_serving(services
     publisher.publish("book-1", 9, schema_hash="0123456789abcdef")  # trained on other features
     publisher.publish("book-2", 1)  # a good one after the bad ones
     publisher.flush()
-    wait_for(lambda: replica.http("GET", "/models/book-2")[0] == 200, 30, "the good snapshot after the bad ones")
+    stack.wait_until(lambda: replica.http("GET", "/models/book-2")[0] == 200, 30, "the good snapshot after the bad ones")
 
     assert replica.metric('serving_snapshots_rejected_total{reason="corrupt"}') == 1
     assert replica.metric('serving_snapshots_rejected_total{reason="schema"}') == 1
@@ -182,7 +173,7 @@ def test_freshness_from_window_close_to_every_replica_with_the_real_job(services
         time.sleep(0.2)
     producer.close()
 
-    wait_for(lambda: all(r.metric("serving_freshness_seconds_count") >= 3 * len(KEYS) for r in fleet), 60,
+    stack.wait_until(lambda: all(r.metric("serving_freshness_seconds_count") >= 3 * len(KEYS) for r in fleet), 60,
              "live snapshots in every replica")
     for replica in fleet:
         for key in KEYS:
@@ -190,7 +181,7 @@ def test_freshness_from_window_close_to_every_replica_with_the_real_job(services
             assert status == 200 and model["n_learned"] >= 3
             assert 0 < model["freshness_s"] < 60  # window close -> servable here, for this version
         assert replica.metric("serving_freshness_seconds_sum") > 0
-    wait_for(lambda: served_versions(fleet[0]) == served_versions(fleet[1]), 30, "both replicas on the same versions")
+    stack.wait_until(lambda: served_versions(fleet[0]) == served_versions(fleet[1]), 30, "both replicas on the same versions")
 
 
 @pytest.mark.timeout(300)
@@ -217,8 +208,8 @@ def test_key_only_predictions_use_the_latest_window_features(services, flink_job
         return all(replica.http("GET", f"/features/{key}")[1].get("window_end_ms") == 30_000 for key in KEYS)
 
     for replica in fleet:
-        wait_for(lambda: has_last_window(replica), 60, "the last window's features in every replica")
-        wait_for(lambda: all(replica.http("GET", f"/models/{k}")[1].get("n_learned") == 30 for k in KEYS), 60,
+        stack.wait_until(lambda: has_last_window(replica), 60, "the last window's features in every replica")
+        stack.wait_until(lambda: all(replica.http("GET", f"/models/{k}")[1].get("n_learned") == 30 for k in KEYS), 60,
                  "the last models")
         for key in KEYS:
             features = replica.http("GET", f"/features/{key}")[1]["features"]

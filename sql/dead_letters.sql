@@ -1,0 +1,24 @@
+-- Events that fail the checks of the job's checked_events view go, as their original bytes, to the
+-- dead-letter topic; the reason and where the event came from travel as headers.
+CREATE VIEW rejected_events AS
+SELECT
+  payload,
+  MAP[
+    'reason', CAST(problem AS BYTES),
+    'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
+    'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
+  ] AS headers
+FROM checked_events WHERE problem IS NOT NULL;
+
+CREATE TABLE dead_letters (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${topics.dead_letters.name}',
+  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
+  'format' = 'raw',
+  'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
+  'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-dead-letters'
+);
