@@ -3,7 +3,8 @@ read_committed, no consumer group (every replica sees every record); valid snaps
 registry, feature rows to the feature store.
 
 A snapshot or feature row that does not decode, has another format version or another feature
-schema is rejected: logged once with its key and offset, counted, and what was served stays.
+schema is rejected: logged once with its key and offset, counted, and what was served stays. While
+the broker or a topic is away, the follower retries and the models it has keep serving.
 """
 
 from __future__ import annotations
@@ -13,14 +14,45 @@ import threading
 import time
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
-from serving.metrics import Counter, Gauge, Histogram
 from serving.feature_store import FeatureStore
+from serving.metrics import Counter, Gauge, Histogram
 from serving.registry import ModelRegistry
-from udfs.envelope import EnvelopeError, decode
+from udfs.envelope import FORMAT_VERSION, MAGIC, EnvelopeError, Snapshot, decode
 from udfs.feature_records import FeatureRecordError, decode_features
 
 log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+
+
+class TopicMissing(LookupError):
+    """A followed topic that does not exist (yet)."""
+
+
+class Rejected(ValueError):
+    """A snapshot this replica will not serve; `reason` is its label in the rejected-snapshots metric."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_snapshot(value: bytes, schema_hash: str) -> Snapshot:
+    """The snapshot in a record's value, if this replica can serve it; raises Rejected otherwise.
+
+    The model stays unpickled: most records on a busy topic are older than what is served."""
+    try:
+        snapshot = decode(value)
+    except EnvelopeError as e:
+        # A newer writer's envelope is not corruption; telling them apart shows an upgrade out of order.
+        head = bytes(value or b"")[:len(MAGIC) + 1]
+        newer = head[:-1] == MAGIC and head[-1:] != bytes([FORMAT_VERSION])
+        raise Rejected("version" if newer else "corrupt", str(e)) from None
+    if snapshot.feature_schema_hash != schema_hash:
+        raise Rejected("schema", f"feature schema {snapshot.feature_schema_hash} is not the served {schema_hash}")
+    return snapshot
 
 
 class Follower(threading.Thread):
@@ -32,10 +64,11 @@ class Follower(threading.Thread):
         self.registry, self.features, self.schema_hash = registry, features, schema_hash
         self.ready = threading.Event()
         self.stopping = threading.Event()
+        self.error: str | None = None
         self.applied = Counter("serving_snapshots_applied_total", "Snapshots now served.")
         self.stale = Counter("serving_snapshots_stale_total", "Snapshots not newer than the version served.")
         self.rejected = Counter("serving_snapshots_rejected_total", "Snapshots refused, by reason.", labels=("reason",))
-        self.lag = Gauge("serving_consumer_lag", "Snapshot records not yet read, over all partitions.")
+        self.lag = Gauge("serving_consumer_lag", "Records not yet read, over all partitions of both topics.")
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
         self.rejected_features = Counter("serving_feature_rows_rejected_total", "Feature rows refused, by reason.",
@@ -48,14 +81,31 @@ class Follower(threading.Thread):
                 self.feature_rows, self.rejected_features]
 
     def run(self):
+        while not self.stopping.is_set():
+            try:
+                return self.follow()
+            except (KafkaError, TopicMissing) as e:
+                # A broker that restarts or topics not created yet: keep serving what is served, and retry.
+                # Reading again from the start is harmless: versions already served are skipped.
+                log.warning("cannot follow the topics, retrying in %gs: %s", RETRY_S, e)
+                self.stopping.wait(RETRY_S)
+            except Exception as e:
+                # A replica that stopped following serves ever older models; /healthz reports it.
+                self.error = f"{type(e).__name__}: {e}"
+                log.exception("stopped following the topics")
+                return
+
+    def follow(self):
+        # Offsets out of range (records deleted while behind) restart from the earliest: skipping to the
+        # latest would miss the newest version of every key not written since.
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                 isolation_level="read_committed", group_id=None)
+                                 isolation_level="read_committed", group_id=None, auto_offset_reset="earliest")
         try:
             partitions = []
             for topic in (self.snapshot_topic, self.features_topic):
                 found = sorted(consumer.partitions_for_topic(topic) or [])
                 if not found:
-                    raise RuntimeError(f"topic {topic!r} does not exist")
+                    raise TopicMissing(f"topic {topic!r} does not exist")
                 partitions += [TopicPartition(topic, p) for p in found]
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
@@ -68,39 +118,46 @@ class Follower(threading.Thread):
                     for record in records:
                         handle(record)
                 if time.monotonic() >= next_lag_check:
-                    ends = consumer.end_offsets(partitions)
+                    next_lag_check = time.monotonic() + 0.5
                     positions = {tp: consumer.position(tp) for tp in partitions}
-                    self.lag.set(sum(max(0, ends[tp] - positions[tp]) for tp in partitions))
                     if not self.ready.is_set() and all(positions[tp] >= start_ends[tp] for tp in partitions):
                         self.ready.set()
                         log.info("caught up: %d models, %d feature rows", len(self.registry), len(self.features))
-                    next_lag_check = time.monotonic() + 0.5
+                    try:
+                        ends = consumer.end_offsets(partitions)
+                    except KafkaError as e:
+                        # The broker being away is no reason to stop serving; poll() reconnects.
+                        log.warning("consumer lag unknown: %s", e)
+                        continue
+                    self.lag.set(sum(max(0, ends[tp] - positions[tp]) for tp in partitions))
         finally:
             consumer.close()
 
     def handle_snapshot(self, record) -> None:
-        where = f"partition {record.partition} offset {record.offset}"
-        key = record.key.decode(errors="replace") if record.key else None
         try:
-            snapshot = decode(record.value)
-            if snapshot.feature_schema_hash != self.schema_hash:
-                raise EnvelopeError(f"feature schema {snapshot.feature_schema_hash} is not the served {self.schema_hash}")
-            current = self.registry.get(snapshot.key)
-            if current is not None and current.snapshot.model_version >= snapshot.model_version:
-                self.stale.inc()
-                return
+            snapshot = check_snapshot(record.value, self.schema_hash)
+        except Rejected as e:
+            return self.reject(record, e.reason, e)
+        current = self.registry.get(snapshot.key)
+        if current is not None and current.snapshot.model_version >= snapshot.model_version:
+            self.stale.inc()
+            return
+        try:
             model = snapshot.model()
         except EnvelopeError as e:
-            reason = "schema" if "feature schema" in str(e) else "version" if "format version" in str(e) else "corrupt"
-            self.rejected.inc(reason=reason)
-            log.warning("rejected snapshot of key %r at %s: %s", key, where, e)
-            return
+            return self.reject(record, "corrupt", e)
         now = time.time()
         if self.registry.offer(snapshot, applied_at=now, model=model):
             self.applied.inc()
             self.models.set(len(self.registry))
             if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
                 self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
+
+    def reject(self, record, reason: str, error: Exception) -> None:
+        self.rejected.inc(reason=reason)
+        key = record.key.decode(errors="replace") if record.key else None
+        log.warning("rejected snapshot of key %r at partition %d offset %d: %s",
+                    key, record.partition, record.offset, error)
 
     def handle_features(self, record) -> None:
         try:

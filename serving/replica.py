@@ -6,7 +6,7 @@
     POST /recommend       {"user": "u", "n": 5, "candidates": [...]} -> keys ranked by prediction
     GET  /models/{key}    version, metric, n_learned, window end, age
     GET  /features/{key}  the key's latest window features and their age
-    GET  /healthz         200 while the process runs
+    GET  /healthz         200 while following the topics (or retrying), 503 once following failed for good
     GET  /readyz          200 once caught up with the snapshot topic, 503 before
     GET  /metrics         Prometheus text
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -34,6 +35,42 @@ from serving.requests import BadRequest, NotFound, Serving, predict, predict_bat
 from udfs.envelope import feature_schema_hash
 
 log = logging.getLogger("serving")
+
+ROUTES = ("/predict", "/predict/batch", "/recommend", "/healthz", "/readyz", "/metrics")
+
+
+class BodyError(ValueError):
+    """A request body left unread: too large or of no known length. Carries the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def read_body(headers, rfile, max_bytes: int) -> bytes:
+    """A request's body, read only when it declares a length within `max_bytes`."""
+    if headers.get("Transfer-Encoding"):
+        raise BodyError(411, "send the body with a Content-Length header, not chunked")
+    try:
+        length = int(headers.get("Content-Length") or 0)
+    except ValueError:
+        length = -1
+    if length < 0:  # reading a length of -1 would wait for the client to hang up
+        raise BodyError(400, f"Content-Length must be a whole number of bytes, got {headers.get('Content-Length')!r}")
+    if length > max_bytes:
+        raise BodyError(413, f"body of {length} bytes is over the limit of {max_bytes}")
+    return rfile.read(length)
+
+
+def route(path: str) -> str:
+    """A request's label in the metrics: its endpoint, so that neither keys nor probes of random paths
+    add series."""
+    if path in ROUTES:
+        return path
+    for prefix in ("/models", "/features"):
+        if path.startswith(prefix + "/"):
+            return prefix
+    return "other"
 
 
 class Replica:
@@ -71,7 +108,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         replica = self.replica
         if self.path == "/healthz":
-            self._reply(200, {"status": "ok"})
+            if replica.follower.error:
+                self._reply(503, {"status": "not following the topics", "error": replica.follower.error})
+            else:
+                self._reply(200, {"status": "ok"})
         elif self.path == "/readyz":
             ready = replica.follower.ready.is_set()
             self._reply(200 if ready else 503, {"ready": ready, "models": len(replica.registry)})
@@ -101,35 +141,55 @@ class Handler(BaseHTTPRequestHandler):
         handlers = {"/predict": predict, "/predict/batch": predict_batch, "/recommend": recommend}
         if self.path not in handlers:
             return self._reply(404, {"error": f"no such path: {self.path}"})
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > replica.max_body_bytes:
-            self.close_connection = True  # the body stays unread
-            return self._reply(413, {"error": f"body of {length} bytes is over the limit of {replica.max_body_bytes}"})
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            raw = read_body(self.headers, self.rfile, replica.max_body_bytes)
+        except BodyError as e:
+            # Closing, because what is left of the body would be read as the next request.
+            return self._reply(e.status, {"error": str(e)}, close=True)
+        try:
+            body = json.loads(raw or b"null")
         except ValueError as e:
             return self._reply(400, {"error": f"body is not valid JSON: {e}"})
         try:
             answer = handlers[self.path](replica.serving, body)
         except (BadRequest, NotFound) as e:
             return self._reply(e.status, {"error": str(e)})
+        except Exception as e:
+            # An answer, not a dropped connection: the client can tell a bad model from a network fault.
+            log.exception("%s failed", self.path)
+            return self._reply(500, {"error": f"internal error: {type(e).__name__}: {e}"})
         self._reply(200, answer)
         stale = [answer] if "prediction" in answer else answer.get("results", [])
         replica.stale_features.inc(sum(1 for a in stale if a.get("features_stale")))
         replica.latency.observe(time.perf_counter() - started)
 
-    def _reply(self, status: int, payload, content_type: str = "application/json"):
+    def _reply(self, status: int, payload, content_type: str = "application/json", close: bool = False):
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")  # also makes the handler close after this reply
         self.end_headers()
         self.wfile.write(data)
-        path = "/" + self.path.split("/")[1] if self.path.startswith(("/models/", "/features/")) else self.path
-        self.replica.requests.inc(path=path, status=str(status))
+        self.replica.requests.inc(path=route(self.path), status=str(status))
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         log.debug(format, *args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client hanging up (curl -f on a 503 does) is routine; anything else is logged, not printed.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            log.exception("connection from %s:%d failed", *client_address[:2])
+
+
+def make_server(replica: Replica, host: str, port: int) -> Server:
+    """An HTTP server answering from `replica`; port 0 picks a free one."""
+    return Server((host, port), type("ReplicaHandler", (Handler,), {"replica": replica}))
 
 
 def main(argv=None):
@@ -142,8 +202,7 @@ def main(argv=None):
 
     replica = Replica(load_config(args.config))
     replica.follower.start()
-    server = ThreadingHTTPServer((args.host, args.port), type("ReplicaHandler", (Handler,), {"replica": replica}))
-    server.daemon_threads = True
+    server = make_server(replica, args.host, args.port)
     log.info("serving on http://%s:%d", args.host, args.port)
     try:
         server.serve_forever()

@@ -1,0 +1,226 @@
+"""Serving replica processes against the real broker, fed by a transactional producer as the job feeds them:
+convergence, catching up, refused snapshots, and no failed request while models swap.
+
+These tests need only the broker on 127.0.0.1:9092, not Flink, so they neither start nor stop services.
+"""
+
+import http.client
+import json
+import os
+import random
+import threading
+import time
+import uuid
+
+import pytest
+from kafka import KafkaProducer
+from river import datasets, linear_model, preprocessing
+
+from jobs.config import derive_config, load_config
+from jobs.topics import declared_topics, ensure_topics
+from tests.integration import stack
+from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+
+KEYS = ["book-1", "book-2", "book-3"]
+
+
+@pytest.fixture(autouse=True)
+def broker(services):
+    """Every test here needs the real broker, started through scripts/kafka.sh when it is not up."""
+
+
+class Publisher:
+    """Writes snapshots in Kafka transactions, as the job's exactly-once sink does; remembers what it committed."""
+
+    def __init__(self, config):
+        self.topic = config["topics.snapshots.name"]
+        self.features = config["features.columns"]
+        self.schema_hash = feature_schema_hash(self.features)
+        self.producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP, transactional_id=f"test-{uuid.uuid4().hex}")
+        self.producer.init_transactions()
+        self.committed = {key: set() for key in KEYS}
+
+    def model(self, version):
+        """Trained on the first `version` Bananas samples, so a test can rebuild any version exactly."""
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        for x, y in datasets.Bananas().take(version):
+            model.learn_one(dict(zip(self.features, (x["1"], x["2"]))), y)
+        return model
+
+    def envelope(self, key, version, **changes):
+        now_ms = int(time.time() * 1000)
+        fields = dict(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
+                      window_end_ms=now_ms, watermark_ms=now_ms - 1, emitted_at_ms=now_ms,
+                      feature_schema_hash=self.schema_hash, payload=dump_model(self.model(version)))
+        return encode(Snapshot(**{**fields, **changes}))
+
+    def transaction(self, records, commit=True):
+        """records: (key, envelope bytes) pairs, written in one transaction that is committed or aborted."""
+        self.producer.begin_transaction()
+        for key, value in records:
+            self.producer.send(self.topic, key=key.encode(), value=value)
+        if commit:
+            self.producer.commit_transaction()
+        else:
+            self.producer.flush()  # on the broker, then aborted: read_committed readers must skip them
+            self.producer.abort_transaction()
+
+    def publish(self, versions: dict, commit=True):
+        """One valid snapshot per key, of the given versions."""
+        self.transaction([(key, self.envelope(key, version)) for key, version in versions.items()], commit)
+        if commit:
+            for key, version in versions.items():
+                self.committed[key].add(version)
+
+    def close(self):
+        self.producer.close()
+
+
+@pytest.fixture
+def config(tmp_path):
+    """conf/job.yaml on topics of this test's own."""
+    return stack.isolated_config(tmp_path, "conf/job.yaml")
+
+
+@pytest.fixture
+def publisher(config):
+    publisher = Publisher(config)
+    yield publisher
+    publisher.close()
+
+
+def responds(replica):
+    try:
+        replica.http("GET", "/healthz")
+        return True
+    except OSError:
+        return False
+
+
+def served_versions(replica):
+    return {key: replica.http("GET", f"/models/{key}")[1].get("model_version") for key in KEYS}
+
+
+@pytest.mark.timeout(120)
+def test_replicas_converge_on_committed_versions_and_a_late_one_catches_up(config, publisher, replicas):
+    for version in range(1, 11):
+        publisher.publish({key: version for key in KEYS})
+    publisher.publish({"book-1": 50}, commit=False)
+    first = replicas(config, 18201)
+    first.wait_ready()
+    assert served_versions(first) == {key: 10 for key in KEYS}
+
+    for version in (12, 11, 12):  # reordered and duplicated: harmless
+        publisher.publish({key: version for key in KEYS})
+    publisher.publish({"book-2": 60}, commit=False)
+    late = replicas(config, 18202)
+    late.wait_ready()
+    # Ready means caught up with every snapshot committed before the replica started.
+    assert served_versions(late) == {key: 12 for key in KEYS}
+    assert late.http("GET", "/readyz")[0] == 200
+    stack.wait_until(lambda: served_versions(first) == served_versions(late), 30, "both replicas on the same versions")
+
+    for replica in (first, late):
+        assert replica.metric("serving_snapshots_rejected_total") == 0
+        assert replica.metric("serving_snapshots_stale_total") >= 3  # version 11 after 12, then 12 again
+        stack.wait_until(lambda: replica.metric("serving_consumer_lag") == 0, 10, f"no lag on port {replica.port}")
+    assert first.metric("serving_snapshots_applied_total") == 3 * 11
+    assert late.metric("serving_snapshots_applied_total") == 3 * 11
+
+
+@pytest.mark.timeout(120)
+def test_refused_snapshots_are_counted_and_the_old_model_keeps_serving(config, publisher, replicas):
+    publisher.publish({"book-1": 4})
+    replica = replicas(config, 18203)
+    replica.wait_ready()
+
+    publisher.transaction([
+        ("book-1", bytes(random.Random(7).getrandbits(8) for _ in range(300))),
+        ("book-1", publisher.envelope("book-1", 9, feature_schema_hash="0123456789abcdef")),  # other features
+        ("book-1", publisher.envelope("book-1", 10, format_version=2)),  # from a newer writer
+        ("book-1", publisher.envelope("book-1", 11, payload=b"\x80\x05not a pickle")),
+        ("book-2", publisher.envelope("book-2", 1)),  # a good one after the bad ones
+    ])
+    stack.wait_until(lambda: replica.http("GET", "/models/book-2")[0] == 200, 30, "the good snapshot after the bad ones")
+
+    assert replica.metric('serving_snapshots_rejected_total{reason="corrupt"}') == 2
+    assert replica.metric('serving_snapshots_rejected_total{reason="schema"}') == 1
+    assert replica.metric('serving_snapshots_rejected_total{reason="version"}') == 1
+    x = {"x1_avg": 0.2, "x2_avg": -0.3}
+    status, answer = replica.http("POST", "/predict", {"key": "book-1", "features": x})
+    assert status == 200 and answer["model_version"] == 4
+    assert answer["prediction"] == publisher.model(4).predict_proba_one(x)[True]
+    assert replica.http("GET", "/healthz") == (200, {"status": "ok"})
+
+
+@pytest.mark.timeout(120)
+def test_no_request_fails_while_models_swap(config, publisher, replicas):
+    publisher.publish({key: 1 for key in KEYS})
+    replica = replicas(config, 18204)
+    replica.wait_ready()
+    x = {"x1_avg": 0.1, "x2_avg": 0.2}
+    expected = {version: publisher.model(version).predict_proba_one(x)[True] for version in range(1, 31)}
+
+    def keep_publishing():
+        for version in range(2, 31):
+            publisher.publish({key: version for key in KEYS})
+            publisher.publish({"book-3": 1000 + version}, commit=False)
+            time.sleep(0.05)
+
+    swapping = threading.Thread(target=keep_publishing)
+    answers, failures = [], []
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", replica.port, timeout=10)
+        while swapping.is_alive():
+            key = random.choice(KEYS)
+            batch = random.random() < 0.2
+            path, body = ("/predict/batch", {"requests": [{"key": k, "features": x} for k in KEYS]}) if batch \
+                else ("/predict", {"key": key, "features": x})
+            try:
+                connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                status, answer = response.status, json.loads(response.read())
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                failures.append(repr(e))
+                continue
+            if status != 200:
+                failures.append((status, answer))
+            else:
+                answers.extend(zip(KEYS, answer["results"]) if batch else [(key, answer)])
+        connection.close()
+
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    swapping.start()
+    for c in clients:
+        c.start()
+    swapping.join(timeout=90)
+    for c in clients:
+        c.join(timeout=15)
+
+    assert failures == []
+    assert len(answers) > 50
+    wrong = [(key, a) for key, a in answers
+             if a["model_version"] not in publisher.committed[key] or a["prediction"] != expected[a["model_version"]]]
+    assert wrong == [], "every answer comes from one committed version, whole"
+    assert len({a["model_version"] for _, a in answers}) > 5, "requests should span many swaps"
+    stack.wait_until(lambda: served_versions(replica) == {key: 30 for key in KEYS}, 30, "the last versions")
+
+
+@pytest.mark.timeout(120)
+def test_a_replica_started_before_its_topics_exist_waits_for_them(replicas, tmp_path):
+    config = derive_config(load_config(os.path.join(stack.PROJECT_DIR, "conf/job.yaml")),
+                           str(tmp_path / "conf" / "job.yaml"), uuid.uuid4().hex[:8])
+    replica = replicas(config, 18205)
+    stack.wait_until(lambda: replica.process.poll() is None and responds(replica), 30, "the replica to answer HTTP")
+    assert replica.http("GET", "/readyz")[0] == 503
+    assert replica.http("GET", "/healthz") == (200, {"status": "ok"})  # waiting is not failing
+
+    ensure_topics(stack.BOOTSTRAP, declared_topics(config))
+    publisher = Publisher(config)
+    try:
+        publisher.publish({"book-1": 3})
+    finally:
+        publisher.close()
+    replica.wait_ready()
+    stack.wait_until(lambda: served_versions(replica)["book-1"] == 3, 30, "the first snapshot")

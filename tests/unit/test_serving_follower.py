@@ -1,0 +1,100 @@
+"""The follower's handling of one snapshot record, without Kafka: what is served, refused or skipped."""
+
+import dataclasses
+import logging
+import random
+import types
+
+import pytest
+from river import datasets, linear_model, preprocessing
+
+from serving.feature_store import FeatureStore
+from serving.follower import Follower, Rejected, check_snapshot
+from serving.registry import ModelRegistry
+from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+
+FEATURES = ("x1", "x2")
+SCHEMA = feature_schema_hash(FEATURES)
+
+
+def trained(n):
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in datasets.Bananas().take(n):
+        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
+    return model
+
+
+def snapshot(key="k", version=1, model=None, **changes):
+    return dataclasses.replace(
+        Snapshot(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
+                 window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100, feature_schema_hash=SCHEMA,
+                 payload=dump_model(model or trained(version))),
+        **changes)
+
+
+def record(value, key="k", offset=0):
+    """What the follower reads of a Kafka record."""
+    return types.SimpleNamespace(key=key.encode(), value=value, partition=1, offset=offset)
+
+
+def follower():
+    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10])
+
+
+def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
+    checked = check_snapshot(encode(snapshot(version=4)), SCHEMA)
+    assert (checked.key, checked.model_version, checked.feature_schema_hash) == ("k", 4, SCHEMA)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (bytes(random.Random(1).getrandbits(8) for _ in range(200)), "corrupt"),
+    (b"RTML", "corrupt"),
+    (encode(snapshot())[:30], "corrupt"),
+    (None, "corrupt"),
+    (encode(snapshot(format_version=2)), "version"),
+    (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"]))), "schema"),
+])
+def test_check_snapshot_names_the_reason_it_rejects(value, reason):
+    with pytest.raises(Rejected) as rejected:
+        check_snapshot(value, SCHEMA)
+    assert rejected.value.reason == reason
+
+
+def test_a_rejected_snapshot_is_counted_logged_once_and_the_old_model_keeps_serving(caplog):
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=3)), offset=10))
+    served = f.registry.get("k")
+    bad = [
+        encode(snapshot(version=4, payload=b"not a pickle")),
+        encode(snapshot(version=5, feature_schema_hash="0123456789abcdef")),
+        encode(snapshot(version=6, format_version=7)),
+        b"\x00garbage",
+    ]
+    with caplog.at_level(logging.WARNING, logger="serving.follower"):
+        for offset, value in enumerate(bad, start=11):
+            f.handle_snapshot(record(value, offset=offset))
+    assert f.registry.get("k") is served
+    assert {reason: f.rejected.value(reason=reason) for reason in ("corrupt", "schema", "version")} == \
+        {"corrupt": 2, "schema": 1, "version": 1}
+    assert len(caplog.records) == len(bad)
+    assert all("'k'" in r.getMessage() and f"partition 1 offset {offset}" in r.getMessage()
+               for offset, r in enumerate(caplog.records, start=11))
+
+
+def test_duplicates_and_older_versions_are_skipped_without_unpickling():
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=5))))
+    # A payload that would not load proves the older ones are not unpickled.
+    f.handle_snapshot(record(encode(snapshot(version=5, payload=b"x"))))
+    f.handle_snapshot(record(encode(snapshot(version=2, payload=b"x"))))
+    assert (f.registry.versions(), f.applied.value(), f.stale.value(), f.rejected.value(reason="corrupt")) == \
+        ({"k": 5}, 1, 2, 0)
+
+
+def test_freshness_is_measured_only_once_caught_up():
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=1))))
+    assert f.freshness.count == 0
+    f.ready.set()
+    f.handle_snapshot(record(encode(snapshot(version=2))))
+    assert f.freshness.count == 1

@@ -1,0 +1,173 @@
+"""The replica's HTTP answers, in process on a loopback port, with models offered directly (no Kafka)."""
+
+import http.client
+import json
+import threading
+
+import pytest
+from river import datasets, linear_model, preprocessing
+
+from jobs.config import Config
+from serving.replica import Replica, make_server, route
+from udfs.envelope import Snapshot, dump_model
+
+FEATURES = ["x1", "x2"]
+
+
+def trained(n):
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in datasets.Bananas().take(n):
+        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
+    return model
+
+
+def snapshot(key, version, model):
+    return Snapshot(key=key, model_version=version, n_learned=10 * version, metric_name="LogLoss", metric_value=0.4,
+                    window_end_ms=5_000, watermark_ms=4_999, emitted_at_ms=5_100, feature_schema_hash="h",
+                    payload=dump_model(model))
+
+
+def config(**serving):
+    return Config({
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # never dialled: the follower is not started here
+        "topics": {"snapshots": {"name": "snapshots"}, "features": {"name": "features"}},
+        "features": {"columns": FEATURES},
+        "serving": {"max_body_bytes": 200, **serving},
+    }, "serving-test.yaml")
+
+
+@pytest.fixture
+def start():
+    """start(**serving settings) -> (replica, request(method, path, body=None, headers=None) -> (status, body));
+    request.headers are the last response's headers."""
+    servers = []
+
+    def start_replica(**serving):
+        replica = Replica(config(**serving))
+        server = make_server(replica, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+
+        def request(method, path, body=None, headers=None):
+            data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+            connection.request(method, path, body=data, headers=headers or {})
+            response = connection.getresponse()
+            raw = response.read()
+            request.headers = response.headers
+            is_json = response.getheader("Content-Type") == "application/json"
+            return response.status, json.loads(raw) if is_json else raw.decode()
+
+        return replica, request
+
+    yield start_replica
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_predict_and_describe_a_served_model(start):
+    replica, request = start()
+    model = trained(60)
+    replica.registry.offer(snapshot("book-1", 3, model), applied_at=6.0)
+    status, answer = request("POST", "/predict", {"key": "book-1", "features": {"x1": 0.5, "x2": 1}})
+    assert status == 200
+    assert answer["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": 1.0})[True]
+    assert (answer["key"], answer["model_version"]) == ("book-1", 3) and answer["model_age_s"] > 0
+    status, described = request("GET", "/models/book-1")
+    assert status == 200
+    assert (described["model_version"], described["n_learned"], described["window_end_ms"]) == (3, 30, 5_000)
+    assert described["metric"] == {"name": "LogLoss", "value": 0.4} and described["freshness_s"] == 1.0
+    assert request("GET", "/models/book-2") == (404, {"error": "no model for key 'book-2'"})
+
+
+def test_bad_requests_get_clear_answers_on_a_connection_that_stays_usable(start):
+    replica, request = start()
+    replica.registry.offer(snapshot("book-1", 1, trained(5)), applied_at=6.0)
+    assert request("POST", "/predict", b'{"key": "book-1", "features": ') == \
+        (400, {"error": "body is not valid JSON: Expecting value: line 1 column 31 (char 30)"})
+    assert request.headers["Connection"] is None  # the body was read whole, so the connection goes on
+    assert request("POST", "/predict", {"key": "book-1", "features": {"x1": 1}}) == \
+        (400, {"error": "missing feature 'x2'"})
+    assert request("POST", "/predict", {"key": "book-1", "features": {"x1": 1, "x2": [2]}}) == \
+        (400, {"error": "feature 'x2' must be a number, got list"})
+    assert request("POST", "/predict", {"key": "nope", "features": {"x1": 1, "x2": 2}}) == \
+        (404, {"error": "no model for key 'nope'"})
+    assert request("GET", "/predict") == (404, {"error": "no such path: /predict"})
+    assert request("POST", "/predict", {"key": "book-1", "features": {"x1": 1, "x2": 2}})[0] == 200
+
+
+@pytest.mark.parametrize("headers, status, message", [
+    ({"Content-Length": "5000"}, 413, "body of 5000 bytes is over the limit of 200"),
+    ({"Content-Length": "-1"}, 400, "Content-Length must be a whole number of bytes, got '-1'"),
+    ({"Content-Length": "ten"}, 400, "Content-Length must be a whole number of bytes, got 'ten'"),
+    ({"Transfer-Encoding": "chunked"}, 411, "send the body with a Content-Length header, not chunked"),
+])
+def test_a_body_that_is_not_read_is_refused_and_the_connection_closed(start, headers, status, message):
+    _, request = start()
+    # http.client sends these headers as given; the server must answer without waiting for a body.
+    assert request("POST", "/predict", headers={**headers, "Content-Type": "application/json"}) == \
+        (status, {"error": message})
+    assert request.headers["Connection"] == "close"
+
+
+def test_unknown_keys_get_the_fallback_model_when_one_is_configured(start):
+    replica, request = start(fallback_key="global")
+    replica.registry.offer(snapshot("global", 2, trained(20)), applied_at=6.0)
+    status, answer = request("POST", "/predict", {"key": "new-book", "features": {"x1": 0, "x2": 0}})
+    assert status == 200 and (answer["model_key"], answer["model_version"], answer["fallback"]) == ("global", 2, True)
+
+
+def test_a_batch_reports_errors_per_item(start):
+    replica, request = start(max_body_bytes=10_000)
+    replica.registry.offer(snapshot("book-1", 1, trained(5)), applied_at=6.0)
+    status, answer = request("POST", "/predict/batch", {"requests": [
+        {"key": "book-1", "features": {"x1": 1, "x2": 2}},
+        {"key": "book-9", "features": {"x1": 1, "x2": 2}},
+        {"key": "book-1", "features": {"x1": "1", "x2": 2}},
+    ]})
+    assert status == 200
+    ok, unknown, bad = answer["results"]
+    assert ok["model_version"] == 1
+    assert unknown == {"error": "no model for key 'book-9'", "status": 404}
+    assert bad == {"error": "feature 'x1' must be a number, got str", "status": 400}
+
+
+def test_a_model_that_cannot_predict_gets_a_500_not_a_dropped_connection(start):
+    replica, request = start()
+    replica.registry.offer(snapshot("book-1", 1, preprocessing.StandardScaler()), applied_at=6.0)  # a transformer
+    status, answer = request("POST", "/predict", {"key": "book-1", "features": {"x1": 1, "x2": 2}})
+    assert status == 500 and answer["error"].startswith("internal error: AttributeError")
+
+
+def test_ready_once_caught_up_and_unhealthy_once_following_failed(start):
+    replica, request = start()
+    assert request("GET", "/readyz") == (503, {"ready": False, "models": 0})
+    assert request("GET", "/healthz") == (200, {"status": "ok"})
+    replica.follower.ready.set()
+    assert request("GET", "/readyz") == (200, {"ready": True, "models": 0})
+    replica.follower.error = "RuntimeError: topic 'snapshots' does not exist"
+    assert request("GET", "/healthz") == \
+        (503, {"status": "not following the topics", "error": "RuntimeError: topic 'snapshots' does not exist"})
+
+
+def test_metrics_count_requests_by_endpoint(start):
+    _, request = start()
+    for path in ("/models/a", "/models/b", "/wp-admin", "/readyz"):
+        request("GET", path)
+    status, text = request("GET", "/metrics")
+    assert status == 200
+    assert 'serving_requests_total{path="/models",status="404"} 2.0' in text
+    assert 'serving_requests_total{path="other",status="404"} 1.0' in text
+    assert 'serving_requests_total{path="/readyz",status="503"} 1.0' in text
+    for name in ("serving_snapshots_applied_total", "serving_snapshots_rejected_total", "serving_consumer_lag",
+                 "serving_freshness_seconds"):
+        assert f"# TYPE {name} " in text
+
+
+@pytest.mark.parametrize("path, label", [
+    ("/predict", "/predict"), ("/predict/batch", "/predict/batch"), ("/models/k/x", "/models"),
+    ("/features/k", "/features"), ("/models", "other"), ("/predict?debug=1", "other"),
+])
+def test_route_labels(path, label):
+    assert route(path) == label
