@@ -127,6 +127,13 @@ def test_replicas_converge_on_committed_versions_and_a_late_one_catches_up(confi
     assert first.metric("serving_snapshots_applied_total") == 3 * 11
     assert late.metric("serving_snapshots_applied_total") == 3 * 11
 
+    # A replica restarted mid-stream catches up and serves the newest versions.
+    first.stop()
+    publisher.publish({key: 13 for key in KEYS})
+    restarted = replicas(config, 18201)
+    restarted.wait_ready()
+    assert served_versions(restarted) == {key: 13 for key in KEYS}
+
 
 @pytest.mark.timeout(120)
 def test_refused_snapshots_are_counted_and_the_old_model_keeps_serving(config, publisher, replicas):
