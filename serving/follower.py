@@ -48,7 +48,7 @@ def check_snapshot(value: bytes, schema_hash: str) -> Snapshot:
     except EnvelopeError as e:
         # A newer writer's envelope is not corruption; telling them apart shows an upgrade out of order.
         head = bytes(value or b"")[:len(MAGIC) + 1]
-        newer = head[:-1] == MAGIC and head[-1:] != bytes([FORMAT_VERSION])
+        newer = head[:-1] == MAGIC and len(head) > len(MAGIC) and head[-1] > FORMAT_VERSION
         raise Rejected("version" if newer else "corrupt", str(e)) from None
     if snapshot.feature_schema_hash != schema_hash:
         raise Rejected("schema", f"feature schema {snapshot.feature_schema_hash} is not the served {schema_hash}")

@@ -2,10 +2,20 @@
 
 The learner job encodes, serving replicas decode; both use this module only. Layout:
 
-    b"RTML" | format version (1 byte) | metadata length (4 bytes, big-endian) | JSON metadata | payload
+    b"RTML" | format version (1 byte) | metadata length (4 bytes, big-endian) | JSON metadata
+            | payload | challenger payload (format 2; `challenger_bytes` long, may be empty)
 
-The payload is the cloudpickled River model; the metadata says which key and version it is, how it
-scored, which window it saw last and which feature schema it expects.
+The payload is the cloudpickled River model that serves; the challenger payload, when the job trains
+one, is the model competing with it (serving may shadow-score it). The metadata says which key and
+version it is, how it scored, which window it saw last and which feature schema it expects. `extra`
+carries the model-safety facts, all optional:
+
+- `drift`: `{"count", "last_window_end_ms", "last_action"}`, drifts detected for this key so far;
+- `rollback`: `{"from_version", "to_version", "reason"}`: this record's model is version
+  `to_version` again, replacing the degraded `from_version`;
+- `challenger`: `{"metric_value", "role"}` of the challenger payload; `champion`: which declared
+  model serves (`"model"` or `"challenger"`); `prior`: what a new key started from; `held_back`:
+  snapshots the publishing gate has withheld for this key.
 
 >>> from river import linear_model
 >>> snapshot = Snapshot(key="book-1", model_version=3, n_learned=3, metric_name="LogLoss",
@@ -32,7 +42,9 @@ import cloudpickle
 import river
 
 MAGIC = b"RTML"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 had no challenger payload; it is still read.
+READABLE_FORMATS = (1, 2)
 _HEADER = struct.Struct(">4sBI")
 
 
@@ -56,17 +68,25 @@ class Snapshot:
     format_version: int = FORMAT_VERSION
     # Open-ended facts about this version (drift flags, rollback targets) that older readers ignore.
     extra: dict = dataclasses.field(default_factory=dict)
+    challenger_payload: bytes = dataclasses.field(default=b"", repr=False)
 
     def model(self):
         """The River model, unpickled from the payload."""
+        return self._load(self.payload, "model")
+
+    def challenger(self):
+        """The challenger model, or None when the job trains none for this key."""
+        return self._load(self.challenger_payload, "challenger") if self.challenger_payload else None
+
+    def _load(self, payload: bytes, what: str):
         try:
-            return cloudpickle.loads(self.payload)
+            return cloudpickle.loads(payload)
         except Exception as e:
-            raise EnvelopeError(f"snapshot of key {self.key!r} v{self.model_version}: model payload does not load: {e}") from e
+            raise EnvelopeError(f"snapshot of key {self.key!r} v{self.model_version}: {what} payload does not load: {e}") from e
 
     def metadata(self) -> dict:
         meta = dataclasses.asdict(self)
-        del meta["payload"]
+        del meta["payload"], meta["challenger_payload"]
         return meta
 
 
@@ -80,8 +100,10 @@ def dump_model(model) -> bytes:
 
 
 def encode(snapshot: Snapshot) -> bytes:
-    meta = json.dumps(snapshot.metadata(), separators=(",", ":"), allow_nan=False).encode()
-    return _HEADER.pack(MAGIC, snapshot.format_version, len(meta)) + meta + snapshot.payload
+    meta = snapshot.metadata()
+    meta["challenger_bytes"] = len(snapshot.challenger_payload)
+    meta = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+    return _HEADER.pack(MAGIC, snapshot.format_version, len(meta)) + meta + snapshot.payload + snapshot.challenger_payload
 
 
 def decode(data: bytes) -> Snapshot:
@@ -91,13 +113,17 @@ def decode(data: bytes) -> Snapshot:
     magic, version, meta_len = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise EnvelopeError(f"not a model snapshot envelope (starts with {bytes(data[:4])!r})")
-    if version != FORMAT_VERSION:
-        raise EnvelopeError(f"unsupported envelope format version {version} (this code reads {FORMAT_VERSION})")
+    if version not in READABLE_FORMATS:
+        raise EnvelopeError(f"unsupported envelope format version {version} (this code reads up to {FORMAT_VERSION})")
     end = _HEADER.size + meta_len
     if len(data) < end:
         raise EnvelopeError(f"truncated envelope: metadata needs {meta_len} bytes, {len(data) - _HEADER.size} present")
     try:
         meta = json.loads(bytes(data[_HEADER.size:end]))
-        return Snapshot(**meta, payload=bytes(data[end:]))
+        challenger_bytes = meta.pop("challenger_bytes", 0) if isinstance(meta, dict) else 0
+        if not isinstance(challenger_bytes, int) or not 0 <= challenger_bytes <= len(data) - end:
+            raise EnvelopeError(f"corrupt envelope: challenger_bytes {challenger_bytes!r} does not fit the payload")
+        split = len(data) - challenger_bytes
+        return Snapshot(**meta, payload=bytes(data[end:split]), challenger_payload=bytes(data[split:]))
     except (ValueError, TypeError) as e:
         raise EnvelopeError(f"corrupt envelope metadata: {e}") from None

@@ -30,6 +30,29 @@ def test_round_trip_keeps_metadata_and_model_predictions():
     assert decoded.model().predict_proba_one(x) == trained_model().predict_proba_one(x)
 
 
+def test_challenger_payload_travels_after_the_model():
+    challenger = linear_model.LinearRegression()
+    original = snapshot(challenger_payload=dump_model(challenger), extra={"challenger": {"metric_value": 0.4}})
+    decoded = decode(encode(original))
+    assert decoded.metadata() == original.metadata()
+    assert type(decoded.model()).__name__ == "Pipeline"
+    assert type(decoded.challenger()).__name__ == "LinearRegression"
+    assert decode(encode(snapshot())).challenger() is None
+
+
+def test_format_1_envelopes_from_older_jobs_still_decode():
+    old = snapshot(format_version=1)
+    decoded = decode(_format_1_bytes(old))
+    assert decoded.model_version == 7 and decoded.challenger() is None and decoded.payload == old.payload
+
+
+def _format_1_bytes(s):
+    import json
+    import struct
+    meta = json.dumps(s.metadata(), separators=(",", ":")).encode()
+    return struct.pack(">4sBI", b"RTML", 1, len(meta)) + meta + s.payload
+
+
 def test_schema_hash_depends_on_names_and_order():
     assert feature_schema_hash(["a", "b"]) != feature_schema_hash(["b", "a"])
     assert feature_schema_hash(["a", "b"]) != feature_schema_hash(["ab"])
@@ -39,6 +62,7 @@ def test_schema_hash_depends_on_names_and_order():
     (b"", "too short"),
     (b"PK\x03\x04 some zip file", "not a model snapshot envelope"),
     (b"RTML\x09\x00\x00\x00\x02{}", "unsupported envelope format version 9"),
+    (b'RTML\x02\x00\x00\x00\x17{"challenger_bytes":99}xx', "challenger_bytes 99 does not fit"),
     (b"RTML\x01\x00\x00\x01\x00{}", "truncated envelope"),
     (b"RTML\x01\x00\x00\x00\x02[}", "corrupt envelope metadata"),
     (b"RTML\x01\x00\x00\x00\x02{}", "corrupt envelope metadata"),

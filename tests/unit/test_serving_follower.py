@@ -51,7 +51,7 @@ def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
     (b"RTML", "corrupt"),
     (encode(snapshot())[:30], "corrupt"),
     (None, "corrupt"),
-    (encode(snapshot(format_version=2)), "version"),
+    (encode(snapshot(format_version=3)), "version"),
     (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"]))), "schema"),
 ])
 def test_check_snapshot_names_the_reason_it_rejects(value, reason):
