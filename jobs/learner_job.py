@@ -3,6 +3,8 @@
     Kafka --> sql/events.sql --> sql/features.sql (tumbling windows) --> key_by(key)
           --> LearnerFunction (test-then-train) --> predictions table
                                                \\-> snapshots side output --> snapshots table
+                                               \\-> drifts side output --> drift events table
+                                               \\-> quarantined rows --> dead-letter table
           --> FeatureRecordFunction --> latest features table (for serving by key alone)
 
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
@@ -23,8 +25,10 @@ from jobs.config import ConfigError, load_config
 from jobs.sql import ddl_statements
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
+    DRIFTS,
     FEATURE_RECORD_TYPE,
     PREDICTION_TYPE,
+    QUARANTINED,
     SNAPSHOTS,
     FeatureRecordFunction,
     LearnerFunction,
@@ -76,6 +80,8 @@ def main(argv=None):
         .name("learner")
     )
     snapshots = predictions.get_side_output(SNAPSHOTS)
+    drifts = predictions.get_side_output(DRIFTS)
+    quarantined = predictions.get_side_output(QUARANTINED)
     latest_features = (
         feature_rows.map(FeatureRecordFunction(settings.feature_names), output_type=FEATURE_RECORD_TYPE)
         .uid("feature-records")
@@ -86,7 +92,10 @@ def main(argv=None):
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
     sinks.add_insert(config["sql.features_table"], table_env.from_data_stream(latest_features))
-    sinks.add_insert(config["sql.dead_letters.into"], table_env.from_path(config["sql.dead_letters.from"]))
+    sinks.add_insert(config["sql.drifts_table"], table_env.from_data_stream(drifts))
+    # One insert per sink table: two would be two Kafka writers sharing one transactional id prefix.
+    rejected = table_env.from_path(config["sql.dead_letters.from"])
+    sinks.add_insert(config["sql.dead_letters.into"], rejected.union_all(table_env.from_data_stream(quarantined)))
     sinks.execute()
 
 

@@ -1,13 +1,15 @@
 """Test-then-train, one River model per key: predict on each feature row, then learn from it.
 
 `Learner` is the logic, with no Flink in it; `udfs.learner_function.LearnerFunction` runs it in Flink,
-keeping a `KeyState` per key in keyed state.
+keeping a `KeyState` per key in keyed state. The model-safety guards of `SafetySettings` (drift,
+gated publishing and rollback, a challenger, a cold-start prior, a data-quality guard) each live in
+a module of their own and are off unless `safety:` in the job's config turns them on.
 
 >>> learner = Learner(LearnerSettings(
 ...     model={"steps": [{"class": "linear_model.LogisticRegression"}]},
 ...     metric={"class": "metrics.Accuracy"}, feature_names=("x",), window_ms=1000))
 >>> state = learner.new_state()
->>> first = learner.process(state, {"x": 1.0}, True, window_end_ms=1000)
+>>> first = learner.process(state, {"x": 1.0}, True, window_end_ms=1000).prediction
 >>> (first.prediction, first.model_version, state.n_learned, state.model_version)
 (0.0, 0, 1, 1)
 """
@@ -16,14 +18,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from typing import Any
 
-from river.utils.inspect import isclassifier
+import cloudpickle
 
+from udfs.challenger import ChallengerSettings, Duel, challenger_wins
+from udfs.cold_start import Prior, PriorSettings, load_template
+from udfs.drift import DriftSettings, DriftWatch, prediction_error
 from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
-from udfs.model_spec import build_metric, build_model
+from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
+from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
+from udfs.quality import FeatureStats, QualitySettings, check
 
-STATE_SCHEMA_VERSION = 1
+STATE_SCHEMA_VERSION = 2
 SNAPSHOT_POLICIES = ("every_n_updates", "every_window", "every_seconds")
 
 
@@ -34,7 +42,7 @@ class KeyState:
     model: Any
     metric: Any
     n_learned: int = 0
-    # Grows by one per update and never goes back, across restarts and resets alike.
+    # Grows by one per update and never goes back, across restarts, resets and rollbacks alike.
     model_version: int = 0
     published_version: int = 0
     last_window_end_ms: int = 0
@@ -47,6 +55,14 @@ class KeyState:
     pending_timer_ms: int = 0
     unlabeled: int = 0
     schema_version: int = STATE_SCHEMA_VERSION
+    # Since schema 2: the model version of the last snapshot the gate held back.
+    held_version: int = 0
+    # What the model started from: "" (untrained), "global" or "template".
+    prior: str = ""
+    drift: DriftWatch | None = None
+    gate: GateState | None = None
+    duel: Duel | None = None
+    quality: FeatureStats | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +70,48 @@ class Prediction:
     window_end_ms: int
     prediction: float | None
     model_version: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What one feature row led to, besides the key's state."""
+
+    prediction: Prediction | None
+    # Why the row was not learned (the data-quality guard), or None.
+    quarantined: str | None = None
+    drifted: bool = False
+    # The served model degraded: `Learner.rollback` makes the rollback record.
+    rollback_due: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SafetySettings:
+    drift: DriftSettings = DriftSettings()
+    gate: GateSettings = GateSettings()
+    challenger: ChallengerSettings = ChallengerSettings()
+    cold_start: PriorSettings = PriorSettings()
+    quality: QualitySettings = QualitySettings()
+
+    @classmethod
+    def from_config(cls, config) -> "SafetySettings":
+        section = config.get("safety", None) or {}
+        kinds = {"drift": DriftSettings, "gate": GateSettings, "challenger": ChallengerSettings,
+                 "cold_start": PriorSettings, "quality": QualitySettings}
+        if unknown := set(section) - set(kinds):
+            raise config.error("safety", f"has unknown part(s) {', '.join(sorted(unknown))}; it has {', '.join(kinds)}")
+        parts = {}
+        for name, kind in kinds.items():
+            part = section.get(name) or {}
+            if not isinstance(part, dict):
+                raise config.error(f"safety.{name}", f"must be a mapping, not {part!r}")
+            try:
+                parts[name] = kind.from_config(part, config.error)
+            except TypeError as e:
+                raise config.error(f"safety.{name}", f"has an unknown or missing setting: {e}") from None
+        safety = cls(**parts)
+        if safety.drift.action == "promote_challenger" and not safety.challenger.enabled:
+            raise config.error("safety.drift.action", "promote_challenger needs safety.challenger.enabled: true")
+        return safety
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +125,9 @@ class LearnerSettings:
     snapshot_policy: str = "every_n_updates"
     snapshot_every_n: int = 10
     snapshot_every_ms: int = 5000
+    safety: SafetySettings = SafetySettings()
+    # The cold-start template's pickled model, read at submit time so that it ships with the job.
+    prior_template: bytes | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config) -> "LearnerSettings":
@@ -79,6 +140,8 @@ class LearnerSettings:
         delay = config.get("features.label_delay_windows", 0)
         if not isinstance(delay, int) or delay < 0:
             raise config.error("features.label_delay_windows", f"must be a whole number >= 0, not {delay!r}")
+        safety = SafetySettings.from_config(config)
+        template = safety.cold_start.template
         return cls(
             model=config["model"],
             metric=config["metric"],
@@ -89,6 +152,8 @@ class LearnerSettings:
             snapshot_policy=policy,
             snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
             snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
+            safety=safety,
+            prior_template=load_template(config.file_path(template), columns, config.error) if template else None,
         )
 
 
@@ -126,70 +191,213 @@ def as_number(y_pred) -> float | None:
     return float(y_pred)
 
 
+def _scored(y_pred) -> bool:
+    return y_pred is not None and y_pred != {}
+
+
 class Learner:
     def __init__(self, settings: LearnerSettings):
         self.settings = settings
+        self.safety = settings.safety
         self.schema_hash = feature_schema_hash(settings.feature_names)
-        # Built once here so that a bad spec fails at submit time, before the job starts.
-        build_model(settings.model)
-        build_metric(settings.metric)
+        # Built once here, so that a bad spec fails at submit time; new keys unpickle these
+        # prototypes, several times faster than building from the spec.
+        model = build_model(settings.model)
+        metric = build_metric(settings.metric)
+        self._prototypes = {"model": cloudpickle.dumps(model), "metric": cloudpickle.dumps(metric)}
+        if self.safety.challenger.enabled:
+            challenger = build_model(self.safety.challenger.model, "safety.challenger.model")
+            if is_classifier(challenger) != is_classifier(model):
+                raise ModelSpecError("safety.challenger.model: must be a classifier exactly when model is one")
+            self._prototypes["challenger"] = cloudpickle.dumps(challenger)
+        # The same choice as river.evaluate.progressive_val_score, so metrics agree with it exactly.
+        self.predicts_proba = is_classifier(model) and not metric.requires_labels
+        self.classifier = is_classifier(model)
+        self.prior = Prior(self.safety.cold_start, settings.prior_template, self.new_model)
+
+    def new_model(self, role: str = "model"):
+        return pickle.loads(self._prototypes[role])
+
+    def new_metric(self):
+        return pickle.loads(self._prototypes["metric"])
 
     def new_state(self) -> KeyState:
-        return KeyState(model=build_model(self.settings.model), metric=build_metric(self.settings.metric))
+        prior = self.prior.source()
+        return KeyState(model=self.prior.new_model(), metric=self.new_metric(), prior=prior)
 
-    def predict(self, state: KeyState, x: dict):
-        # The same choice as river.evaluate.progressive_val_score, so metrics agree with it exactly.
-        if isclassifier(state.model) and not state.metric.requires_labels:
-            return state.model.predict_proba_one(x)
-        return state.model.predict_one(x)
+    def predict(self, model, x: dict):
+        return model.predict_proba_one(x) if self.predicts_proba else model.predict_one(x)
 
-    def process(self, state: KeyState, x: dict, label, window_end_ms: int) -> Prediction | None:
-        """Predict on one feature row, then learn what its label allows; returns the prediction.
+    def process(self, state: KeyState, x: dict, label, window_end_ms: int) -> Step:
+        """Predict on one feature row, then learn what its label allows.
 
         Windows reach a key in event-time order, so a row no later than the key's last window is a
         replay (a source re-reading after an upgrade): it is counted and skipped, not learned twice."""
         if window_end_ms <= state.last_window_end_ms:
             state.replayed_windows += 1
-            return None
-        y_pred = self.predict(state, x)
+            return Step(None)
+        self._add_missing_guards(state)
+        y_pred = self.predict(state.model, x)
         prediction = Prediction(window_end_ms, as_number(y_pred), state.model_version)
+        state.last_window_end_ms = window_end_ms
+        if state.quality is not None:
+            if reason := check(self.safety.quality, state.quality, x):
+                state.quality.quarantined += 1
+                return Step(prediction, quarantined=reason)
+            state.quality.learn(x)
         delay = self.settings.label_delay_windows
         if delay == 0:
-            self._learn(state, x, y_pred, label)
-        else:
-            labelled = state.pending.pop(window_end_ms - delay * self.settings.window_ms, None)
-            if labelled is not None:
-                self._learn(state, *labelled, label)
-            state.pending[window_end_ms] = (x, y_pred)
-            while len(state.pending) > self.settings.max_pending_windows:
-                del state.pending[min(state.pending)]
-                state.pending_dropped += 1
-        state.last_window_end_ms = window_end_ms
-        return prediction
+            return self._learn(state, x, y_pred, label, prediction)
+        step = Step(prediction)
+        labelled = state.pending.pop(window_end_ms - delay * self.settings.window_ms, None)
+        if labelled is not None:
+            step = self._learn(state, *labelled, label, prediction)
+        state.pending[window_end_ms] = (x, y_pred)
+        while len(state.pending) > self.settings.max_pending_windows:
+            del state.pending[min(state.pending)]
+            state.pending_dropped += 1
+        return step
 
-    def _learn(self, state: KeyState, x: dict, y_pred, y) -> None:
+    def _add_missing_guards(self, state: KeyState) -> None:
+        """Guards turned on since this key's state was written (by an upgrade) start here."""
+        safety = self.safety
+        if safety.drift.enabled and state.drift is None:
+            state.drift = DriftWatch.new(safety.drift)
+        if safety.gate.enabled and state.gate is None:
+            state.gate = GateState(recent=rolling(self.new_metric(), safety.gate.window))
+        if safety.challenger.enabled and state.duel is None:
+            window = safety.challenger.window
+            state.duel = Duel(champion_recent=rolling(self.new_metric(), window),
+                              challenger_recent=rolling(self.new_metric(), window),
+                              challenger=self.new_model("challenger"), metric=self.new_metric())
+        if safety.quality.enabled and state.quality is None:
+            state.quality = FeatureStats()
+
+    def _learn(self, state: KeyState, x: dict, y_pred, y, prediction: Prediction) -> Step:
         if y is None:
             state.unlabeled += 1
-            return
-        if y_pred != {} and y_pred is not None:
+            return Step(prediction)
+        scored = _scored(y_pred)
+        if scored:
             state.metric.update(y_true=y, y_pred=y_pred)
+        gate, duel = state.gate, state.duel
+        if gate is not None:
+            if scored:
+                gate.recent.update(y, y_pred)
+            if gate.served_model is not None and _scored(served := self.predict(gate.served_model, x)):
+                gate.served_live.update(y, served)
+        if duel is not None:
+            if scored:
+                duel.champion_recent.update(y, y_pred)
+            if _scored(challenged := self.predict(duel.challenger, x)):
+                duel.challenger_recent.update(y, challenged)
+                duel.metric.update(y_true=y, y_pred=challenged)
+            duel.challenger.learn_one(x, y)
         state.model.learn_one(x, y)
+        if self.prior.learns:
+            self.prior.learn(x, y)
         state.n_learned += 1
         state.model_version += 1
+        drifted = (
+            state.drift is not None and scored
+            and state.drift.update(prediction_error(y_pred, y, self.classifier), prediction.window_end_ms)
+        )
+        if drifted:
+            self._on_drift(state)
+        elif duel is not None and challenger_wins(self.safety.challenger, duel):
+            self._promote_challenger(state)
+        return Step(prediction, drifted=drifted, rollback_due=self._rollback_due(state))
+
+    def _on_drift(self, state: KeyState) -> None:
+        action = state.drift.last_action = self.safety.drift.action
+        if action == "reset":
+            state.model = self.new_model(state.duel.champion_role if state.duel else "model")
+        elif action == "promote_challenger":
+            self._promote_challenger(state)
+            state.duel.challenger = self.new_model(state.duel.challenger_role())  # the drifted one
+        if action != "flag" and state.gate is not None:
+            # The old concept's scores say nothing about the new one: the gate starts over.
+            state.gate.recent = rolling(self.new_metric(), self.safety.gate.window)
+            if state.gate.published is not None:
+                state.gate.published = dataclasses.replace(state.gate.published, metric_value=None)
+
+    def _promote_challenger(self, state: KeyState) -> None:
+        duel = state.duel
+        state.model, duel.challenger = duel.challenger, state.model
+        state.metric, duel.metric = duel.metric, state.metric
+        duel.champion_recent, duel.challenger_recent = duel.challenger_recent, duel.champion_recent
+        duel.champion_role = duel.challenger_role()
+        duel.promotions += 1
+
+    def _rollback_due(self, state: KeyState) -> bool:
+        gate = state.gate
+        if gate is None or not self.safety.gate.rollback or gate.previous is None or gate.served_live is None:
+            return False
+        if len(gate.served_live.window) < self.safety.gate.min_rows:
+            return False
+        return worse_by_more_than(value_of(gate.served_live), gate.published.metric_value,
+                                  self.safety.gate.rollback_margin, gate.served_live)
 
     def snapshot_due(self, state: KeyState) -> bool:
         """Whether the count-based policies want a snapshot now; `every_seconds` uses timers instead."""
-        unpublished = state.model_version - state.published_version
+        unpublished = state.model_version - max(state.published_version, state.held_version)
         if self.settings.snapshot_policy == "every_window":
             return unpublished > 0
         if self.settings.snapshot_policy == "every_n_updates":
             return unpublished >= self.settings.snapshot_every_n
         return False
 
-    def snapshot(self, key: str, state: KeyState, watermark_ms: int, now_ms: int) -> bytes:
-        """The envelope of the key's current model; marks that version as published."""
+    def publish(self, key: str, state: KeyState, watermark_ms: int, now_ms: int) -> bytes | None:
+        """The envelope of the key's current model, or None when the gate holds it back."""
+        gate = state.gate
+        recent = None
+        if gate is not None:
+            enough = len(gate.recent.window) >= self.safety.gate.min_rows
+            recent = value_of(gate.recent) if enough else None
+            baseline = gate.published.metric_value if gate.published else None
+            # Against a baseline, too few recent rows is no evidence that the model is still good.
+            if (baseline is not None and not enough) or worse_by_more_than(recent, baseline, self.safety.gate.margin, gate.recent):
+                gate.held_back += 1
+                state.held_version = state.model_version
+                return None
+        payload = dump_model(state.model)
+        if gate is not None:
+            gate.previous, gate.published = gate.published, PublishedVersion(state.model_version, recent, payload)
+            if self.safety.gate.rollback:
+                gate.served_model = pickle.loads(payload)
+                gate.served_live = rolling(self.new_metric(), self.safety.gate.window)
+        return self._envelope(key, state, payload, watermark_ms, now_ms)
+
+    def rollback(self, key: str, state: KeyState, watermark_ms: int, now_ms: int) -> bytes:
+        """Go back to the version published before the degraded one: a new version, the good model."""
+        gate = state.gate
+        bad, good = gate.published, gate.previous
+        live = value_of(gate.served_live)
+        state.model_version += 1
+        state.model = pickle.loads(good.payload)
+        gate.served_model = pickle.loads(good.payload)
+        gate.served_live = rolling(self.new_metric(), self.safety.gate.window)
+        gate.recent = rolling(self.new_metric(), self.safety.gate.window)
+        gate.published, gate.previous = PublishedVersion(state.model_version, good.metric_value, good.payload), None
+        gate.rollbacks += 1
+        reason = (f"v{bad.version} scored {live:.3f} on live rows against {bad.metric_value:.3f} at publication "
+                  f"(rollback margin {self.safety.gate.rollback_margin})")
+        return self._envelope(key, state, good.payload, watermark_ms, now_ms, rollback={
+            "from_version": bad.version, "to_version": good.version, "reason": reason})
+
+    def _envelope(self, key, state: KeyState, payload: bytes, watermark_ms: int, now_ms: int, **extra) -> bytes:
         value = state.metric.get()
         state.published_version = state.model_version
+        duel = state.duel
+        if state.drift is not None:
+            extra["drift"] = state.drift.summary()
+        if state.gate is not None:
+            extra["held_back"] = state.gate.held_back
+        if state.prior:
+            extra["prior"] = state.prior
+        if duel is not None:
+            extra["champion"] = duel.champion_role
+            extra["challenger"] = {"role": duel.challenger_role(), "metric_value": value_of(duel.metric)}
         return encode(Snapshot(
             key=key,
             model_version=state.model_version,
@@ -200,6 +408,7 @@ class Learner:
             watermark_ms=watermark_ms,
             emitted_at_ms=now_ms,
             feature_schema_hash=self.schema_hash,
-            payload=dump_model(state.model),
+            payload=payload,
+            extra=extra,
+            challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
         ))
-

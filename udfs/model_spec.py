@@ -3,7 +3,8 @@
 A step is `{"class": <class path relative to river>, "params": {...}}`. A parameter may itself be
 declared that way (an optimizer, a loss, a learning-rate scheduler), or be a list of such
 declarations. A name resolves only by importing `river.<module>` and taking a class defined in
-River from it; anything else is a `ModelSpecError` that names the config path at fault.
+River from it, or as one of the project's own options in `udfs.model_options`; anything else is a
+`ModelSpecError` that names the config path at fault.
 
 >>> model = build_model({"steps": [
 ...     {"class": "preprocessing.StandardScaler"},
@@ -36,7 +37,9 @@ import river
 from river import base, compose, utils
 from river.metrics.base import Metric
 
-__all__ = ["ModelSpecError", "build_metric", "build_model", "is_classifier"]
+__all__ = ["ModelSpecError", "build_detector", "build_metric", "build_model", "is_classifier"]
+
+OPTIONS_MODULE = "udfs.model_options"
 
 # Dotted identifiers whose every part starts with a letter: no leading dots, no private or dunder parts.
 _CLASS_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*\Z")
@@ -81,6 +84,11 @@ def build_metric(spec, path: str = "metric", model=None):
         final = type(utils.inspect.extract_relevant(model)).__name__
         raise ModelSpecError(f"{path}.class: {spec['class']} does not work with {final}")
     return metric
+
+
+def build_detector(spec, path: str):
+    """A fresh River drift detector from `{"class": "drift.ADWIN", "params": {...}}`."""
+    return _build(spec, path, base.DriftDetector, "a River drift detector (river.base.DriftDetector)")
 
 
 def is_classifier(model) -> bool:
@@ -151,6 +159,8 @@ def _resolve(name, path: str, suggest: bool = True) -> type:
 
     if not isinstance(name, str) or not _CLASS_PATH.match(name) or "__" in name or _is_test_module(name):
         raise ModelSpecError(f"{path}: {name!r} is not a River class path like 'linear_model.LogisticRegression'")
+    if name.startswith(OPTIONS_MODULE + "."):
+        return _project_option(name, path)
     module_name, _, attr = name.rpartition(".")
     full_module = f"river.{module_name}" if module_name else "river"
     try:
@@ -169,6 +179,14 @@ def _resolve(name, path: str, suggest: bool = True) -> type:
     if not _defined_in_river(obj):
         raise ModelSpecError(f"{path}: {name!r} is {obj.__module__}.{obj.__qualname__}, not a class defined in River")
     return obj
+
+
+def _project_option(name: str, path: str) -> type:
+    options = importlib.import_module(OPTIONS_MODULE)
+    attr = name[len(OPTIONS_MODULE) + 1:]
+    if attr not in options.__all__:
+        raise ModelSpecError(f"{path}: unknown option {name!r}; {OPTIONS_MODULE} has {', '.join(options.__all__)}")
+    return getattr(options, attr)
 
 
 def _resolvable(name: str) -> bool:

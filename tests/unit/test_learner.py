@@ -23,7 +23,7 @@ def test_process_is_progressive_validation():
     learner = Learner(settings())
     state = learner.new_state()
     for i, (x, y) in enumerate(rows):
-        prediction = learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+        prediction = learner.process(state, x, y, window_end_ms=(i + 1) * 1000).prediction
         assert prediction.model_version == i
     expected = evaluate.progressive_val_score(rows, build_model(MODEL), build_metric({"class": "metrics.LogLoss"}))
     assert state.metric.get() == pytest.approx(expected.get(), abs=1e-12)
@@ -54,8 +54,8 @@ def test_a_replayed_window_is_skipped_and_counted():
     state = learner.new_state()
     rows = list(datasets.Bananas().take(3))
     for i, (x, y) in enumerate(rows):
-        assert learner.process(state, x, y, window_end_ms=(i + 1) * 1000) is not None
-    assert learner.process(state, *rows[1], window_end_ms=2000) is None
+        assert learner.process(state, x, y, window_end_ms=(i + 1) * 1000).prediction is not None
+    assert learner.process(state, *rows[1], window_end_ms=2000).prediction is None
     assert (state.n_learned, state.model_version, state.replayed_windows) == (3, 3, 1)
 
 
@@ -74,7 +74,7 @@ def test_count_policies(policy, every_n, due_after):
         assert not learner.snapshot_due(state)
         learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
     assert learner.snapshot_due(state)
-    envelope = decode(learner.snapshot("k", state, watermark_ms=1, now_ms=2))
+    envelope = decode(learner.publish("k", state, watermark_ms=1, now_ms=2))
     assert (envelope.key, envelope.model_version, envelope.metric_name) == ("k", due_after, "LogLoss")
     assert not learner.snapshot_due(state)
 
@@ -104,10 +104,11 @@ def test_state_from_an_older_version_is_migrated_not_reset():
         learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
     # What a savepoint of the first release holds: no schema_version, none of the later fields.
     old = pickle.loads(pickle.dumps(state))
-    for name in ("schema_version", "replayed_windows", "pending_timer_ms"):
+    for name in ("schema_version", "replayed_windows", "pending_timer_ms", "held_version", "gate", "drift"):
         delattr(old, name)
     migrated = migrate(old)
     assert (migrated.schema_version, migrated.replayed_windows, migrated.pending_timer_ms) == (STATE_SCHEMA_VERSION, 0, 0)
+    assert (migrated.held_version, migrated.gate, migrated.drift) == (0, None, None)
     assert (migrated.n_learned, migrated.model_version) == (5, 5)
 
 

@@ -1,0 +1,74 @@
+"""Data-quality guard: keep rows a key's model should not learn from out of it.
+
+Per key and feature, running mean and variance of the rows learned so far. A row is quarantined
+when a feature lies more than `max_sigma` standard deviations from its mean (after `warmup_rows`),
+or when it repeats the previous rows' features exactly for more than `max_repeats` rows in a row
+(a stuck sensor). A quarantined row is predicted on but not learned, and does not move the
+statistics, so a burst of bad rows cannot drag the limits along with it.
+
+>>> settings = QualitySettings(enabled=True, max_sigma=4, warmup_rows=10, max_repeats=2)
+>>> stats = FeatureStats()
+>>> for i in range(20):
+...     stats.learn({"price": 10 + i % 3})
+>>> check(settings, stats, {"price": 11.5}) is None
+True
+>>> check(settings, stats, {"price": 500.0})
+'price=500.0 is 592.4 standard deviations from its mean 11.0'
+>>> for _ in range(3):
+...     stats.learn({"price": 12.0})
+>>> check(settings, stats, {"price": 12.0})
+'the same features for 4 rows in a row (a stuck source?)'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from river import stats as river_stats
+
+
+@dataclasses.dataclass(frozen=True)
+class QualitySettings:
+    enabled: bool = False
+    max_sigma: float = 6.0
+    warmup_rows: int = 30
+    max_repeats: int = 5
+
+    @classmethod
+    def from_config(cls, section: dict, error) -> "QualitySettings":
+        settings = cls(**section)
+        if settings.max_sigma <= 0 or settings.warmup_rows < 2 or settings.max_repeats < 1:
+            raise error("safety.quality", "needs max_sigma > 0, warmup_rows >= 2 and max_repeats >= 1")
+        return settings
+
+
+@dataclasses.dataclass
+class FeatureStats:
+    """Running statistics of the rows a key learned."""
+
+    variances: dict = dataclasses.field(default_factory=dict)
+    last: dict | None = None
+    repeats: int = 0
+    quarantined: int = 0
+
+    def learn(self, x: dict) -> None:
+        for name, value in x.items():
+            self.variances.setdefault(name, river_stats.Var()).update(value)
+        self.repeats = self.repeats + 1 if x == self.last else 1
+        self.last = dict(x)
+
+
+def check(settings: QualitySettings, stats: FeatureStats, x: dict) -> str | None:
+    """Why the row should be quarantined, or None when it may be learned."""
+    if x == stats.last and stats.repeats >= settings.max_repeats:
+        return f"the same features for {stats.repeats + 1} rows in a row (a stuck source?)"
+    for name, value in x.items():
+        variance = stats.variances.get(name)
+        if variance is None or variance.n < settings.warmup_rows:
+            continue
+        mean, std = variance.mean.get(), math.sqrt(max(variance.get(), 0.0))
+        distance = abs(value - mean) / std if std > 0 else (0.0 if value == mean else math.inf)
+        if distance > settings.max_sigma:
+            return f"{name}={value} is {distance:.1f} standard deviations from its mean {mean:.1f}"
+    return None
