@@ -241,6 +241,7 @@ class Learner:
         prediction = Prediction(window_end_ms, as_number(y_pred), state.model_version)
         state.last_window_end_ms = window_end_ms
         if state.quality is not None:
+            state.quality.observe(x)
             if reason := check(self.safety.quality, state.quality, x):
                 state.quality.quarantined += 1
                 return Step(prediction, quarantined=reason)

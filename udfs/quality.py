@@ -2,22 +2,23 @@
 
 Per key and feature, running mean and variance of the rows learned so far. A row is quarantined
 when a feature lies more than `max_sigma` standard deviations from its mean (after `warmup_rows`),
-or when it repeats the previous rows' features exactly for more than `max_repeats` rows in a row
+or when the same features arrive more than `max_repeats` times in a row
 (a stuck sensor). A quarantined row is predicted on but not learned, and does not move the
 statistics, so a burst of bad rows cannot drag the limits along with it.
 
 >>> settings = QualitySettings(enabled=True, max_sigma=4, warmup_rows=10, max_repeats=2)
 >>> stats = FeatureStats()
 >>> for i in range(20):
+...     stats.observe({"price": 10 + i % 3})
 ...     stats.learn({"price": 10 + i % 3})
 >>> check(settings, stats, {"price": 11.5}) is None
 True
 >>> check(settings, stats, {"price": 500.0})
 'price=500.0 is 592.4 standard deviations from its mean 11.0'
 >>> for _ in range(3):
-...     stats.learn({"price": 12.0})
+...     stats.observe({"price": 12.0})
 >>> check(settings, stats, {"price": 12.0})
-'the same features for 4 rows in a row (a stuck source?)'
+'the same features for 3 rows in a row (a stuck source?)'
 """
 
 from __future__ import annotations
@@ -45,24 +46,27 @@ class QualitySettings:
 
 @dataclasses.dataclass
 class FeatureStats:
-    """Running statistics of the rows a key learned."""
+    """Running statistics of the rows a key learned, and the run of identical rows it was sent."""
 
     variances: dict = dataclasses.field(default_factory=dict)
     last: dict | None = None
     repeats: int = 0
     quarantined: int = 0
 
-    def learn(self, x: dict) -> None:
-        for name, value in x.items():
-            self.variances.setdefault(name, river_stats.Var()).update(value)
+    def observe(self, x: dict) -> None:
+        """Every row, learned or not: the run of identical rows ends only when the features change."""
         self.repeats = self.repeats + 1 if x == self.last else 1
         self.last = dict(x)
 
+    def learn(self, x: dict) -> None:
+        for name, value in x.items():
+            self.variances.setdefault(name, river_stats.Var()).update(value)
+
 
 def check(settings: QualitySettings, stats: FeatureStats, x: dict) -> str | None:
-    """Why the row should be quarantined, or None when it may be learned."""
-    if x == stats.last and stats.repeats >= settings.max_repeats:
-        return f"the same features for {stats.repeats + 1} rows in a row (a stuck source?)"
+    """Why the row, just observed, should be quarantined; None when it may be learned."""
+    if stats.repeats > settings.max_repeats:
+        return f"the same features for {stats.repeats} rows in a row (a stuck source?)"
     for name, value in x.items():
         variance = stats.variances.get(name)
         if variance is None or variance.n < settings.warmup_rows:

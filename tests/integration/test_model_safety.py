@@ -159,3 +159,27 @@ def test_a_new_key_starts_from_the_global_prior_and_beats_a_fresh_model(services
     assert accuracy(first["global"], newcomer) >= accuracy(first["none"], newcomer)
     newest = [s for s in snapshots_of(configs["global"]) if s.key == "new-book"][-1]
     assert newest.extra["prior"] == "global" and newest.n_learned == 20
+
+
+@pytest.mark.timeout(480)
+def test_quarantined_rows_go_to_the_dead_letter_topic_and_are_not_learned(services, flink_job, tmp_path):
+    config = job_config(tmp_path, "quality", {"quality": {"enabled": True, "max_sigma": 6, "warmup_rows": 30, "max_repeats": 3}},
+                        snapshots={"policy": "every_window"})
+    rows = points(7, 120)
+    rows[80] = (50.0, 0.2, True)  # a sensor glitch
+    rows[100:106] = [(0.25, 0.25, True)] * 6  # a stuck source: the last 3 repeats are quarantined
+    stream = events({"sensor": rows, "healthy": points(8, 120)})
+    stream.append({"entity": "sensor", "x1": "not a number", "x2": 1, "label": True, "ts": 1})  # rejected by SQL
+    run_jobs(flink_job, [config], stream)
+
+    dead = stack.read_topic(config["topics.dead_letters.name"], 5, timeout_s=30)
+    reasons = sorted(dict(r.headers)["reason"].decode() for r in dead)
+    assert len(dead) == 5, reasons
+    assert reasons[:3] == [f"the same features for {n} rows in a row (a stuck source?)" for n in (4, 5, 6)]
+    assert sum(r.startswith("x1_avg=50.0 is ") for r in reasons) == 1
+    assert "x1 missing or not a number" in reasons
+    quarantined = [json.loads(r.value) for r in dead if dict(r.headers).get("source") == b"learner.quality"]
+    assert {q["key"] for q in quarantined} == {"sensor"} and {q["window_end_ms"] for q in quarantined} == {81_000, 105_000, 106_000, 104_000}
+    latest = {s.key: s for s in snapshots_of(config)}
+    assert latest["sensor"].n_learned == 120 - 4 and latest["healthy"].n_learned == 120
+    assert len(predictions_by_key(config)["sensor"]) == 120  # quarantined rows are still predicted
