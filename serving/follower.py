@@ -4,7 +4,8 @@ registry, feature rows to the feature store.
 
 A snapshot or feature row that does not decode, has another format version or another feature
 schema is rejected: logged once with its key and offset, counted, and what was served stays. While
-the broker or a topic is away, the follower retries and the models it has keep serving.
+the broker or a topic is away, the follower retries and the models it has keep serving. Rollback
+records are logged and counted by where their model came from (the registry's history or the payload).
 """
 
 from __future__ import annotations
@@ -52,7 +53,21 @@ def check_snapshot(value: bytes, schema_hash: str) -> Snapshot:
         raise Rejected("version" if newer else "corrupt", str(e)) from None
     if snapshot.feature_schema_hash != schema_hash:
         raise Rejected("schema", f"feature schema {snapshot.feature_schema_hash} is not the served {schema_hash}")
+    if not isinstance(snapshot.extra, dict):
+        raise Rejected("corrupt", f"extra must be an object, got {type(snapshot.extra).__name__}")
+    rollback = snapshot.extra.get("rollback")
+    if rollback is not None and not is_rollback(rollback, snapshot.model_version):
+        raise Rejected("corrupt", f"extra.rollback must be {{from_version, to_version, reason}} with versions "
+                                  f"older than v{snapshot.model_version}, got {rollback!r}")
     return snapshot
+
+
+def is_rollback(rollback, version: int) -> bool:
+    """Whether `extra["rollback"]` of a snapshot of `version` says what the registry needs to apply it."""
+    if not isinstance(rollback, dict) or "reason" not in rollback:
+        return False
+    versions = [rollback.get("from_version"), rollback.get("to_version")]
+    return all(isinstance(v, int) and not isinstance(v, bool) and v < version for v in versions)
 
 
 class Follower(threading.Thread):
@@ -68,6 +83,8 @@ class Follower(threading.Thread):
         self.applied = Counter("serving_snapshots_applied_total", "Snapshots now served.")
         self.stale = Counter("serving_snapshots_stale_total", "Snapshots not newer than the version served.")
         self.rejected = Counter("serving_snapshots_rejected_total", "Snapshots refused, by reason.", labels=("reason",))
+        self.rollbacks = Counter("serving_rollbacks_total", "Rollback records applied, by where their model came from.",
+                                 labels=("source",))
         self.lag = Gauge("serving_consumer_lag", "Records not yet read, over all partitions of both topics.")
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
@@ -77,7 +94,7 @@ class Follower(threading.Thread):
                                    "From the end of a model's last window to it being servable here.", freshness_buckets)
 
     def metrics(self):
-        return [self.applied, self.stale, self.rejected, self.lag, self.models, self.freshness,
+        return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.models, self.freshness,
                 self.feature_rows, self.rejected_features]
 
     def run(self):
@@ -142,16 +159,22 @@ class Follower(threading.Thread):
         if current is not None and current.snapshot.model_version >= snapshot.model_version:
             self.stale.inc()
             return
+        now = time.time()
         try:
-            model = snapshot.model()
+            served = self.registry.offer(snapshot, applied_at=now)
         except EnvelopeError as e:
             return self.reject(record, "corrupt", e)
-        now = time.time()
-        if self.registry.offer(snapshot, applied_at=now, model=model):
-            self.applied.inc()
-            self.models.set(len(self.registry))
-            if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
-                self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
+        if served is None:
+            return
+        self.applied.inc()
+        self.models.set(len(self.registry))
+        if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
+            self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
+        if "rollback" in snapshot.extra:
+            rollback = served.rollback
+            self.rollbacks.inc(source=rollback.source)
+            log.info("key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s", snapshot.key,
+                     rollback.version, rollback.to_version, rollback.source, rollback.from_version, rollback.reason)
 
     def reject(self, record, reason: str, error: Exception) -> None:
         self.rejected.inc(reason=reason)

@@ -1,20 +1,30 @@
-"""The models a replica serves: the newest version per key, swapped without locks on the read path.
+"""The models a replica serves: the newest version per key, swapped without locks on the read path,
+with the few versions before it held back for rollbacks.
 
 One follower thread writes; request threads read. A swap builds the new `ServedModel` completely and
-then rebinds one dict slot, which is atomic in CPython, so a reader sees the old model or the new
-one, never a half-built one.
+then rebinds one dict slot (the key's tuple of held versions, the served one last), which is atomic in
+CPython, so a reader sees the old model or the new one, never a half-built one.
+
+A rollback record (`extra["rollback"]` in the envelope) is a newer version whose model is an older
+one's again. When that older version is still held, its model object serves again, with no
+unpickling; otherwise the record's own payload is loaded. Either way the record's version is served.
 
 >>> from river import linear_model
 >>> from udfs.envelope import Snapshot, dump_model
->>> def snapshot(version):
+>>> def snapshot(version, **extra):
 ...     return Snapshot(key="k", model_version=version, n_learned=version, metric_name="LogLoss",
 ...         metric_value=0.5, window_end_ms=0, watermark_ms=0, emitted_at_ms=0,
-...         feature_schema_hash="h", payload=dump_model(linear_model.LogisticRegression()))
->>> registry = ModelRegistry()
->>> registry.offer(snapshot(2), applied_at=1.0), registry.offer(snapshot(1), applied_at=2.0)
-(True, False)
->>> registry.get("k").snapshot.model_version
-2
+...         feature_schema_hash="h", payload=dump_model(linear_model.LogisticRegression()), extra=extra)
+>>> registry = ModelRegistry(history_per_key=3)
+>>> registry.offer(snapshot(2), applied_at=1.0) is not None, registry.offer(snapshot(1), applied_at=2.0)
+(True, None)
+>>> registry.offer(snapshot(3), applied_at=3.0).snapshot.model_version
+3
+>>> served = registry.offer(snapshot(4, rollback={"from_version": 3, "to_version": 2, "reason": "worse"}), applied_at=4.0)
+>>> served.model is registry.held("k", 2).model, served.rollback.source
+(True, 'history')
+>>> registry.describe("k", now=5.0)["history_versions"]
+[2, 3, 4]
 """
 
 from __future__ import annotations
@@ -26,13 +36,31 @@ from udfs.envelope import Snapshot
 
 
 @dataclasses.dataclass(frozen=True)
+class Rollback:
+    """A rollback record as this replica applied it: served version `version` is `to_version`'s model
+    again, replacing `from_version`; `source` is "history" (the held model object) or "payload"."""
+
+    version: int
+    from_version: int
+    to_version: int
+    reason: str
+    source: str
+    applied_at: float
+
+
+@dataclasses.dataclass(frozen=True)
 class ServedModel:
     snapshot: Snapshot
     model: Any
     applied_at: float
+    # The snapshot's challenger model, kept only when the replica shadow-scores challengers.
+    shadow: Any = None
+    # The last rollback applied to this key here; later versions keep showing it.
+    rollback: Rollback | None = None
 
     def describe(self, now: float) -> dict:
         s = self.snapshot
+        challenger = s.extra.get("challenger")
         return {
             "key": s.key,
             "model_version": s.model_version,
@@ -43,31 +71,71 @@ class ServedModel:
             "applied_at": self.applied_at,
             # Window close -> servable in this replica, for this version.
             "freshness_s": round(self.applied_at - s.window_end_ms / 1000, 3),
+            "rollback": dataclasses.asdict(self.rollback) if self.rollback else None,
+            "drift": s.extra.get("drift"),
+            "held_back": s.extra.get("held_back"),
+            "prior": s.extra.get("prior"),
+            "champion": s.extra.get("champion"),
+            "challenger": {**challenger, "shadow": self.shadow is not None} if challenger else None,
         }
 
 
 class ModelRegistry:
-    def __init__(self):
-        self._models: dict[str, ServedModel] = {}
+    """Per key, the last `history_per_key` served versions (the one serving included); older ones are
+    dropped, so memory stays bounded. With `shadow_challenger`, each version's challenger model is
+    loaded and kept next to it; without, challenger payloads are never unpickled."""
+
+    def __init__(self, history_per_key: int = 3, shadow_challenger: bool = False):
+        if isinstance(history_per_key, bool) or not isinstance(history_per_key, int) or history_per_key < 1:
+            raise ValueError(f"history_per_key must be a whole number of at least 1, got {history_per_key!r}")
+        self.history_per_key = history_per_key
+        self.shadow_challenger = shadow_challenger
+        self._held: dict[str, tuple[ServedModel, ...]] = {}
 
     def get(self, key: str) -> ServedModel | None:
-        return self._models.get(key)
+        held = self._held.get(key)
+        return held[-1] if held else None
+
+    def held(self, key: str, version: int) -> ServedModel | None:
+        """The held ServedModel of this key and version, if it is still in the history."""
+        return next((s for s in self._held.get(key, ()) if s.snapshot.model_version == version), None)
 
     def keys(self) -> list[str]:
-        return list(self._models)
+        return list(self._held)
 
     def versions(self) -> dict[str, int]:
-        return {key: served.snapshot.model_version for key, served in list(self._models.items())}
+        return {key: held[-1].snapshot.model_version for key, held in list(self._held.items())}
+
+    def describe(self, key: str, now: float) -> dict | None:
+        """What `GET /models/{key}` shows: the served version and the versions held for rollbacks."""
+        held = self._held.get(key)
+        if not held:
+            return None
+        return {**held[-1].describe(now), "history_versions": [s.snapshot.model_version for s in held]}
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._held)
 
-    def offer(self, snapshot: Snapshot, applied_at: float, model=None) -> bool:
-        """Serve this snapshot if it is newer than the key's current one; True when it was applied."""
-        current = self._models.get(snapshot.key)
+    def offer(self, snapshot: Snapshot, applied_at: float) -> ServedModel | None:
+        """Serve this snapshot if it is newer than the key's current one; the ServedModel now serving,
+        or None. Raises EnvelopeError when a payload it needs does not load; what serves stays then."""
+        current = self.get(snapshot.key)
         if current is not None and current.snapshot.model_version >= snapshot.model_version:
-            return False
-        model = model if model is not None else snapshot.model()
-        # The unpickled model is what serves; keeping its bytes as well would double the memory per key.
-        self._models[snapshot.key] = ServedModel(dataclasses.replace(snapshot, payload=b""), model, applied_at)
-        return True
+            return None
+        rollback, model = current.rollback if current else None, None
+        if "rollback" in snapshot.extra:
+            asked = snapshot.extra["rollback"]
+            restored = self.held(snapshot.key, asked["to_version"])
+            model = restored.model if restored else None
+            rollback = Rollback(snapshot.model_version, asked["from_version"], asked["to_version"], str(asked["reason"]),
+                                "history" if restored else "payload", applied_at)
+        served = ServedModel(
+            # The unpickled models are what serve; keeping their bytes as well would double the memory per key.
+            dataclasses.replace(snapshot, payload=b"", challenger_payload=b""),
+            model if model is not None else snapshot.model(),
+            applied_at,
+            shadow=snapshot.challenger() if self.shadow_challenger else None,
+            rollback=rollback,
+        )
+        self._held[snapshot.key] = (*self._held.get(snapshot.key, ()), served)[-self.history_per_key:]
+        return served

@@ -1,10 +1,12 @@
 """A serving replica: follows the snapshot topic and answers HTTP on 127.0.0.1.
 
     POST /predict         {"key": "k", "features": {...}}  -> prediction, model_version, model age
-                          (features optional: the key's latest window features fill what is not sent)
+                          (features optional: the key's latest window features fill what is not sent;
+                          with serving.shadow_challenger, the challenger's prediction under "shadow")
     POST /predict/batch   {"requests": [...]}               -> {"results": [...]}
     POST /recommend       {"user": "u", "n": 5, "candidates": [...]} -> keys ranked by prediction
-    GET  /models/{key}    version, metric, n_learned, window end, age
+    GET  /models/{key}    version, metric, n_learned, window end, age, last rollback, versions held,
+                          drift, held_back and challenger facts
     GET  /features/{key}  the key's latest window features and their age
     GET  /healthz         200 while following the topics (or retrying), 503 once following failed for good
     GET  /readyz          200 once caught up with the snapshot topic, 503 before
@@ -73,12 +75,23 @@ def route(path: str) -> str:
     return "other"
 
 
+def model_registry(config) -> ModelRegistry:
+    """The registry `serving.history_per_key` and `serving.shadow_challenger` ask for; a wrong value names its setting."""
+    shadow = config.get("serving.shadow_challenger", False)
+    if not isinstance(shadow, bool):
+        raise config.error("serving.shadow_challenger", f"must be true or false, got {shadow!r}")
+    try:
+        return ModelRegistry(history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow)
+    except ValueError as e:
+        raise config.error("serving.history_per_key", str(e).removeprefix("history_per_key ")) from None
+
+
 class Replica:
     """What the HTTP handlers need: the registry, its follower, settings and request metrics."""
 
     def __init__(self, config):
         self.serving = Serving(
-            registry=ModelRegistry(),
+            registry=model_registry(config),
             features=FeatureStore(),
             feature_names=tuple(config["features.columns"]),
             fallback_key=config.get("serving.fallback_key", None),
@@ -94,11 +107,15 @@ class Replica:
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
         self.stale_features = Counter("serving_stale_feature_predictions_total",
                                       "Predictions made with stored features older than serving.max_feature_age_s.")
+        self.shadow_predictions = Counter("serving_shadow_predictions_total",
+                                          "Challenger predictions made next to the served ones, by outcome.",
+                                          labels=("outcome",))
         self.latency = Histogram("serving_request_seconds", "Time to answer a predict request.",
                                  [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1])
 
     def metrics_text(self) -> str:
-        return render([*self.follower.metrics(), self.requests, self.stale_features, self.latency])
+        return render([*self.follower.metrics(), self.requests, self.stale_features, self.shadow_predictions,
+                       self.latency])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -119,11 +136,11 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, replica.metrics_text(), content_type="text/plain; version=0.0.4")
         elif self.path.startswith("/models/"):
             key = unquote(self.path[len("/models/"):])
-            served = replica.registry.get(key)
-            if served is None:
+            described = replica.registry.describe(key, time.time())
+            if described is None:
                 self._reply(404, {"error": f"no model for key '{key}'"})
             else:
-                self._reply(200, served.describe(time.time()))
+                self._reply(200, described)
         elif self.path.startswith("/features/"):
             key = unquote(self.path[len("/features/"):])
             stored = replica.features.get(key)
@@ -159,8 +176,10 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("%s failed", self.path)
             return self._reply(500, {"error": f"internal error: {type(e).__name__}: {e}"})
         self._reply(200, answer)
-        stale = [answer] if "prediction" in answer else answer.get("results", [])
-        replica.stale_features.inc(sum(1 for a in stale if a.get("features_stale")))
+        predictions = [answer] if "prediction" in answer else answer.get("results", [])
+        replica.stale_features.inc(sum(1 for a in predictions if a.get("features_stale")))
+        for shadow in (a["shadow"] for a in predictions if "shadow" in a):
+            replica.shadow_predictions.inc(outcome="error" if "error" in shadow else "ok")
         replica.latency.observe(time.perf_counter() - started)
 
     def _reply(self, status: int, payload, content_type: str = "application/json", close: bool = False):

@@ -9,6 +9,7 @@ serving.requests.BadRequest: feature 'x2' must be a number, got str
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
@@ -16,6 +17,8 @@ from serving.feature_store import FeatureStore
 from serving.registry import ModelRegistry
 from udfs.learner import as_number
 from udfs.model_spec import is_classifier
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
@@ -70,8 +73,24 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
     return check_features(merged, serving.feature_names), info
 
 
-def predict(serving: Serving, request) -> dict:
-    """One prediction: the key's newest model (or the fallback model) on its features."""
+def score(model, x: dict) -> float:
+    """A model's answer: the positive class's probability for a classifier, else the predicted value."""
+    return as_number(model.predict_proba_one(x) if is_classifier(model) else model.predict_one(x))
+
+
+def shadow_score(served, x: dict) -> dict:
+    """The challenger's answer next to the champion's; a challenger that fails must not fail the answer."""
+    role = (served.snapshot.extra.get("challenger") or {}).get("role")
+    try:
+        return {"prediction": score(served.shadow, x), "role": role}
+    except Exception as e:  # noqa: BLE001 - any failure of the shadow is reported in its place
+        log.warning("shadow model of key %r v%d failed: %r", served.snapshot.key, served.snapshot.model_version, e)
+        return {"error": f"{type(e).__name__}: {e}", "role": role}
+
+
+def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
+    """One prediction: the key's newest model (or the fallback model) on its features, and, when the
+    replica shadow-scores challengers and this version has one, the challenger's under `shadow`."""
     if not isinstance(request, dict):
         raise BadRequest(f"a request must be an object, got {type(request).__name__}")
     key = request.get("key")
@@ -85,17 +104,18 @@ def predict(serving: Serving, request) -> dict:
     if served is None:
         fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
         raise NotFound(f"no model for key '{key}'{fallback}")
-    model = served.model
-    y_pred = model.predict_proba_one(x) if is_classifier(model) else model.predict_one(x)
-    return {
+    answer = {
         "key": key,
-        "prediction": as_number(y_pred),
+        "prediction": score(served.model, x),
         "model_key": served.snapshot.key,
         "model_version": served.snapshot.model_version,
         "model_age_s": round(time.time() - served.snapshot.window_end_ms / 1000, 3),
         "fallback": used_fallback,
         **feature_info,
     }
+    if with_shadow and served.shadow is not None:
+        answer["shadow"] = shadow_score(served, x)
+    return answer
 
 
 def predict_batch(serving: Serving, body) -> dict:
@@ -125,7 +145,7 @@ def recommend(serving: Serving, body) -> dict:
     scored, unscored = [], []
     for key in candidates:
         try:
-            answer = predict(serving, {"key": key})
+            answer = predict(serving, {"key": key}, with_shadow=False)  # rankings use the champion only
         except NotFound:
             unscored.append(key)
             continue

@@ -231,3 +231,41 @@ def test_a_replica_started_before_its_topics_exist_waits_for_them(replicas, tmp_
         publisher.close()
     replica.wait_ready()
     stack.wait_until(lambda: served_versions(replica)["book-1"] == 3, 30, "the first snapshot")
+
+
+@pytest.mark.timeout(120)
+def test_a_rollback_record_brings_back_the_good_version_of_its_key_only(config, publisher, replicas, tmp_path):
+    for version in (1, 2):
+        publisher.publish({"book-1": version, "book-2": version})
+    replica = replicas(config, 18206)
+    replica.wait_ready()
+    x = {"x1_avg": 0.2, "x2_avg": -0.3}
+    by_version = {version: publisher.model(version).predict_proba_one(x)[True] for version in (1, 2)}
+    assert by_version[1] != by_version[2]
+    assert replica.http("POST", "/predict", {"key": "book-1", "features": x})[1]["prediction"] == by_version[2]
+
+    # As the job writes it: a new version, v1's model again.
+    rollback = {"from_version": 2, "to_version": 1, "reason": "v2 scored 0.71 on live rows against 0.52"}
+    publisher.transaction([("book-1", publisher.envelope("book-1", 3, payload=dump_model(publisher.model(1)),
+                                                         extra={"rollback": rollback, "held_back": 1}))])
+    stack.wait_until(lambda: replica.http("GET", "/models/book-1")[1].get("model_version") == 3, 30, "the rollback")
+
+    status, described = replica.http("GET", "/models/book-1")
+    assert status == 200 and described["history_versions"] == [1, 2, 3] and described["held_back"] == 1
+    assert {**described["rollback"], "applied_at": None} == \
+        {**rollback, "version": 3, "source": "history", "applied_at": None}
+    status, answer = replica.http("POST", "/predict", {"key": "book-1", "features": x})
+    assert status == 200 and (answer["model_version"], answer["prediction"]) == (3, by_version[1])
+    status, other = replica.http("GET", "/models/book-2")
+    assert status == 200 and other["model_version"] == 2 and other["rollback"] is None
+    assert replica.http("POST", "/predict", {"key": "book-2", "features": x})[1]["prediction"] == by_version[2]
+    assert replica.metric('serving_rollbacks_total{source="history"}') == 1
+    assert replica.metric("serving_snapshots_rejected_total") == 0
+
+    # A replica holding only the served version gets v1's model from the record's payload.
+    forgetful = replicas(stack.write_config(config, tmp_path / "forgetful.yaml", {"serving": {"history_per_key": 1}}),
+                         18207)
+    forgetful.wait_ready()
+    assert forgetful.http("GET", "/models/book-1")[1]["rollback"]["source"] == "payload"
+    assert forgetful.http("POST", "/predict", {"key": "book-1", "features": x})[1]["prediction"] == by_version[1]
+    assert forgetful.metric('serving_rollbacks_total{source="payload"}') == 1

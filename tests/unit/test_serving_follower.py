@@ -98,3 +98,51 @@ def test_freshness_is_measured_only_once_caught_up():
     f.ready.set()
     f.handle_snapshot(record(encode(snapshot(version=2))))
     assert f.freshness.count == 1
+
+
+def rollback_extra(from_version=2, to_version=1, reason="v2 degraded"):
+    return {"rollback": {"from_version": from_version, "to_version": to_version, "reason": reason}}
+
+
+@pytest.mark.parametrize("extra", [
+    ["rollback"],
+    {"rollback": "v1"},
+    {"rollback": {"from_version": 2, "to_version": 1}},  # no reason
+    rollback_extra(to_version="1"),
+    rollback_extra(to_version=True),
+    rollback_extra(to_version=3),  # not older than the record itself
+    rollback_extra(from_version=None),
+])
+def test_check_snapshot_refuses_extra_it_cannot_apply(extra):
+    with pytest.raises(Rejected) as rejected:
+        check_snapshot(encode(snapshot(version=3, extra=extra)), SCHEMA)
+    assert rejected.value.reason == "corrupt"
+
+
+def test_rollbacks_are_counted_by_where_their_model_came_from_and_logged(caplog):
+    f = follower()
+    for version in (1, 2):
+        f.handle_snapshot(record(encode(snapshot(version=version))))
+    good = trained(1)
+    with caplog.at_level(logging.INFO, logger="serving.follower"):
+        # Held: the payload is not even loaded. Not held (a key this replica never served): loaded.
+        f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))
+        f.handle_snapshot(record(encode(snapshot(key="new", version=9, model=good, extra=rollback_extra(8, 7, "v8 degraded")))))
+    assert (f.rollbacks.value(source="history"), f.rollbacks.value(source="payload")) == (1, 1)
+    assert (f.applied.value(), f.rejected.value(reason="corrupt")) == (4, 0)
+    assert f.registry.get("k").model is f.registry.held("k", 1).model
+    assert ["'k' rolled back: v3 serves v1's model (from history) instead of v2: v2 degraded",
+            "'new' rolled back: v9 serves v7's model (from payload) instead of v8: v8 degraded"] == \
+        [r.getMessage().removeprefix("key ") for r in caplog.records]
+    # A rollback record delivered again is stale like any other version.
+    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))
+    assert (f.stale.value(), f.rollbacks.value(source="history")) == (1, 1)
+
+
+def test_a_rollback_whose_payload_does_not_load_is_rejected_and_the_served_model_stays():
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=2))))
+    served = f.registry.get("k")
+    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))  # v1 never held
+    assert f.registry.get("k") is served
+    assert (f.rejected.value(reason="corrupt"), f.rollbacks.value(source="payload")) == (1, 0)

@@ -1,5 +1,6 @@
 """The replica's HTTP answers, in process on a loopback port, with models offered directly (no Kafka)."""
 
+import dataclasses
 import http.client
 import json
 import threading
@@ -7,7 +8,7 @@ import threading
 import pytest
 from river import datasets, linear_model, preprocessing
 
-from jobs.config import Config
+from jobs.config import Config, ConfigError
 from serving.replica import Replica, make_server, route
 from udfs.envelope import Snapshot, dump_model
 
@@ -171,3 +172,48 @@ def test_metrics_count_requests_by_endpoint(start):
 ])
 def test_route_labels(path, label):
     assert route(path) == label
+
+
+def test_models_shows_the_rollback_the_versions_held_and_the_jobs_safety_facts(start):
+    replica, request = start(history_per_key=2)
+    good = trained(40)
+    replica.registry.offer(snapshot("book-1", 1, good), applied_at=6.0)
+    replica.registry.offer(snapshot("book-1", 2, trained(5)), applied_at=7.0)
+    record = dataclasses.replace(snapshot("book-1", 3, good), extra={
+        "rollback": {"from_version": 2, "to_version": 1, "reason": "v2 scored 0.9 against 0.4"},
+        "drift": {"count": 1, "last_window_end_ms": 4_000, "last_action": "none"}, "held_back": 2})
+    replica.registry.offer(record, applied_at=8.0)
+    status, described = request("GET", "/models/book-1")
+    assert status == 200 and described["model_version"] == 3 and described["history_versions"] == [2, 3]
+    assert described["rollback"] == {"version": 3, "from_version": 2, "to_version": 1, "applied_at": 8.0,
+                                     "reason": "v2 scored 0.9 against 0.4", "source": "history"}
+    assert described["drift"]["count"] == 1 and described["held_back"] == 2
+    x = {"x1": 0.5, "x2": 1}
+    assert request("POST", "/predict", {"key": "book-1", "features": x})[1]["prediction"] == \
+        good.predict_proba_one({"x1": 0.5, "x2": 1.0})[True]
+
+
+def test_shadow_predictions_are_answered_and_counted(start):
+    replica, request = start(shadow_challenger=True, max_body_bytes=10_000)
+    champion, challenger = trained(20), trained(200)
+    replica.registry.offer(dataclasses.replace(snapshot("book-1", 1, champion), challenger_payload=dump_model(challenger),
+                                               extra={"challenger": {"metric_value": 0.3, "role": "challenger"}}),
+                           applied_at=6.0)
+    x = {"x1": 0.5, "x2": 1.0}
+    status, answer = request("POST", "/predict", {"key": "book-1", "features": x})
+    assert status == 200 and answer["prediction"] == champion.predict_proba_one(x)[True]
+    assert answer["shadow"] == {"prediction": challenger.predict_proba_one(x)[True], "role": "challenger"}
+    request("POST", "/predict/batch", {"requests": [{"key": "book-1", "features": x}] * 2})
+    text = request("GET", "/metrics")[1]
+    assert 'serving_shadow_predictions_total{outcome="ok"} 3.0' in text
+    assert "# TYPE serving_rollbacks_total counter" in text
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("history_per_key", 0, "'serving.history_per_key' must be a whole number of at least 1, got 0"),
+    ("shadow_challenger", "yes", "'serving.shadow_challenger' must be true or false, got 'yes'"),
+])
+def test_wrong_safety_settings_name_themselves(setting, value, message):
+    with pytest.raises(ConfigError) as error:
+        Replica(config(**{setting: value}))
+    assert str(error.value) == f"serving-test.yaml: {message}"
