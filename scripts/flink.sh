@@ -39,6 +39,9 @@ start() {
     return 0
   fi
   render_conf "$flink_home"
+  # Daemons, and the Python workers they start, run in the run folder: from the project folder, a
+  # worker would import the working tree's jobs/ and udfs/ instead of the code shipped with the job.
+  cd "$RUN_DIR"
   if [ -n "$jobmanager" ]; then
     # The JobManager outlived its TaskManager (a crash, or a fault test): start a new one.
     "$flink_home/bin/taskmanager.sh" start >>"$RUN_DIR/log/start.log" 2>&1 ||

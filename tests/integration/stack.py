@@ -138,8 +138,9 @@ def wait_for_job_state(job_id: str, state: str, timeout_s: float) -> None:
         if current in ("FAILED", "CANCELED", "FINISHED") and current != state:
             break
         time.sleep(0.5)
-    exceptions = rest(f"/jobs/{job_id}/exceptions").get("root-exception", "")
-    raise AssertionError(f"job {job_id} is {current}, expected {state}; root exception:\n{exceptions}")
+    history = rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", [])
+    root = history[0].get("stacktrace", "") if history else "(none recorded)"
+    raise AssertionError(f"job {job_id} is {current}, expected {state}; latest exception:\n{root[:4000]}")
 
 
 def cancel(job_id: str) -> None:
