@@ -5,7 +5,7 @@
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
                                                \\-> quarantined rows --> dead-letter table
-          --> FeatureRecordFunction --> latest features table (for serving by key alone)
+          --> (SQL) latest features table: each key's newest window features, for serving by key alone
 
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
 
@@ -23,14 +23,14 @@ from pyflink.table.expressions import col
 
 from jobs.config import ConfigError, load_config
 from jobs.sql import ddl_statements
+from udfs.envelope import feature_schema_hash
+from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
     DRIFTS,
-    FEATURE_RECORD_TYPE,
     PREDICTION_TYPE,
     QUARANTINED,
     SNAPSHOTS,
-    FeatureRecordFunction,
     LearnerFunction,
 )
 from udfs.model_spec import ModelSpecError
@@ -82,16 +82,17 @@ def main(argv=None):
     snapshots = predictions.get_side_output(SNAPSHOTS)
     drifts = predictions.get_side_output(DRIFTS)
     quarantined = predictions.get_side_output(QUARANTINED)
-    latest_features = (
-        feature_rows.map(FeatureRecordFunction(settings.feature_names), output_type=FEATURE_RECORD_TYPE)
-        .uid("feature-records")
-        .name("feature-records")
-    )
+    # From the same feature rows (querying the view again would compute its windows twice), in SQL
+    # rather than a Python map: a Python operator costs every row a round trip to a Python worker.
+    table_env.create_temporary_view("learner_feature_rows", table_env.from_data_stream(feature_rows))
+    latest_features = table_env.sql_query(select_records(
+        "learner_feature_rows", config["features.key"], config["features.window_end"],
+        settings.feature_names, feature_schema_hash(settings.feature_names)))
 
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
-    sinks.add_insert(config["sql.features_table"], table_env.from_data_stream(latest_features))
+    sinks.add_insert(config["sql.features_table"], latest_features)
     sinks.add_insert(config["sql.drifts_table"], table_env.from_data_stream(drifts))
     # One insert per sink table: two would be two Kafka writers sharing one transactional id prefix.
     rejected = table_env.from_path(config["sql.dead_letters.from"])

@@ -1,11 +1,17 @@
 """The latest window feature row of a key, as JSON bytes on the compacted features topic.
 
-The learner job encodes one per feature row; serving replicas decode them so that a caller can ask
-for a prediction by key alone.
+The learner job writes one per feature row, in SQL (`select_records`: no Python on that path);
+serving replicas decode them so that a caller can ask for a prediction by key alone.
 
->>> record = encode_features("book-1", 60_000, "f00d", {"views": 3.0, "price": 9.5})
->>> decode_features(record)
-FeatureRow(key='book-1', window_end_ms=60000, feature_schema_hash='f00d', features={'views': 3.0, 'price': 9.5})
+>>> print(select_records("features", "entity", "window_end", ["views", "price"], "f00d"))
+SELECT `entity` AS model_key, CAST(JSON_OBJECT(
+  'key' VALUE `entity`,
+  'window_end_ms' VALUE UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`),
+  'feature_schema_hash' VALUE 'f00d',
+  'features' VALUE JSON_OBJECT('views' VALUE `views`, 'price' VALUE `price`)) AS BYTES) AS record
+FROM `features`
+>>> decode_features(b'{"features":{"price":9.5,"views":3.0},"feature_schema_hash":"f00d","key":"book-1","window_end_ms":60000}')
+FeatureRow(key='book-1', window_end_ms=60000, feature_schema_hash='f00d', features={'price': 9.5, 'views': 3.0})
 >>> decode_features(b"[1]")
 Traceback (most recent call last):
 ...
@@ -30,9 +36,21 @@ class FeatureRow:
     features: dict
 
 
-def encode_features(key: str, window_end_ms: int, schema_hash: str, features: dict) -> bytes:
-    return json.dumps({"key": key, "window_end_ms": window_end_ms, "feature_schema_hash": schema_hash,
-                       "features": features}, separators=(",", ":"), allow_nan=False).encode()
+def select_records(view: str, key: str, window_end: str, feature_names, schema_hash: str) -> str:
+    """The SQL query turning the feature view into (model_key, record) rows for the features table.
+
+    The window end is a TIMESTAMP in the session time zone, as the window TVF makes it; the epoch
+    milliseconds are read back in that same zone."""
+    features = ", ".join(f"'{name}' VALUE `{name}`" for name in feature_names)
+    return (
+        f"SELECT `{key}` AS model_key, CAST(JSON_OBJECT(\n"
+        f"  'key' VALUE `{key}`,\n"
+        f"  'window_end_ms' VALUE UNIX_TIMESTAMP(CAST(`{window_end}` AS STRING)) * 1000"
+        f" + EXTRACT(MILLISECOND FROM `{window_end}`),\n"
+        f"  'feature_schema_hash' VALUE '{schema_hash}',\n"
+        f"  'features' VALUE JSON_OBJECT({features})) AS BYTES) AS record\n"
+        f"FROM `{view}`"
+    )
 
 
 def decode_features(data: bytes) -> FeatureRow:

@@ -9,11 +9,9 @@ topic. The logic lives in `udfs.learner`.
 import json
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, MapFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
-from udfs.envelope import feature_schema_hash
-from udfs.feature_records import encode_features
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate
 
 PREDICTION_TYPE = Types.ROW_NAMED(
@@ -33,7 +31,6 @@ QUARANTINE_TYPE = Types.ROW_NAMED(
     [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))],
 )
 QUARANTINED = OutputTag("quarantined", QUARANTINE_TYPE)
-FEATURE_RECORD_TYPE = Types.ROW_NAMED(["model_key", "record"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
 def epoch_ms(timestamp) -> int:
@@ -118,14 +115,3 @@ class LearnerFunction(KeyedProcessFunction):
         timers = ctx.timer_service()
         return timers.current_watermark(), timers.current_processing_time()
 
-
-class FeatureRecordFunction(MapFunction):
-    """Feature rows in, (key, udfs.feature_records bytes) out: each key's latest features for serving."""
-
-    def __init__(self, feature_names):
-        self.feature_names = tuple(feature_names)
-        self.schema_hash = feature_schema_hash(self.feature_names)
-
-    def map(self, row):
-        features = dict(zip(self.feature_names, row[3:]))
-        return Row(row[0], encode_features(row[0], epoch_ms(row[1]), self.schema_hash, features))
