@@ -27,9 +27,8 @@ import dataclasses
 import os
 import pickle
 
-import cloudpickle
 
-from udfs.envelope import MAGIC, EnvelopeError, decode, feature_schema_hash
+from udfs.envelope import MAGIC, EnvelopeError, decode, dump_model, feature_schema_hash
 
 PRIOR_KINDS = ("none", "global", "template")
 
@@ -102,7 +101,7 @@ class Prior:
     def new_model(self):
         """A model for a new key: a copy of the prior, or an untrained one when there is none (yet)."""
         if self.global_model is not None:
-            return pickle.loads(cloudpickle.dumps(self.global_model))
+            return pickle.loads(dump_model(self.global_model))
         if self.template is not None:
             return pickle.loads(self.template)
         return self.build()

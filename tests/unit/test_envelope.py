@@ -76,3 +76,10 @@ def test_a_payload_that_does_not_unpickle_names_the_key_and_version():
     broken = decode(encode(snapshot(payload=b"not a pickle")))
     with pytest.raises(EnvelopeError, match="key 'k' v7: model payload does not load"):
         broken.model()
+
+
+def test_a_model_pickle_refuses_is_cloudpickled():
+    from river import compose
+    model = compose.FuncTransformer(lambda x: {"double": 2 * x["a"]}) | linear_model.LinearRegression()
+    restored = decode(encode(snapshot(payload=dump_model(model)))).model()
+    assert list(restored.steps.values())[0].transform_one({"a": 2}) == {"double": 4}
