@@ -1,263 +1,743 @@
-"""Side-by-side benchmark: the Flink learner against the plain kafka-python + River loop a user would
-otherwise write, the SQL feature stage alone, freshness to serving, and serving latency during swaps.
+"""Side-by-side benchmark, in one run: the learner job against the plain kafka-python + River loop a
+user would otherwise write, the SQL feature stage alone, freshness to serving, and serving latency
+while models swap.
 
-    .venv/bin/python scripts/bench.py            # needs Kafka and Flink (scripts/bench.sh starts them)
-    .venv/bin/python scripts/bench.py --quick    # small sizes, a couple of minutes
+    bash scripts/bench.sh                      # starts Kafka and Flink if needed; about 15 minutes on 2 cores
+    .venv/bin/python scripts/bench.py --quick  # smaller sizes, a few minutes; needs Kafka and Flink running
+    .venv/bin/python scripts/bench.py --keys 10000 --rows 50000 --sql-events 0 --live-seconds 0 \
+        --flink python.state.cache-size=20000  # one measurement with a Flink setting on top of conf/job.yaml's
 
-Prints a table and writes run/bench/results.json. Job throughput is rows over the job's run time
-minus the fixed cost of starting a job, measured as the run time of a 100-row job of the same kind.
+Prints a table at the end and writes run/bench/results.json.
+
+(a) For each key count, one topic of events is produced, and both designs read all of it:
+
+- the plain loop: one kafka-python consumer and a dict of River models, one per key (conf/job.yaml's
+  model, written out as a user would); each event is predicted (`predict_proba_one`), then learned.
+  It runs in a process of its own, so its peak RSS is its own;
+- the pipeline: `jobs/learner_job.py`, submitted with `scripts/submit.sh` and a copy of conf/job.yaml
+  whose source is bounded at the topic's end offsets, so the job finishes at the end of the data.
+
+Every key gets one event per window, so the job learns one feature row per event, as the plain loop
+does. A job's rate is rows / (job time - fixed cost): the job time runs from the job's RUNNING to its
+FINISHED timestamp (REST /jobs/<id>), and the fixed cost is the shortest job time of the same job on
+100 events (Python workers starting, Kafka connections, the final checkpoint that commits the sinks).
+
+(b) The SQL feature stage (`scripts/bench_sql_stage.py`: the DDL and feature view into a blackhole
+sink) is timed the same way, on many events per key and window.
+
+(c, d) A live stream: events stamped with the wall clock flow through the learner job (1 s windows,
+no watermark delay, a snapshot per window) into one serving replica. Freshness is each new model
+version's window close -> servable in the replica (`GET /models/{key}`); predict latency is timed by
+a client on one kept-alive connection, sending requests back to back while snapshots swap.
+
+Memory: peak RSS of the TaskManager JVM and, separately, of its descendants (the Python workers),
+sampled every second while a job runs. The cluster may be shared: the most other jobs seen running
+during a measurement is reported with it, as they take CPU and memory from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import http.client
 import json
+import math
+import multiprocessing
 import os
+import pathlib
 import random
+import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from river import linear_model, optim, preprocessing
 
-from jobs.config import derive_config, load_config
-from jobs.topics import declared_topics, ensure_topics
+from jobs.config import load_config
+from tests.integration import stack
 from udfs.model_spec import build_model
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_DIR = os.path.join(PROJECT_DIR, "run", "bench")
-REST = "http://localhost:8081"
-WINDOW_MS = 1000
+BASE_CONFIG = "conf/job.yaml"
+RUN_DIR = pathlib.Path(stack.PROJECT_DIR, "run", "bench")
+LEARNER_JOB = "jobs/learner_job.py"
+SQL_STAGE_JOB = "scripts/bench_sql_stage.py"
+# Pipeline rows/s as a share of the plain loop's, by key count; and the SQL stage's events/s.
+LEARNER_GOALS = {10: 0.5, 100_000: 0.25}
+SQL_STAGE_GOAL = 100_000
+SQL_STAGE_KEYS, SQL_STAGE_EVENTS_PER_WINDOW = 100, 1_000
+FIRST_WINDOW_MS = 1_700_000_000_000
+TERMINAL_STATES = ("FINISHED", "FAILED", "CANCELED")
+TASK_MANAGER_MAIN = b"org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+PROGRESS_EVERY_S = 10
+STALL_AFTER_S = 180
+# The live stream: a few keys, 1 s windows closed as soon as the wall clock passes them, a snapshot per
+# window; exactly-once sinks publish on checkpoints, so the checkpoint interval bounds freshness.
+LIVE_KEYS = 10
+LIVE_EVENT_EVERY_S = 0.05
+LIVE_OVERRIDES = {
+    "source": {"startup_mode": "earliest-offset", "watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+    "window": {"size_seconds": 1},
+    "snapshots": {"policy": "every_window"},
+}
+LIVE_CHECKPOINT_INTERVAL = "500 ms"
+FRESHNESS_GOAL_P99_S = 1.0
+PREDICT_GOAL_P99_MS = 5.0
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be made: a job that failed or stalled, a topic short of events."""
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def rest(path: str, method: str = "GET") -> dict:
-    with urllib.request.urlopen(urllib.request.Request(REST + path, method=method), timeout=10) as response:
-        body = response.read()
-    return json.loads(body) if body else {}
+# -- Data ------------------------------------------------------------------------------------------
 
 
-def bench_config(name: str, overrides: dict):
-    run_id = uuid.uuid4().hex[:8]
-    config = derive_config(load_config(os.path.join(PROJECT_DIR, "conf", "job.yaml")),
-                           os.path.join(RUN_DIR, "conf", f"{name}-{run_id}.yaml"), run_id, overrides)
-    ensure_topics(config["kafka.bootstrap_servers"], declared_topics(config))
-    return config
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """`keys` keys, each with `per_window` events in each of `windows` consecutive windows."""
+
+    keys: int
+    windows: int
+    window_ms: int
+    per_window: int = 1
+
+    @property
+    def events(self) -> int:
+        return self.keys * self.windows * self.per_window
+
+    @property
+    def feature_rows(self) -> int:
+        return self.keys * self.windows
 
 
-def events(n_rows: int, n_keys: int, per_window: int = 1, seed: int = 1):
-    """Row i belongs to key i % n_keys; each key gets `per_window` events per 1 s window."""
-    rng = random.Random(seed)
-    for i in range(n_rows):
-        window = (i // n_keys) // per_window
-        x1, x2 = rng.gauss(0, 1), rng.gauss(0, 1)
-        yield {"entity": f"k{i % n_keys}", "x1": x1, "x2": x2, "label": x1 + 0.5 * x2 > 0, "ts": window * WINDOW_MS + 1}
+def event_records(workload: Workload, partition: int, partitions: int, seed: int = 7):
+    """The (key, value) bytes of one partition's events, in event-time order.
+
+    Key `k{i}` goes to partition `i % partitions`; its label is a noisy linear function of x1 and x2,
+    so the models have something to learn."""
+    rng = random.Random(seed * 1_000 + partition)
+    keys = [f"k{i}" for i in range(partition, workload.keys, partitions)]
+    step_ms = workload.window_ms // workload.per_window
+    for window in range(workload.windows):
+        for i in range(workload.per_window):
+            ts = FIRST_WINDOW_MS + window * workload.window_ms + i * step_ms
+            for key in keys:
+                x1, x2 = rng.gauss(0, 1), rng.gauss(0, 1)
+                label = x1 + 0.5 * x2 + rng.gauss(0, 0.5) > 0
+                event = {"entity": key, "x1": x1, "x2": x2, "label": label, "ts": ts}
+                yield key.encode(), json.dumps(event).encode()
 
 
-def produce(topic: str, records) -> int:
-    producer = KafkaProducer(bootstrap_servers="127.0.0.1:9092", linger_ms=20, batch_size=256 * 1024)
+def produce_partition(topic: str, workload: Workload, partition: int, partitions: int) -> int:
+    producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP, linger_ms=20, batch_size=512 * 1024)
     count = 0
-    for record in records:
-        producer.send(topic, key=record["entity"].encode(), value=json.dumps(record).encode())
+    for key, value in event_records(workload, partition, partitions):
+        producer.send(topic, key=key, value=value, partition=partition)
         count += 1
+        if count % 250_000 == 0:
+            log(f"  partition {partition}: {count:,} events sent")
     producer.flush()
     producer.close()
     return count
 
 
-def run_job(job: str, config) -> float:
-    """Submit a bounded job, wait for it to finish; returns its run time in seconds."""
-    out = subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "submit.sh"), job, "--config", config.source],
-                         capture_output=True, text=True, cwd=PROJECT_DIR)
-    if out.returncode != 0:
-        raise RuntimeError(f"submit failed:\n{out.stderr[-2000:]}")
-    job_id = out.stdout.strip().splitlines()[-1]
-    while (state := rest(f"/jobs/{job_id}")["state"]) not in ("FINISHED", "FAILED", "CANCELED"):
-        time.sleep(0.5)
-    if state != "FINISHED":
-        raise RuntimeError(f"job {job_id} ended {state}: {rest(f'/jobs/{job_id}/exceptions').get('root-exception', '')[:2000]}")
-    info = rest(f"/jobs/{job_id}")
-    return (info["end-time"] - info["start-time"]) / 1000
+def produce(topic: str, workload: Workload, partitions: int) -> None:
+    """Write the workload to `topic`, one producer process per partition (kafka-python is slow)."""
+    log(f"producing {workload.events:,} events ({workload.keys:,} keys x {workload.windows:,} windows"
+        f" x {workload.per_window:,} per window) to {topic}")
+    started = time.monotonic()
+    n = partitions
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        count = sum(pool.map(produce_partition, [topic] * n, [workload] * n, range(n), [n] * n))
+    seconds = time.monotonic() - started
+    log(f"  {count:,} events in {seconds:.1f}s ({count / seconds:,.0f} events/s)")
 
 
-def learner_rows_per_s(n_rows: int, n_keys: int, startup_s: float) -> tuple[float, float]:
-    config = bench_config(f"learner-{n_keys}", {"source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0}})
-    produce(config["topics.events.name"], events(n_rows, n_keys))
-    seconds = run_job("jobs/learner_job.py", config)
-    return n_rows / max(seconds - startup_s, 1e-3), seconds
+# -- Processes and the plain loop ------------------------------------------------------------------
 
 
-def plain_loop_rows_per_s(n_rows: int, n_keys: int) -> float:
-    """The design a user would otherwise pick: one consumer, a dict of River models, predict then learn."""
-    config = bench_config(f"plain-{n_keys}", {})
-    topic = config["topics.events.name"]
-    produce(topic, events(n_rows, n_keys))
-    spec = load_config(os.path.join(PROJECT_DIR, "conf", "job.yaml"))["model"]
-    consumer = KafkaConsumer(bootstrap_servers="127.0.0.1:9092", enable_auto_commit=False, max_poll_records=5000)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+def proc_status_kb(pid, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status; 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def plain_model():
+    """The plain loop's model, written as a user would; `check_plain_model` holds it to conf/job.yaml."""
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+
+
+def check_plain_model(model_spec: dict) -> None:
+    if build_model(model_spec)._get_params() != plain_model()._get_params():
+        raise BenchError(f"{BASE_CONFIG}'s model: is not the plain loop's {plain_model()}; update plain_model()")
+
+
+def plain_loop(topic: str, rows: int) -> dict:
+    """The design a user would otherwise pick: a consumer and a dict of River models, one per key.
+
+    Every event is predicted, then learned, by its key's model; returns the rows learned per second
+    from the first poll to the last row, and the process's peak RSS."""
+    consumer = KafkaConsumer(bootstrap_servers=stack.BOOTSTRAP, enable_auto_commit=False, max_poll_records=5_000)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
-    models, seen, started = {}, 0, None
-    while seen < n_rows:
-        for records in consumer.poll(timeout_ms=1000).values():
-            started = started or time.perf_counter()
-            for record in records:
+    models, learned = {}, 0
+    started = last_record = last_report = time.monotonic()
+    while learned < rows:
+        batches = consumer.poll(timeout_ms=1_000).values()
+        now = time.monotonic()
+        if batches:
+            last_record = now
+        elif now - last_record > 30:
+            raise TimeoutError(f"{topic}: no events for 30 s after {learned:,} of {rows:,} rows")
+        for batch in batches:
+            for record in batch:
                 event = json.loads(record.value)
                 model = models.get(event["entity"])
                 if model is None:
-                    model = models[event["entity"]] = build_model(spec)
+                    model = models[event["entity"]] = plain_model()
+                # One event per key and window: the window averages are the event's values.
                 x = {"x1_avg": event["x1"], "x2_avg": event["x2"]}
                 model.predict_proba_one(x)
                 model.learn_one(x, event["label"])
-                seen += 1
-    elapsed = time.perf_counter() - started
+                learned += 1
+        if now - last_report >= PROGRESS_EVERY_S:
+            log(f"  plain loop: {learned:,}/{rows:,} rows learned")
+            last_report = now
+    seconds = time.monotonic() - started
     consumer.close()
-    return n_rows / elapsed
+    return {"rows": learned, "models": len(models), "seconds": seconds, "rows_per_s": learned / seconds,
+            "peak_rss_mb": proc_status_kb("self", "VmHWM") / 1024}
 
 
-def sql_stage_events_per_s(n_events: int, startup_s: float) -> float:
-    config = bench_config("sql-stage", {"source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0}})
-    produce(config["topics.events.name"], events(n_events, 10, per_window=100))
-    seconds = run_job(os.path.join(PROJECT_DIR, "scripts", "bench_sql_stage.py"), config)
-    return n_events / max(seconds - startup_s, 1e-3)
+def run_plain_loop(topic: str, rows: int) -> dict:
+    """`plain_loop` in a fresh process, so that its memory is measured alone."""
+    log(f"plain loop: {rows:,} rows from {topic}")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            result = pool.submit(plain_loop, topic, rows).result()
+        except TimeoutError as e:
+            raise BenchError(f"plain loop: {e}") from None
+    log(f"  {result['rows_per_s']:,.0f} rows/s ({result['seconds']:.1f}s, {result['models']:,} models,"
+        f" peak RSS {result['peak_rss_mb']:,.0f} MB)")
+    return result
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+# -- Flink jobs ------------------------------------------------------------------------------------
 
 
-def freshness_and_serving(seconds: float) -> dict:
-    """A live stream through the job into a replica: freshness per snapshot, predict latency during swaps."""
-    config = bench_config("live", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
-        "window": {"size_seconds": 1},
-        "snapshots": {"policy": "every_window"},
-        "flink": {"execution.checkpointing.interval": "500 ms"},
-    })
-    job_id = subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "submit.sh"), "jobs/learner_job.py",
-                             "--config", config.source], capture_output=True, text=True, check=True,
-                            cwd=PROJECT_DIR).stdout.strip().splitlines()[-1]
-    port = 18199
-    replica = subprocess.Popen([sys.executable, "-m", "serving.replica", "--config", config.source, "--port", str(port)],
-                               cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    keys = [f"k{i}" for i in range(10)]
-    stop = threading.Event()
+def taskmanager_pids() -> list[int]:
+    """The TaskManager JVMs: from run/flink's pid files, else (a cluster started from another
+    folder) every process running Flink's TaskManagerRunner."""
+    pid_files = glob.glob(os.path.join(stack.PROJECT_DIR, "run", "flink", "flink-*-taskexecutor.pid"))
+    if pid_files:
+        return [int(pid) for path in pid_files for pid in pathlib.Path(path).read_text().split()]
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if TASK_MANAGER_MAIN in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
 
-    def live_events():
-        producer = KafkaProducer(bootstrap_servers="127.0.0.1:9092")
-        rng = random.Random(3)
-        while not stop.is_set():
-            for key in keys:
-                x1, x2 = rng.gauss(0, 1), rng.gauss(0, 1)
-                event = {"entity": key, "x1": x1, "x2": x2, "label": x1 > 0, "ts": int(time.time() * 1000)}
-                producer.send(config["topics.events.name"], key=key.encode(), value=json.dumps(event).encode())
-            producer.flush()
-            time.sleep(0.05)
-        producer.close()
 
-    def call(path, body=None):
-        data = json.dumps(body).encode() if body else None
-        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data), timeout=5) as r:
-            return json.loads(r.read())
+def taskmanager_rss_mb() -> tuple[float, float]:
+    """RSS of the TaskManager JVMs and of their descendants (the Python workers), in MB."""
+    jvm = python = 0
+    for pid in taskmanager_pids():
+        jvm += proc_status_kb(pid, "VmRSS")
+        python += sum(proc_status_kb(child, "VmRSS") for child in stack.descendants(pid))
+    return jvm / 1024, python / 1024
 
+
+def other_running_jobs(job_id: str) -> int:
+    return sum(job["jid"] != job_id and job["state"] == "RUNNING" for job in stack.rest("/jobs/overview")["jobs"])
+
+
+def short_name(vertex: dict) -> str:
+    """A task named by its first operator."""
+    return vertex["name"].split(" -> ")[0][:40]
+
+
+def metric_seconds(value) -> float:
+    """A REST time metric in ms as seconds; Flink reports NaN (as text) for a task that never ran."""
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if call("/readyz")["ready"]:
-                    break
-            except OSError:
-                time.sleep(0.3)
-        producer = threading.Thread(target=live_events)
-        producer.start()
-        freshness, latencies, failures, versions = [], [], 0, {}
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for key in keys:
-                started = time.perf_counter()
-                try:
-                    answer = call("/predict", {"key": key, "features": {"x1_avg": 0.1, "x2_avg": -0.2}})
-                    latencies.append(time.perf_counter() - started)
-                except urllib.error.HTTPError as e:
-                    failures += e.code != 404  # a key before its first model is not a failure
-                    continue
-                except OSError:
-                    failures += 1
-                    continue
-                if answer["model_version"] > versions.get(key, 0):
-                    versions[key] = answer["model_version"]
-                    freshness.append(call(f"/models/{key}")["freshness_s"])
-        stop.set()
-        producer.join()
+        return float(value) / 1000
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def progress(info: dict, events: int) -> str:
+    """Events read by the job's first source (the feature path's) and records into the learner's task,
+    or into the last task of a job without a learner."""
+    vertices = info["vertices"]
+    read = next((v["metrics"]["write-records"] for v in vertices if v["name"].startswith("Source")), 0)
+    last = next((v for v in vertices if v["name"].startswith("learner")), vertices[-1])
+    return f"{read:,}/{events:,} events read, {last['metrics']['read-records']:,} records into {short_name(last)}"
+
+
+@dataclasses.dataclass
+class JobRun:
+    """A bounded job, followed from submission to FINISHED."""
+
+    job_id: str
+    seconds: float  # from the RUNNING to the FINISHED timestamp
+    peak_jvm_rss_mb: float
+    peak_python_rss_mb: float
+    other_jobs: int  # the most other jobs seen running at once
+    vertices: list  # per task: name, records in and out, busy/idle/backpressured seconds
+
+
+def vertex_summary(info: dict) -> list:
+    return [{
+        "name": v["name"],
+        "status": v["status"],
+        "read_records": v["metrics"]["read-records"],
+        "write_records": v["metrics"]["write-records"],
+        "busy_s": metric_seconds(v["metrics"].get("accumulated-busy-time")),
+        "idle_s": metric_seconds(v["metrics"].get("accumulated-idle-time")),
+        "backpressured_s": metric_seconds(v["metrics"].get("accumulated-backpressured-time")),
+    } for v in info["vertices"]]
+
+
+def follow(job_id: str, label: str, events: int) -> tuple[dict, JobRun]:
+    """Poll a job every second until it ends, restarts or stalls, sampling memory and reporting progress."""
+    peak_jvm = peak_python = 0.0
+    others, last_report = 0, time.monotonic()
+    last_change, last_counts = time.monotonic(), None
+    while True:
+        info = stack.rest(f"/jobs/{job_id}")
+        jvm, python = taskmanager_rss_mb()
+        peak_jvm, peak_python = max(peak_jvm, jvm), max(peak_python, python)
+        others = max(others, other_running_jobs(job_id))
+        if info["state"] in TERMINAL_STATES or info["timestamps"].get("RESTARTING"):
+            break  # a restart after a failure spoils the timing: the job is reported as failed
+        counts = [(v["status"], v["metrics"]["read-records"], v["metrics"]["write-records"]) for v in info["vertices"]]
+        if counts != last_counts:
+            last_change, last_counts = time.monotonic(), counts
+        elif time.monotonic() - last_change > STALL_AFTER_S:
+            break
+        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            log(f"  {label}: {info['state']}, {progress(info, events)};"
+                f" TaskManager RSS {jvm:,.0f} MB + Python {python:,.0f} MB")
+            last_report = time.monotonic()
+        time.sleep(1)
+    timestamps = info["timestamps"]
+    seconds = (timestamps["FINISHED"] - timestamps["RUNNING"]) / 1000 if info["state"] == "FINISHED" else math.nan
+    return info, JobRun(job_id, seconds, peak_jvm, peak_python, others, vertex_summary(info))
+
+
+def root_exception(job_id: str) -> str:
+    """The first line and the causes of the job's latest exception, from Flink's exception history
+    (recorded a few seconds after a failure, so this waits up to 15 s for it)."""
+    deadline = time.monotonic() + 15
+    while not (entries := stack.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]):
+        if time.monotonic() > deadline:
+            return "(none recorded)"
+        time.sleep(1)
+    lines = entries[0]["stacktrace"].splitlines()
+    return "\n".join([lines[0], *(line for line in lines[1:] if line.startswith("Caused by:"))])
+
+
+def why_not_finished(job_id: str, info: dict, run: JobRun) -> str:
+    if info["state"] == "RUNNING" and not info["timestamps"].get("RESTARTING"):
+        tasks = ", ".join(f"{short_name(v)} {v['status']}" for v in run.vertices)
+        return f"made no progress for {STALL_AFTER_S} s (tasks: {tasks})"
+    ended = "restarted after a failure" if info["timestamps"].get("RESTARTING") else f"ended {info['state']}"
+    return f"{ended}; root exception:\n{root_exception(job_id)}"
+
+
+def cancel(job_id: str) -> None:
+    """Cancel a job that has not ended, without waiting for it."""
+    if stack.job_state(job_id) not in TERMINAL_STATES:
+        stack.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+
+def run_job(job: str, config, label: str, events: int) -> JobRun:
+    """Submit a bounded job and follow it to FINISHED; a job that does not get there raises BenchError
+    saying why, and a job still running when anything goes wrong is cancelled."""
+    log(f"{label}: submitting {job}")
+    try:
+        job_id = stack.script("submit.sh", job, "--config", config.source).strip().splitlines()[-1]
+    except RuntimeError as e:
+        raise BenchError(f"{label}: {e}") from None
+    try:
+        info, run = follow(job_id, label, events)
     finally:
-        replica.terminate()
-        replica.wait(timeout=10)
-        rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
-    return {"freshness_p50_s": percentile(freshness, 0.5), "freshness_p99_s": percentile(freshness, 0.99),
-            "freshness_samples": len(freshness), "predict_p50_ms": percentile(latencies, 0.5) * 1000,
-            "predict_p99_ms": percentile(latencies, 0.99) * 1000, "predict_requests": len(latencies),
-            "predict_failures": failures}
+        cancel(job_id)
+    if info["state"] != "FINISHED":
+        raise BenchError(f"{label}: job {job_id} {why_not_finished(job_id, info, run)}")
+    log(f"  {label}: job {job_id} FINISHED, {run.seconds:.1f}s from RUNNING; peak TaskManager RSS"
+        f" {run.peak_jvm_rss_mb:,.0f} MB + Python {run.peak_python_rss_mb:,.0f} MB"
+        + (f"; {run.other_jobs} other job(s) were running" if run.other_jobs else ""))
+    log("  busy time per task: " + ", ".join(f"{short_name(v)} {v['busy_s']:.1f}s" for v in run.vertices))
+    return run
+
+
+def rate(units: int, run: JobRun, fixed_cost_s: float) -> float:
+    net = run.seconds - fixed_cost_s
+    if net < fixed_cost_s:
+        log(f"  warning: the job ran {run.seconds:.1f}s against a fixed cost of {fixed_cost_s:.1f}s;"
+            " its rate is rough, raise the number of rows")
+    return units / max(net, 0.1)
+
+
+# -- The live stream: freshness and serving latency ------------------------------------------------
+
+
+def live_events(topic: str, keys: int, stop) -> None:
+    """Events stamped with the wall clock, one per key every LIVE_EVENT_EVERY_S, until `stop` is set.
+    Runs in a process of its own, so that it takes no time from the timed client's interpreter."""
+    producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP, linger_ms=5)
+    rng = random.Random(3)
+    while not stop.is_set():
+        for i in range(keys):
+            x1, x2 = rng.gauss(0, 1), rng.gauss(0, 1)
+            event = {"entity": f"k{i}", "x1": x1, "x2": x2, "label": x1 + 0.5 * x2 > 0, "ts": int(time.time() * 1000)}
+            producer.send(topic, key=f"k{i}".encode(), value=json.dumps(event).encode())
+        producer.flush()
+        stop.wait(LIVE_EVENT_EVERY_S)
+    producer.close()
+
+
+class ServingClient:
+    """Requests to a replica on one kept-alive connection, as a serving client would send them."""
+
+    def __init__(self, port: int):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+    def call(self, method: str, path: str, body=None) -> tuple[int, dict, float]:
+        """(status, answer, seconds from sending the request to having read the answer)."""
+        data = None if body is None else json.dumps(body).encode()
+        started = time.perf_counter()
+        try:
+            self.connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = self.connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException):
+            self.connection.close()  # the next request opens a new connection
+            raise
+        seconds = time.perf_counter() - started
+        return response.status, json.loads(payload) if payload else {}, seconds
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentile(values: list, q: float) -> float:
+    """The nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+# -- Measurements ----------------------------------------------------------------------------------
+
+
+class Bench:
+    """The measurements of one benchmark run; each makes its own topics, deleted at the end."""
+
+    def __init__(self, run_id: str, flink_settings: dict, fixed_cost_runs: int):
+        self.run_id = run_id
+        self.flink_settings = flink_settings
+        self.fixed_cost_runs = fixed_cost_runs
+        self.topics: list[str] = []
+
+    def config(self, name: str, overrides: dict | None = None):
+        """An isolated copy of conf/job.yaml with its own topics (created): with a source bounded at the
+        topics' end unless `overrides` say otherwise, and the --flink settings on top."""
+        overrides = overrides or {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
+        flink = {**overrides.get("flink", {}), **self.flink_settings}
+        config = stack.isolated_config(RUN_DIR / self.run_id / name, BASE_CONFIG, {**overrides, "flink": flink})
+        self.topics += [spec["name"] for spec in config["topics"].values()]
+        return config
+
+    def workload_topic(self, name: str, keys: int, windows: int, per_window: int = 1):
+        config = self.config(name)
+        workload = Workload(keys, windows, int(float(config["window.size_seconds"]) * 1000), per_window)
+        produce(config["topics.events.name"], workload, int(config["topics.events.partitions"]))
+        return config, workload
+
+    def fixed_cost(self, job: str, label: str) -> float:
+        """The job time of `job` on 100 events (10 keys x 10 windows): the shortest of a few runs, as a
+        first job also pays for warming the cluster up and start-up times vary by a second or two."""
+        config, workload = self.workload_topic(f"fixed-cost-{pathlib.Path(job).stem}", keys=10, windows=10)
+        runs = range(1, self.fixed_cost_runs + 1)
+        return min(run_job(job, config, f"{label} fixed cost, run {i}", workload.events).seconds for i in runs)
+
+    def learner(self, keys: int, rows: int, fixed_cost_s: float) -> dict:
+        # Two windows at least: a key's first row only creates its model, the second reads its state back.
+        config, workload = self.workload_topic(f"learner-{keys}", keys, windows=max(2, rows // keys))
+        plain = run_plain_loop(config["topics.events.name"], workload.feature_rows)
+        run = run_job(LEARNER_JOB, config, f"pipeline, {keys:,} keys", workload.events)
+        pipeline = rate(workload.feature_rows, run, fixed_cost_s)
+        ratio = pipeline / plain["rows_per_s"]
+        log(f"  pipeline {pipeline:,.0f} rows/s = {ratio:.2f} x the plain loop's {plain['rows_per_s']:,.0f}")
+        goal = LEARNER_GOALS.get(keys)
+        return {"keys": keys, "rows": workload.feature_rows, "windows": workload.windows, "plain": plain,
+                "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline}, "ratio": ratio,
+                "goal_ratio": goal, "met": None if goal is None else ratio >= goal}
+
+    def sql_stage(self, events: int, fixed_cost_s: float) -> dict:
+        per_window = SQL_STAGE_KEYS * SQL_STAGE_EVENTS_PER_WINDOW
+        config, workload = self.workload_topic("sql-stage", SQL_STAGE_KEYS, max(1, events // per_window),
+                                               SQL_STAGE_EVENTS_PER_WINDOW)
+        run = run_job(SQL_STAGE_JOB, config, "SQL feature stage", workload.events)
+        events_per_s = rate(workload.events, run, fixed_cost_s)
+        log(f"  SQL feature stage {events_per_s:,.0f} events/s")
+        return {"events": workload.events, "keys": workload.keys, "windows": workload.windows,
+                "events_per_key_window": workload.per_window, "run": dataclasses.asdict(run),
+                "events_per_s": events_per_s, "goal_events_per_s": SQL_STAGE_GOAL,
+                "met": events_per_s >= SQL_STAGE_GOAL}
+
+    def live(self, seconds: float) -> dict:
+        """Freshness and predict latency: a live stream through the learner job into one replica."""
+        config = self.config("live", {**LIVE_OVERRIDES, "flink": {"execution.checkpointing.interval": LIVE_CHECKPOINT_INTERVAL}})
+        checkpoint_interval = config["flink"]["execution.checkpointing.interval"]
+        log(f"live stream: {LIVE_KEYS} keys, an event per key every {LIVE_EVENT_EVERY_S * 1000:.0f} ms, 1 s windows,"
+            f" checkpoints every {checkpoint_interval}, one replica; {seconds:.0f} s measured")
+        try:
+            job_id = stack.script("submit.sh", LEARNER_JOB, "--config", config.source).strip().splitlines()[-1]
+        except RuntimeError as e:
+            raise BenchError(f"live stream: {e}") from None
+        spawn = multiprocessing.get_context("spawn")
+        stop = spawn.Event()
+        producer = spawn.Process(target=live_events, args=(config["topics.events.name"], LIVE_KEYS, stop), daemon=True)
+        replica = None
+        try:
+            stack.wait_for_job_state(job_id, "RUNNING", timeout_s=60)
+            replica = stack.Replica(config, free_port())
+            replica.wait_ready()
+            producer.start()
+            result = self._time_live_requests(job_id, ServingClient(replica.port), seconds)
+            if stack.job_state(job_id) != "RUNNING":
+                raise BenchError(f"live stream: job {job_id} is {stack.job_state(job_id)}:\n{root_exception(job_id)}")
+        except AssertionError as e:  # the job or the replica did not come up
+            raise BenchError(f"live stream: {e}") from None
+        finally:
+            stop.set()
+            if producer.pid is not None:
+                producer.join(timeout=10)
+            if replica is not None:
+                replica.stop()
+            cancel(job_id)
+        fresh, predict = result["freshness_s"], result["predict_ms"]
+        log(f"  freshness p50 {fresh['p50']:.2f}s, p99 {fresh['p99']:.2f}s over {fresh['samples']} snapshots;"
+            f" predict p50 {predict['p50']:.2f}ms, p99 {predict['p99']:.2f}ms, {predict['failed']} failed of"
+            f" {predict['requests']:,}" + (f"; {result['other_jobs']} other job(s) were running" if result["other_jobs"] else ""))
+        return {"checkpoint_interval": checkpoint_interval, "keys": LIVE_KEYS, "seconds": seconds, **result}
+
+    @staticmethod
+    def _time_live_requests(job_id: str, client: ServingClient, seconds: float) -> dict:
+        """Wait until every key is served, then predict for each key in turn for `seconds`; each new
+        model version a prediction names adds its freshness (window close -> servable in the replica)."""
+        keys = [f"k{i}" for i in range(LIVE_KEYS)]
+        features = {"x1_avg": 0.1, "x2_avg": -0.2}
+        versions: dict[str, int] = {}
+        deadline = time.monotonic() + 90
+        while len(versions) < len(keys):  # a key answers 404 until its first window's snapshot is served
+            if time.monotonic() > deadline:
+                raise BenchError(f"live stream: {len(keys) - len(versions)} keys still had no model after 90 s")
+            for key in keys:
+                try:
+                    status, answer, _ = client.call("POST", "/predict", {"key": key, "features": features})
+                except (OSError, http.client.HTTPException):
+                    continue  # counted as failures only once timing starts
+                if status == 200:
+                    versions[key] = answer["model_version"]
+            time.sleep(0.1)
+        log("  every key is served; timing requests")
+        freshness, latencies, failures, others = [], [], [], 0
+        started = last_report = time.monotonic()
+        while (now := time.monotonic()) < started + seconds:
+            for key in keys:
+                try:
+                    status, answer, took = client.call("POST", "/predict", {"key": key, "features": features})
+                except (OSError, http.client.HTTPException) as e:
+                    failures.append(f"{key}: {e!r}")
+                    continue
+                if status != 200:
+                    failures.append(f"{key}: HTTP {status} {answer}")
+                    continue
+                latencies.append(took * 1000)
+                if answer["model_version"] > versions[key]:
+                    versions[key] = answer["model_version"]
+                    try:
+                        freshness.append(client.call("GET", f"/models/{key}")[1]["freshness_s"])
+                    except (OSError, http.client.HTTPException) as e:
+                        failures.append(f"GET /models/{key}: {e!r}")
+            if now - last_report >= PROGRESS_EVERY_S:
+                others = max(others, other_running_jobs(job_id))
+                log(f"  {len(latencies):,} requests, p99 so far {percentile(latencies, 0.99):.2f}ms;"
+                    f" {len(freshness)} new versions, freshness p99 so far {percentile(freshness, 0.99):.2f}s")
+                last_report = now
+        others = max(others, other_running_jobs(job_id))
+        fresh_p99, predict_p99 = percentile(freshness, 0.99), percentile(latencies, 0.99)
+        return {
+            "freshness_s": {"samples": len(freshness), "p50": percentile(freshness, 0.5), "p99": fresh_p99,
+                            "max": max(freshness, default=math.nan), "goal_p99": FRESHNESS_GOAL_P99_S,
+                            "met": bool(freshness) and fresh_p99 < FRESHNESS_GOAL_P99_S},
+            "predict_ms": {"requests": len(latencies) + len(failures), "failed": len(failures),
+                           "first_failures": failures[:5], "p50": percentile(latencies, 0.5), "p99": predict_p99,
+                           "mean": statistics.fmean(latencies) if latencies else math.nan,
+                           "max": max(latencies, default=math.nan), "goal_p99": PREDICT_GOAL_P99_MS,
+                           "met": bool(latencies) and predict_p99 < PREDICT_GOAL_P99_MS and not failures},
+            "other_jobs": others,
+        }
+
+    def delete_topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=stack.BOOTSTRAP)
+        try:
+            admin.delete_topics(self.topics)
+        finally:
+            admin.close()
+
+
+# -- Report ----------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    """Cores, memory and CPU model, from /proc."""
+    with open("/proc/meminfo") as f:
+        memory_gib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1]) / 1024**2
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    cores = os.cpu_count()
+    return {"cores": cores, "memory_gib": round(memory_gib, 1), "cpu": model,
+            "summary": f"{cores} cores ({model}), {memory_gib:.1f} GiB RAM"}
+
+
+def yes_no(met) -> str:
+    return "-" if met is None else "yes" if met else "NO"
+
+
+def table(results: dict) -> str:
+    """The side-by-side table: one line per measurement made, nothing else."""
+    header = ("measure", "measured on", "windows/key", "plain loop", "pipeline", "ratio", "goal", "met",
+              "plain RSS", "TM JVM RSS", "TM Python RSS", "other jobs")
+    lines = []
+    for row in results["learner"]:
+        plain, pipeline, goal = row["plain"], row["pipeline"], row["goal_ratio"]
+        lines.append((f"learner, {row['keys']:,} keys (rows/s)", f"{row['rows']:,} rows", f"{row['windows']:,}",
+                      f"{plain['rows_per_s']:,.0f}", f"{pipeline['rows_per_s']:,.0f}", f"{row['ratio']:.2f}x",
+                      "-" if goal is None else f">= {goal:.2f}x", yes_no(row["met"]),
+                      f"{plain['peak_rss_mb']:,.0f} MB", f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
+                      f"{pipeline['peak_python_rss_mb']:,.0f} MB", str(pipeline["other_jobs"])))
+    if "sql_stage" in results:
+        sql, run = results["sql_stage"], results["sql_stage"]["run"]
+        lines.append(("SQL feature stage (events/s)", f"{sql['events']:,} events", f"{sql['windows']:,}", "-",
+                      f"{sql['events_per_s']:,.0f}", "-", f">= {sql['goal_events_per_s']:,}", yes_no(sql["met"]),
+                      "-", f"{run['peak_jvm_rss_mb']:,.0f} MB", f"{run['peak_python_rss_mb']:,.0f} MB",
+                      str(run["other_jobs"])))
+    if "live" in results:
+        live = results["live"]
+        fresh, predict, others = live["freshness_s"], live["predict_ms"], str(live["other_jobs"])
+        lines.append(("freshness p50 / p99 (s)", f"{fresh['samples']:,} snapshots", "-", "-",
+                      f"{fresh['p50']:.2f} / {fresh['p99']:.2f}", "-", f"p99 < {fresh['goal_p99']:g}",
+                      yes_no(fresh["met"]), "-", "-", "-", others))
+        lines.append(("serving predict p50 / p99 (ms)", f"{predict['requests']:,} requests", "-", "-",
+                      f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed", "-",
+                      f"p99 < {predict['goal_p99']:g}, 0 failed", yes_no(predict["met"]), "-", "-", "-", others))
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+
+    def render(line) -> str:
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+
+    return "\n".join([render(header), "  ".join("-" * w for w in widths), *map(render, lines)])
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--flink expects KEY=VALUE, not {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--rows", type=int, default=50_000,
+                        help="events (= feature rows) per key count, in whole windows, at least two per key")
+    parser.add_argument("--keys", type=int, nargs="*", default=[10, 10_000, 100_000],
+                        help="key counts to measure the learner at; none skips it")
+    parser.add_argument("--sql-events", type=int, default=1_000_000, help="events for the SQL feature stage; 0 skips it")
+    parser.add_argument("--live-seconds", type=float, default=30,
+                        help="how long to time freshness and serving on the live stream; 0 skips it")
+    parser.add_argument("--flink", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)")
+    parser.add_argument("--fixed-cost-runs", type=int, default=2, help="runs on 100 events that time a job's fixed cost")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 10 and 10,000 keys, 10,000 rows, 200,000 SQL stage events,"
+                             " one fixed-cost run, 10 s live")
     args = parser.parse_args(argv)
-    sizes = {10: 20_000, 10_000: 40_000, 100_000: 200_000}
-    sql_events, live_seconds = 400_000, 20
     if args.quick:
-        sizes, sql_events, live_seconds = {10: 2_000, 10_000: 10_000, 100_000: 100_000}, 50_000, 8
-    os.makedirs(RUN_DIR, exist_ok=True)
-    results = {"machine": f"{os.cpu_count()} cores", "sizes": sizes, "rows": []}
+        args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000], 10_000, 200_000, 1
+        args.live_seconds = 10
+    try:
+        flink_settings = parse_settings(args.flink)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    try:
+        check_plain_model(load_config(os.path.join(stack.PROJECT_DIR, BASE_CONFIG))["model"])
+    except BenchError as e:
+        sys.exit(f"error: {e}")
 
-    log("measuring the fixed cost of a job (a 100-row run of each job)")
-    _, learner_startup = learner_rows_per_s(100, 10, 0.0)
-    config = bench_config("sql-startup", {"source": {"bounded_mode": "latest-offset"}})
-    produce(config["topics.events.name"], events(100, 10))
-    sql_startup = run_job(os.path.join(PROJECT_DIR, "scripts", "bench_sql_stage.py"), config)
-    log(f"  learner job {learner_startup:.1f}s, SQL stage job {sql_startup:.1f}s")
+    started = time.monotonic()
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    bench = Bench(run_id, flink_settings, args.fixed_cost_runs)
+    results = {"run_id": run_id, "machine": machine(), "command": " ".join(["scripts/bench.py", *sys.argv[1:]]),
+               "rows": args.rows, "keys": args.keys, "flink_settings": flink_settings, "learner": [],
+               "fixed_cost_s": {}}
+    log(f"benchmark {run_id} on {results['machine']['summary']}")
+    try:
+        if args.keys:
+            results["fixed_cost_s"]["learner"] = bench.fixed_cost(LEARNER_JOB, "learner")
+        for keys in args.keys:
+            results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"]))
+        if args.sql_events:
+            results["fixed_cost_s"]["sql_stage"] = bench.fixed_cost(SQL_STAGE_JOB, "SQL stage")
+            results["sql_stage"] = bench.sql_stage(args.sql_events, results["fixed_cost_s"]["sql_stage"])
+        if args.live_seconds:
+            results["live"] = bench.live(args.live_seconds)
+    except BenchError as e:
+        log(f"error: {e}")
+        results["error"] = str(e)
+    finally:
+        bench.delete_topics()
+    results["seconds"] = time.monotonic() - started
 
-    for n_keys, n_rows in sizes.items():
-        log(f"plain loop, {n_keys} keys, {n_rows} rows")
-        plain = plain_loop_rows_per_s(n_rows, n_keys)
-        log(f"  {plain:,.0f} rows/s; pipeline, same data")
-        pipeline, seconds = learner_rows_per_s(n_rows, n_keys, learner_startup)
-        log(f"  {pipeline:,.0f} rows/s ({seconds:.1f}s run)")
-        goal = 0.5 if n_keys == 10 else 0.25 if n_keys == 100_000 else None
-        results["rows"].append({"what": f"learner, {n_keys} keys", "plain_loop": plain, "pipeline": pipeline,
-                                "ratio": pipeline / plain, "goal": goal, "unit": "rows/s"})
-
-    log(f"SQL feature stage, {sql_events} events")
-    sql = sql_stage_events_per_s(sql_events, sql_startup)
-    results["rows"].append({"what": "SQL feature stage", "plain_loop": None, "pipeline": sql, "ratio": None,
-                            "goal": 100_000, "unit": "events/s"})
-    log(f"  {sql:,.0f} events/s; live stream for {live_seconds}s: freshness and serving latency")
-    results["live"] = freshness_and_serving(live_seconds)
-
-    with open(os.path.join(RUN_DIR, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = RUN_DIR / "results.json"
+    path.write_text(json.dumps(results, indent=2))
+    fixed = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results["fixed_cost_s"].items())
     print()
-    print(f"{'measure':28s} {'plain loop':>12s} {'pipeline':>12s} {'ratio':>7s} {'goal':>10s}")
-    for row in results["rows"]:
-        plain = f"{row['plain_loop']:,.0f}" if row["plain_loop"] else "-"
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        goal = (f">= {row['goal']:.2f}" if row["goal"] < 1 else f">= {row['goal']:,}") if row["goal"] else "-"
-        print(f"{row['what'] + ' (' + row['unit'] + ')':28s} {plain:>12s} {row['pipeline']:>12,.0f} {ratio:>7s} {goal:>10s}")
-    live = results["live"]
-    print(f"freshness, window close -> servable: p50 {live['freshness_p50_s']:.2f}s, p99 {live['freshness_p99_s']:.2f}s "
-          f"({live['freshness_samples']} snapshots; goal p99 < 1s)")
-    print(f"serving predict during swaps: p50 {live['predict_p50_ms']:.2f}ms, p99 {live['predict_p99_ms']:.2f}ms, "
-          f"{live['predict_failures']} failed of {live['predict_requests']} (goal p99 < 5ms, 0 failed)")
-    print(f"results written to {os.path.join(RUN_DIR, 'results.json')}")
-    return 0
+    print(table(results))
+    print(f"\npipeline rates: rows / (job RUNNING -> FINISHED - fixed cost); fixed cost = the job on 100 events: {fixed}")
+    print(f"live stream: checkpoints every {results['live']['checkpoint_interval']}, 1 s windows,"
+          f" {results['live']['keys']} keys" if "live" in results else "live stream: not measured")
+    print(f"{results['machine']['summary']}; the benchmark took {results['seconds'] / 60:.1f} min; results in {path}")
+    return 1 if "error" in results else 0
 
 
 if __name__ == "__main__":
