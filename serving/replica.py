@@ -121,6 +121,9 @@ class Replica:
 class Handler(BaseHTTPRequestHandler):
     replica: Replica
     protocol_version = "HTTP/1.1"
+    # A reply goes out as headers, then body: with Nagle on, a kept-alive client's delayed ACK holds the
+    # body back about 40 ms.
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         replica = self.replica
