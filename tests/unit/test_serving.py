@@ -3,23 +3,16 @@
 import dataclasses
 
 import pytest
-from river import datasets, linear_model, preprocessing
 
 from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Histogram, render
 from serving.registry import ModelRegistry
 from serving.requests import BadRequest, NotFound, Serving, check_features, predict, predict_batch, recommend
+from tests.unit.models import trained
 from udfs.envelope import Snapshot, dump_model
 from udfs.feature_records import FeatureRow
 
 FEATURES = ("x1", "x2")
-
-
-def trained(n):
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    for x, y in datasets.Bananas().take(n):
-        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
-    return model
 
 
 def snapshot(key, version, model):

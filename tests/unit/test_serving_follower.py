@@ -6,22 +6,15 @@ import random
 import types
 
 import pytest
-from river import datasets, linear_model, preprocessing
 
 from serving.feature_store import FeatureStore
 from serving.follower import Follower, Rejected, check_snapshot
 from serving.registry import ModelRegistry
+from tests.unit.models import trained
 from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
 
 FEATURES = ("x1", "x2")
 SCHEMA = feature_schema_hash(FEATURES)
-
-
-def trained(n):
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    for x, y in datasets.Bananas().take(n):
-        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
-    return model
 
 
 def snapshot(key="k", version=1, model=None, **changes):

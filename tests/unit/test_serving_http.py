@@ -6,20 +6,14 @@ import json
 import threading
 
 import pytest
-from river import datasets, linear_model, preprocessing
+from river import preprocessing
 
 from jobs.config import Config, ConfigError
 from serving.replica import Replica, make_server, route
+from tests.unit.models import trained
 from udfs.envelope import Snapshot, dump_model
 
 FEATURES = ["x1", "x2"]
-
-
-def trained(n):
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    for x, y in datasets.Bananas().take(n):
-        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
-    return model
 
 
 def snapshot(key, version, model):

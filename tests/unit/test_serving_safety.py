@@ -4,23 +4,17 @@ the record's payload, and shadow-scoring the challenger next to the served model
 import dataclasses
 
 import pytest
-from river import datasets, linear_model, preprocessing
+from river import preprocessing
 
 from serving.feature_store import FeatureStore
 from serving.registry import ModelRegistry
 from serving.requests import Serving, predict, predict_batch, recommend
+from tests.unit.models import trained
 from udfs.envelope import EnvelopeError, Snapshot, dump_model
 from udfs.feature_records import FeatureRow
 
 FEATURES = ("x1", "x2")
 X = {"x1": 0.4, "x2": -0.7}
-
-
-def trained(n):
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    for x, y in datasets.Bananas().take(n):
-        model.learn_one({"x1": x["1"], "x2": x["2"]}, y)
-    return model
 
 
 def snapshot(version, model=None, key="k", **changes):
