@@ -1,7 +1,8 @@
 """The online learning job: Kafka events -> SQL window features -> one River model per key.
 
-    Kafka --> sql/events.sql --> sql/features.sql (tumbling windows) --> key_by(key)
-          --> LearnerFunction (test-then-train) --> predictions table
+    Kafka --> sql/events.sql --> sql/features.sql (tumbling windows)
+          --> (SQL) one batch of rows per shard of the key and window --> key_by(shard)
+          --> LearnerFunction (test-then-train, a state entry per key) --> predictions table
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
                                                \\-> quarantined rows --> dead-letter table
@@ -16,14 +17,17 @@ import argparse
 import hashlib
 import sys
 
-from pyflink.common import Configuration, Types
-from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
-from pyflink.table.expressions import col
+from pyflink.common import Configuration, TypeInformation, Types, typeinfo
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
+from pyflink.table import Schema, StreamTableEnvironment, Table
+from pyflink.table.expressions import col, row
 
 from jobs.config import ConfigError, load_config
+from jobs.shipped_code import ShippedCode
 from jobs.sql import ddl_statements
 from udfs.envelope import feature_schema_hash
+from udfs.feature_batches import select_batches
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
@@ -38,6 +42,43 @@ from udfs.model_spec import ModelSpecError
 
 def fingerprint(statements) -> str:
     return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
+
+
+def compute_once(table_env, view: str, rowtime: str) -> None:
+    """Make every later query of `view` read one computed stream of it instead of planning it anew.
+
+    The learner's input becomes a DataStream, planned apart from the SQL inserts (dead letters, latest
+    features), so each would otherwise read the Kafka topic and parse every event again. The view is
+    turned into a DataStream once (its rowtime and watermarks carried along) and registered back
+    under the same name, as a temporary view, which shadows the catalog's: the views defined on it
+    (`events`, `features`, `rejected_events`) resolve their names when they are queried."""
+    stream = table_env.to_data_stream(table_env.from_path(view))
+    table_env.create_temporary_view(view, table_env.from_data_stream(
+        stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build()))
+
+
+def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
+    """The batches as a DataStream of (shard, batch) rows, and the batch's type.
+
+    The shard comes first because that is the shape PyFlink's keyed operators take, so that
+    `key_by_shard` can key in the JVM. The embedded keyed operator needs a RowTypeInfo input, which only
+    the legacy table conversion gives."""
+    with_key = batches.select(col("shard"), row(*[col(name) for name in batches.get_schema().get_field_names()]).alias("batch"))
+    row_type = get_gateway().jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter.toLegacyTypeInfo(
+        with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
+    stream = DataStream(table_env._j_tenv.toAppendStream(with_key._j_table, row_type))
+    return stream, typeinfo._from_java_type(row_type).get_field_types()[1]
+
+
+def key_by_shard(stream: DataStream, batch_type: TypeInformation) -> KeyedStream:
+    """(shard, batch) rows keyed by shard in the JVM.
+
+    `DataStream.key_by` would run a Python key selector, a Python operator of its own in front of the
+    learner: one more call into Python per batch, and in thread mode a second Python operator that
+    importing River's compiled modules in the learner's open() can deadlock with."""
+    gateway = get_gateway()
+    j_keyed = stream._j_data_stream.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    return KeyedStream(j_keyed, batch_type, stream)
 
 
 def main(argv=None):
@@ -58,36 +99,34 @@ def main(argv=None):
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
-    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner", carries over.
+    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
+    # carries over.
     ddl = ddl_statements(config)
     table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
     for statement in ddl:
         table_env.execute_sql(statement)
 
-    feature_rows = table_env.to_data_stream(
-        table_env.from_path(config["sql.features_view"]).select(
-            col(config["features.key"]),
-            col(config["features.window_end"]),
-            col(config["features.label"]),
-            *[col(name) for name in settings.feature_names],
-        )
-    )
+    compute_once(table_env, config.get("sql.checked_view", "checked_events"), config.get("sql.rowtime", "event_time"))
+    key = config["features.key"]
+    batches_table = table_env.sql_query(select_batches(
+        config["sql.features_view"], key, config.get("features.window_start", "window_start"),
+        config["features.window_end"], config["features.label"], settings.feature_names, settings.shards))
+    stream, batch_type = shard_stream(table_env, batches_table)
     predictions = (
-        feature_rows.key_by(lambda row: row[0], key_type=Types.STRING())
-        .process(LearnerFunction(settings), output_type=PREDICTION_TYPE)
-        .uid("learner")
+        key_by_shard(stream, batch_type)
+        .process(ShippedCode(LearnerFunction(settings)), output_type=PREDICTION_TYPE)
+        .uid("learner-shards")
         .name("learner")
     )
     snapshots = predictions.get_side_output(SNAPSHOTS)
     drifts = predictions.get_side_output(DRIFTS)
     quarantined = predictions.get_side_output(QUARANTINED)
-    # From the same feature rows (querying the view again would compute its windows twice), in SQL
-    # rather than a Python map: a Python operator costs every row a round trip to a Python worker.
-    table_env.create_temporary_view("learner_feature_rows", table_env.from_data_stream(feature_rows))
+    # In SQL, from the feature view, planned with the dead-letter insert so that both share its source
+    # scan; a Python operator would cost every row a call into Python.
     latest_features = table_env.sql_query(select_records(
-        "learner_feature_rows", config["features.key"], config["features.window_end"],
-        settings.feature_names, feature_schema_hash(settings.feature_names)))
+        config["sql.features_view"], key, config["features.window_end"], settings.feature_names,
+        feature_schema_hash(settings.feature_names)))
 
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))

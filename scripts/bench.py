@@ -67,7 +67,7 @@ RUN_DIR = pathlib.Path(stack.PROJECT_DIR, "run", "bench")
 LEARNER_JOB = "jobs/learner_job.py"
 SQL_STAGE_JOB = "scripts/bench_sql_stage.py"
 # Pipeline rows/s as a share of the plain loop's, by key count; and the SQL stage's events/s.
-LEARNER_GOALS = {10: 0.5, 100_000: 0.25}
+LEARNER_GOALS = {10: 0.5, 10_000: 0.5, 100_000: 0.4}
 SQL_STAGE_GOAL = 100_000
 SQL_STAGE_KEYS, SQL_STAGE_EVENTS_PER_WINDOW = 100, 1_000
 FIRST_WINDOW_MS = 1_700_000_000_000
@@ -86,6 +86,10 @@ LIVE_OVERRIDES = {
 }
 LIVE_CHECKPOINT_INTERVAL = "500 ms"
 FRESHNESS_GOAL_P99_S = 1.0
+# The learner bounded at the topic's end, and the same with every model-safety guard of conf/job.yaml on.
+BOUNDED_SOURCE = {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
+GUARDS_ON = {"safety": {"drift": {"enabled": True}, "gate": {"enabled": True, "rollback": True},
+                        "challenger": {"enabled": True}, "quality": {"enabled": True}}}
 PREDICT_GOAL_P99_MS = 5.0
 
 
@@ -468,14 +472,14 @@ class Bench:
     def config(self, name: str, overrides: dict | None = None):
         """An isolated copy of conf/job.yaml with its own topics (created): with a source bounded at the
         topics' end unless `overrides` say otherwise, and the --flink settings on top."""
-        overrides = overrides or {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
+        overrides = overrides or BOUNDED_SOURCE
         flink = {**overrides.get("flink", {}), **self.flink_settings}
         config = stack.isolated_config(RUN_DIR / self.run_id / name, BASE_CONFIG, {**overrides, "flink": flink})
         self.topics += [spec["name"] for spec in config["topics"].values()]
         return config
 
-    def workload_topic(self, name: str, keys: int, windows: int, per_window: int = 1):
-        config = self.config(name)
+    def workload_topic(self, name: str, keys: int, windows: int, per_window: int = 1, overrides: dict | None = None):
+        config = self.config(name, {**BOUNDED_SOURCE, **(overrides or {})})
         workload = Workload(keys, windows, int(float(config["window.size_seconds"]) * 1000), per_window)
         produce(config["topics.events.name"], workload, int(config["topics.events.partitions"]))
         return config, workload
@@ -488,17 +492,20 @@ class Bench:
         runs = range(1, self.fixed_cost_runs + 1)
         return min(run_job(job, config, f"{label} fixed cost, run {i}", workload.events).seconds for i in runs)
 
-    def learner(self, keys: int, rows: int, fixed_cost_s: float) -> dict:
+    def learner(self, keys: int, rows: int, fixed_cost_s: float, guards: bool = False) -> dict:
         # Two windows at least: a key's first row only creates its model, the second reads its state back.
-        config, workload = self.workload_topic(f"learner-{keys}", keys, windows=max(2, rows // keys))
+        name = f"learner-{keys}" + ("-guards" if guards else "")
+        config, workload = self.workload_topic(name, keys, windows=max(2, rows // keys),
+                                               overrides=GUARDS_ON if guards else None)
         plain = run_plain_loop(config["topics.events.name"], workload.feature_rows)
-        run = run_job(LEARNER_JOB, config, f"pipeline, {keys:,} keys", workload.events)
+        label = f"pipeline, {keys:,} keys" + (", safety guards on" if guards else "")
+        run = run_job(LEARNER_JOB, config, label, workload.events)
         pipeline = rate(workload.feature_rows, run, fixed_cost_s)
         ratio = None if pipeline is None else pipeline / plain["rows_per_s"]
         if ratio is not None:
             log(f"  pipeline {pipeline:,.0f} rows/s = {ratio:.2f} x the plain loop's {plain['rows_per_s']:,.0f}")
-        goal = LEARNER_GOALS.get(keys)
-        return {"keys": keys, "rows": workload.feature_rows, "windows": workload.windows, "plain": plain,
+        goal = None if guards else LEARNER_GOALS.get(keys)
+        return {"keys": keys, "guards": guards, "rows": workload.feature_rows, "windows": workload.windows, "plain": plain,
                 "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline}, "ratio": ratio,
                 "goal_ratio": goal, "met": None if goal is None or ratio is None else ratio >= goal}
 
@@ -648,7 +655,8 @@ def table(results: dict) -> str:
     lines = []
     for row in results["learner"]:
         plain, pipeline, goal = row["plain"], row["pipeline"], row["goal_ratio"]
-        lines.append((f"learner, {row['keys']:,} keys (rows/s)", f"{row['rows']:,} rows", f"{row['windows']:,}",
+        guards = ", guards on" if row.get("guards") else ""
+        lines.append((f"learner, {row['keys']:,} keys{guards} (rows/s)", f"{row['rows']:,} rows", f"{row['windows']:,}",
                       f"{plain['rows_per_s']:,.0f}", number(pipeline["rows_per_s"]), number(row["ratio"], "x", 2),
                       "-" if goal is None else f">= {goal:.2f}x", yes_no(row["met"]),
                       f"{plain['peak_rss_mb']:,.0f} MB", f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
@@ -697,13 +705,15 @@ def main(argv=None) -> int:
                         help="how long to time freshness and serving on the live stream; 0 skips it")
     parser.add_argument("--flink", action="append", default=[], metavar="KEY=VALUE",
                         help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)")
+    parser.add_argument("--guards-keys", type=int, default=10_000,
+                        help="key count of the learner run with every safety guard on; 0 skips it")
     parser.add_argument("--fixed-cost-runs", type=int, default=2, help="runs on 100 events that time a job's fixed cost")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 10 and 10,000 keys, 20,000 rows, 200,000 SQL stage events,"
-                             " one fixed-cost run, 10 s live")
+                        help="a smoke run: 10, 10,000 and 100,000 keys, 20,000 rows (two windows per key"
+                             " at least), 200,000 SQL stage events, one fixed-cost run, 10 s live")
     args = parser.parse_args(argv)
     if args.quick:
-        args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000], 20_000, 200_000, 1
+        args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000, 100_000], 20_000, 200_000, 1
         args.live_seconds = 10
     try:
         flink_settings = parse_settings(args.flink)
@@ -726,6 +736,9 @@ def main(argv=None) -> int:
             results["fixed_cost_s"]["learner"] = bench.fixed_cost(LEARNER_JOB, "learner")
         for keys in args.keys:
             results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"]))
+        if args.keys and args.guards_keys:
+            results["learner"].append(bench.learner(args.guards_keys, args.rows, results["fixed_cost_s"]["learner"],
+                                                    guards=True))
         if args.sql_events:
             results["fixed_cost_s"]["sql_stage"] = bench.fixed_cost(SQL_STAGE_JOB, "SQL stage")
             results["sql_stage"] = bench.sql_stage(args.sql_events, results["fixed_cost_s"]["sql_stage"])

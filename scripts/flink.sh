@@ -18,8 +18,9 @@ rest_overview() { curl -sf --max-time 2 "$REST_URL/overview" 2>/dev/null; }
 render_conf() {
   local flink_home="$1"
   mkdir -p "$FLINK_CONF_DIR" "$RUN_DIR/log"
-  export PROJECT_DIR RUN_DIR
-  render_template "$PROJECT_DIR/conf/flink/config.yaml" "PROJECT_DIR RUN_DIR" "$FLINK_CONF_DIR/config.yaml"
+  PYTHON_SITE_PACKAGES=$("$VENV_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  export PROJECT_DIR RUN_DIR PYTHON_SITE_PACKAGES
+  render_template "$PROJECT_DIR/conf/flink/config.yaml" "PROJECT_DIR RUN_DIR PYTHON_SITE_PACKAGES" "$FLINK_CONF_DIR/config.yaml"
   # Logging and host lists are the distribution's own.
   cp "$flink_home"/conf/log4j*.properties "$flink_home"/conf/masters "$flink_home"/conf/workers "$FLINK_CONF_DIR/"
 }

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from udfs.feature_batches import window_end_ms
+
 
 class FeatureRecordError(ValueError):
     """Bytes that are not a feature row."""
@@ -37,16 +39,12 @@ class FeatureRow:
 
 
 def select_records(view: str, key: str, window_end: str, feature_names, schema_hash: str) -> str:
-    """The SQL query turning the feature view into (model_key, record) rows for the features table.
-
-    The window end is a TIMESTAMP in the session time zone, as the window TVF makes it; the epoch
-    milliseconds are read back in that same zone."""
+    """The SQL query turning the feature view into (model_key, record) rows for the features table."""
     features = ", ".join(f"'{name}' VALUE `{name}`" for name in feature_names)
     return (
         f"SELECT `{key}` AS model_key, CAST(JSON_OBJECT(\n"
         f"  'key' VALUE `{key}`,\n"
-        f"  'window_end_ms' VALUE UNIX_TIMESTAMP(CAST(`{window_end}` AS STRING)) * 1000"
-        f" + EXTRACT(MILLISECOND FROM `{window_end}`),\n"
+        f"  'window_end_ms' VALUE {window_end_ms(window_end)},\n"
         f"  'feature_schema_hash' VALUE '{schema_hash}',\n"
         f"  'features' VALUE JSON_OBJECT({features})) AS BYTES) AS record\n"
         f"FROM `{view}`"

@@ -126,6 +126,10 @@ class LearnerSettings:
     snapshot_every_n: int = 10
     snapshot_every_ms: int = 5000
     safety: SafetySettings = SafetySettings()
+    # Feature rows reach the learner grouped per (shard of the key, window): udfs/feature_batches.py.
+    shards: int = 4
+    # Keys whose state the learner keeps unpickled between batches (0: none).
+    state_cache_keys: int = 10_000
     # The cold-start template's pickled model, read at submit time so that it ships with the job.
     prior_template: bytes | None = dataclasses.field(default=None, repr=False)
 
@@ -141,6 +145,12 @@ class LearnerSettings:
         if not isinstance(delay, int) or delay < 0:
             raise config.error("features.label_delay_windows", f"must be a whole number >= 0, not {delay!r}")
         safety = SafetySettings.from_config(config)
+        shards = config.get("learner.shards", 4)
+        if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+            raise config.error("learner.shards", f"must be a whole number >= 1, not {shards!r}")
+        cache_keys = config.get("learner.state_cache_keys", 10_000)
+        if not isinstance(cache_keys, int) or isinstance(cache_keys, bool) or cache_keys < 0:
+            raise config.error("learner.state_cache_keys", f"must be a whole number >= 0, not {cache_keys!r}")
         template = safety.cold_start.template
         return cls(
             model=config["model"],
@@ -153,6 +163,8 @@ class LearnerSettings:
             snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
             snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
             safety=safety,
+            shards=shards,
+            state_cache_keys=cache_keys,
             prior_template=load_template(config.file_path(template), columns, config.error) if template else None,
         )
 

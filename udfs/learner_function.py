@@ -1,18 +1,57 @@
-"""The learner as a Flink KeyedProcessFunction: a `KeyState` per key in a ValueState.
+"""The learner as a Flink KeyedProcessFunction, keyed by shard: a `KeyState` per model key in a MapState.
 
-Feature rows come in as (key, window end, label, *features); predictions go out as PREDICTION_TYPE
-rows, model snapshots (and rollback records) to the SNAPSHOTS side output, drift events to DRIFTS,
-and rows the data-quality guard keeps out of the model to QUARANTINED, shaped for the dead-letter
-topic. The logic lives in `udfs.learner`.
+Feature rows come in batches, one record per shard and window (`udfs.feature_batches`):
+(shard, window_end_ms, keys, labels, *feature arrays). Each key's state is read once per
+batch, its rows are predicted then learned in order, and every touched key is written back in one
+call. Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the
+SNAPSHOTS side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
+model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
+
+>>> cache = StateCache(capacity=2)
+>>> cache.update({"a": 1, "b": 2}); cache.update({"c": 3})
+>>> [cache.get(key) for key in ("a", "b", "c")]
+[None, 2, 3]
 """
 
+from __future__ import annotations
+
+import importlib
 import json
+import threading
+from collections import OrderedDict
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
-from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate
+
+
+def in_python_thread(function, *args):
+    """Call `function` on a thread that Python started, and wait for it.
+
+    In thread mode (pemja) a Flink task thread runs Python on a thread state that
+    `PyGILState_Ensure` does not know, so a pybind11 extension, which takes the GIL that way when it is
+    first imported (SciPy's `scipy.spatial._distance_pybind`, imported by `river.metrics`), waits for
+    the GIL its own thread holds, for ever. A thread started by `threading` is known to it."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as e:  # re-raised on the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="learner-import")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+in_python_thread(importlib.import_module, "udfs.learner")
+from udfs.feature_batches import batch_rows  # noqa: E402
+from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
 PREDICTION_TYPE = Types.ROW_NAMED(
     ["model_key", "window_end_ms", "prediction", "model_version"],
@@ -33,66 +72,119 @@ QUARANTINE_TYPE = Types.ROW_NAMED(
 QUARANTINED = OutputTag("quarantined", QUARANTINE_TYPE)
 
 
-def epoch_ms(timestamp) -> int:
-    """Window ends arrive as datetimes (naive ones in local time, as PyFlink makes them) or as epoch ms."""
-    if isinstance(timestamp, int):
-        return timestamp
-    return int(round(timestamp.timestamp() * 1000))
-
-
 def quarantine_record(key: str, window_end_ms: int, x: dict, label, reason: str) -> Row:
     """A quarantined feature row as a dead-letter record: the row as JSON, the reason as a header."""
     payload = json.dumps({"key": key, "window_end_ms": window_end_ms, "label": label, **x}).encode()
     return Row(payload, {"reason": reason.encode(), "source": b"learner.quality"})
 
 
+class StateCache:
+    """The most recently used keys' states, unpickled, as last written to Flink state.
+
+    Flink state stays the truth (every change is written back at the end of its batch); the cache
+    only spares a read and an unpickle. A restarted task starts with an empty cache."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._states: OrderedDict = OrderedDict()
+
+    def get(self, key: str):
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def update(self, states: dict) -> None:
+        if self.capacity <= 0:
+            return
+        for key, state in states.items():
+            self._states[key] = state
+            self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._states.pop(key, None)
+
+
 class LearnerFunction(KeyedProcessFunction):
-    """Feature rows in (key, window end, label, *features); predictions out, snapshots to SNAPSHOTS."""
+    """Batches (shard, window_end_ms, keys, labels, *features) in; predictions out, snapshots to SNAPSHOTS."""
 
     def __init__(self, settings: LearnerSettings):
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext):
-        self.learner = Learner(self.settings)
+        # Building the models imports the River modules they name: on a Python thread too.
+        self.learner = in_python_thread(Learner, self.settings)
         self.feature_names = self.settings.feature_names
-        self.state = runtime_context.get_state(ValueStateDescriptor("learner-state", Types.PICKLED_BYTE_ARRAY()))
+        self.states = runtime_context.get_map_state(
+            MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        # Keys of this shard with an every_seconds snapshot timer set: the timer belongs to the shard.
+        self.timed_keys = runtime_context.get_map_state(
+            MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
+        self.cache = StateCache(self.settings.state_cache_keys)
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
+            "replayed_rows",
         )}
 
-    def process_element(self, row, ctx: KeyedProcessFunction.Context):
-        key, window_end, label = row[0], row[1], row[2]
-        stored = self.state.value()
-        state = migrate(stored) if stored is not None else self.learner.new_state()
-        x = dict(zip(self.feature_names, row[3:]))
-        window_end_ms = epoch_ms(window_end)
+    def _state(self, key: str) -> KeyState:
+        state = self.cache.get(key)
+        if state is None:
+            stored = self.states.get(key)
+            state = migrate(stored) if stored is not None else self.learner.new_state()
+        return state
+
+    def process_element(self, batch, ctx: KeyedProcessFunction.Context):
+        window_end_ms = batch[1]
+        touched: dict[str, KeyState] = {}
+        clock = _Clock(ctx)
+        for row in batch_rows(batch[2], batch[3], batch[4:]):
+            key = row[0]
+            state = touched.get(key)
+            if state is None:
+                state = touched[key] = self._state(key)
+            yield from self._process(key, state, row, window_end_ms, clock, ctx)
+        self.states.put_all(touched)
+        self.cache.update(touched)
+
+    def _process(self, key: str, state: KeyState, row, window_end_ms: int, clock, ctx):
+        label = row[1]
+        x = dict(zip(self.feature_names, row[2:]))
         step = self.learner.process(state, x, label, window_end_ms)
-        yield from self._side_outputs(key, state, step, x, label, ctx)
+        if step.prediction is None:  # a window this key has learned already
+            self.counters["replayed_rows"].inc()
+            return
+        yield from self._side_outputs(key, state, step, x, label, clock)
         if step.rollback_due:
             self.counters["rollbacks"].inc()
-            yield SNAPSHOTS, Row(key, self.learner.rollback(key, state, *self._clock(ctx)))
+            yield SNAPSHOTS, Row(key, self.learner.rollback(key, state, *clock.now()))
         elif self.learner.snapshot_due(state):
-            yield from self._publish(key, state, ctx)
+            yield from self._publish(key, state, clock)
         elif self.settings.snapshot_policy == "every_seconds" and state.pending_timer_ms == 0:
-            state.pending_timer_ms = ctx.timer_service().current_processing_time() + self.settings.snapshot_every_ms
+            state.pending_timer_ms = clock.now()[1] + self.settings.snapshot_every_ms
+            self.timed_keys.put(key, state.pending_timer_ms)
             ctx.timer_service().register_processing_time_timer(state.pending_timer_ms)
-        self.state.update(state)
-        if step.prediction is not None:
-            p = step.prediction
-            yield Row(key, p.window_end_ms, p.prediction, p.model_version)
+        p = step.prediction
+        yield Row(key, p.window_end_ms, p.prediction, p.model_version)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        stored = self.state.value()
-        if stored is None:
-            return
-        state = migrate(stored)
-        state.pending_timer_ms = 0
-        if state.model_version > max(state.published_version, state.held_version):
-            yield from self._publish(ctx.get_current_key(), state, ctx)
-        self.state.update(state)
+        clock = _Clock(ctx)
+        due = [key for key, at in self.timed_keys.items() if at <= timestamp]
+        published = {}
+        for key in due:
+            self.timed_keys.remove(key)
+            state = self._state(key)
+            state.pending_timer_ms = 0
+            if state.model_version > max(state.published_version, state.held_version):
+                yield from self._publish(key, state, clock)
+            published[key] = state
+        if published:
+            self.states.put_all(published)
+            self.cache.update(published)
 
-    def _side_outputs(self, key, state: KeyState, step: Step, x, label, ctx):
+    def _side_outputs(self, key, state: KeyState, step: Step, x, label, clock):
         if step.quarantined is not None:
             self.counters["quarantined_rows"].inc()
             yield QUARANTINED, quarantine_record(key, state.last_window_end_ms, x, label, step.quarantined)
@@ -100,18 +192,27 @@ class LearnerFunction(KeyedProcessFunction):
             self.counters["drifts_detected"].inc()
             drift = state.drift
             yield DRIFTS, Row(key, drift.last_window_end_ms, state.model_version, drift.last_action, drift.count,
-                              ctx.timer_service().current_processing_time())
+                              clock.now()[1])
 
-    def _publish(self, key, state: KeyState, ctx):
-        envelope = self.learner.publish(key, state, *self._clock(ctx))
+    def _publish(self, key, state: KeyState, clock):
+        envelope = self.learner.publish(key, state, *clock.now())
         if envelope is None:
             self.counters["snapshots_held_back"].inc()
             return
         self.counters["snapshots_published"].inc()
         yield SNAPSHOTS, Row(key, envelope)
 
-    @staticmethod
-    def _clock(ctx) -> tuple:
-        timers = ctx.timer_service()
-        return timers.current_watermark(), timers.current_processing_time()
 
+class _Clock:
+    """The watermark and processing time, read from Flink at most once per batch (each read is a call
+    into the JVM)."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self._now = None
+
+    def now(self) -> tuple:
+        if self._now is None:
+            timers = self._ctx.timer_service()
+            self._now = (timers.current_watermark(), timers.current_processing_time())
+        return self._now

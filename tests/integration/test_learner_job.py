@@ -94,6 +94,30 @@ def test_many_keys_match_one_plain_river_model_per_key(services, flink_job, tmp_
 
 
 @pytest.mark.timeout(300)
+def test_many_keys_in_each_batch_over_shards_and_two_subtasks_match_plain_river(services, flink_job, tmp_path):
+    # 40 keys over 3 shards: each call into Python carries about 13 keys' rows of one window, and at
+    # parallelism 2 the shards are split between two learner subtasks.
+    rows = bananas(2000)
+    by_key = {f"key-{k}": rows[k::40] for k in range(40)}
+    _, predictions, snapshots = run_job(tmp_path, flink_job, events_for(by_key), {
+        "learner": {"shards": 3, "state_cache_keys": 10},  # a cache smaller than the keys: state reads too
+        "flink": {"parallelism.default": 2},
+    })
+
+    latest = latest_by_key(snapshots)
+    assert set(latest) == set(by_key)
+    for key, key_rows in by_key.items():
+        model, metric = build_model(MODEL), build_metric(METRIC)
+        for x, y in key_rows:
+            metric.update(y, model.predict_proba_one(x))
+            model.learn_one(x, y)
+        assert latest[key].n_learned == latest[key].model_version == len(key_rows)
+        assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9)
+    assert sorted((p["model_key"], p["window_end_ms"]) for p in predictions) == sorted(
+        (key, (i + 1) * WINDOW_MS) for key, key_rows in by_key.items() for i in range(len(key_rows)))
+
+
+@pytest.mark.timeout(300)
 def test_snapshots_decode_and_predict_what_the_job_predicted(services, flink_job, tmp_path):
     rows = bananas(200)
     by_key = {"a": rows[0::2], "b": rows[1::2]}
