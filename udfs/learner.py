@@ -23,6 +23,7 @@ from typing import Any
 
 import cloudpickle
 
+from udfs.bootstrap import BOOTSTRAP_MODES
 from udfs.challenger import ChallengerSettings, Duel, challenger_wins
 from udfs.cold_start import Prior, PriorSettings, load_template
 from udfs.drift import DriftSettings, DriftWatch, prediction_error
@@ -130,6 +131,9 @@ class LearnerSettings:
     shards: int = 4
     # Keys whose state the learner keeps unpickled between batches (0: none).
     state_cache_keys: int = 10_000
+    # (bootstrap servers, snapshot topic) when keys without state start from their newest snapshot:
+    # udfs/bootstrap.py.
+    bootstrap_from: tuple | None = None
     # The cold-start template's pickled model, read at submit time so that it ships with the job.
     prior_template: bytes | None = dataclasses.field(default=None, repr=False)
 
@@ -151,6 +155,9 @@ class LearnerSettings:
         cache_keys = config.get("learner.state_cache_keys", 10_000)
         if not isinstance(cache_keys, int) or isinstance(cache_keys, bool) or cache_keys < 0:
             raise config.error("learner.state_cache_keys", f"must be a whole number >= 0, not {cache_keys!r}")
+        bootstrap = config.get("learner.bootstrap", "none")
+        if bootstrap not in BOOTSTRAP_MODES:
+            raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
         template = safety.cold_start.template
         return cls(
             model=config["model"],
@@ -165,6 +172,8 @@ class LearnerSettings:
             safety=safety,
             shards=shards,
             state_cache_keys=cache_keys,
+            bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
+                            if bootstrap == "snapshots" else None),
             prior_template=load_template(config.file_path(template), columns, config.error) if template else None,
         )
 
@@ -236,6 +245,14 @@ class Learner:
     def new_state(self) -> KeyState:
         prior = self.prior.source()
         return KeyState(model=self.prior.new_model(), metric=self.new_metric(), prior=prior)
+
+    def state_from_snapshot(self, snapshot) -> KeyState:
+        """A key's state started from its newest published envelope (udfs/bootstrap.py): its model,
+        count, version and last window carry on; the metric and the guards start over."""
+        state = KeyState(model=snapshot.model(), metric=self.new_metric(), n_learned=snapshot.n_learned,
+                         model_version=snapshot.model_version, published_version=snapshot.model_version,
+                         last_window_end_ms=snapshot.window_end_ms, prior="snapshot")
+        return state
 
     def predict(self, model, x: dict):
         return model.predict_proba_one(x) if self.predicts_proba else model.predict_one(x)

@@ -50,6 +50,7 @@ def in_python_thread(function, *args):
 
 
 in_python_thread(importlib.import_module, "udfs.learner")
+from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
@@ -123,6 +124,10 @@ class LearnerFunction(KeyedProcessFunction):
         self.timed_keys = runtime_context.get_map_state(
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
         self.cache = StateCache(self.settings.state_cache_keys)
+        # Newest snapshot per key, for keys this learner has no state for (learner.bootstrap: snapshots).
+        self.seeds = {}
+        if self.settings.bootstrap_from is not None:
+            self.seeds = newest_snapshots(read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash)
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
@@ -133,7 +138,10 @@ class LearnerFunction(KeyedProcessFunction):
         state = self.cache.get(key)
         if state is None:
             stored = self.states.get(key)
-            state = migrate(stored) if stored is not None else self.learner.new_state()
+            if stored is not None:
+                return migrate(stored)
+            seed = self.seeds.pop(key, None)
+            state = self.learner.state_from_snapshot(seed) if seed is not None else self.learner.new_state()
         return state
 
     def process_element(self, batch, ctx: KeyedProcessFunction.Context):

@@ -212,3 +212,35 @@ def test_a_bad_model_spec_fails_at_submit_time(services, tmp_path):
         stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
     assert "model.steps[0].class: unknown River class 'linear_model.LogisticRegresion'" in str(failure.value)
     assert stack.rest("/jobs/overview")["jobs"] == jobs_before
+
+
+@pytest.mark.timeout(400)
+def test_a_job_started_without_state_continues_each_key_from_its_newest_snapshot(services, flink_job, tmp_path):
+    # The first job learns the first 60 windows of each key; a second job, started afresh (no savepoint)
+    # with learner.bootstrap: snapshots, re-reads the topic from the start after 40 more windows.
+    rows = bananas(300)
+    by_key = {"a": rows[0::3], "b": rows[1::3], "c": rows[2::3]}
+    first = {key: key_rows[:60] for key, key_rows in by_key.items()}
+    config, _, first_snapshots = run_job(tmp_path, flink_job, events_for(first))
+    rest = [e for e in events_for(by_key) if e["ts"] > 60 * WINDOW_MS]
+    stack.produce_json(config["topics.events.name"], rest, key_field="entity")
+    second = stack.write_config(config, tmp_path / "second.yaml", {
+        "source": {"startup_mode": "earliest-offset", "group_id": config["source.group_id"] + "-second"},
+        "learner": {"bootstrap": "snapshots"},
+        "sinks": {"transactional_id_prefix": config["sinks.transactional_id_prefix"] + "-second"},
+    })
+    job_id = flink_job("jobs/learner_job.py", "--config", second.source)
+    stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
+    snapshots = [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=5)]
+
+    assert {s.key: s.model_version for s in first_snapshots if s.model_version == 60}.keys() == set(by_key)
+    for key, key_rows in by_key.items():
+        versions = [s.model_version for s in snapshots if s.key == key]
+        assert versions == list(range(1, len(key_rows) + 1)), f"{key}: versions go on from the first job's"
+        final = latest_by_key(snapshots)[key]
+        assert final.n_learned == len(key_rows)
+        model = build_model(MODEL)
+        for x, y in key_rows:
+            model.learn_one(x, y)
+        probe = {"x1_avg": 0.3, "x2_avg": -0.7}
+        assert final.model().predict_proba_one(probe)[True] == pytest.approx(model.predict_proba_one(probe)[True], abs=1e-12)

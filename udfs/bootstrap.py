@@ -1,0 +1,78 @@
+"""Start keys from their newest published model, for a learner that starts without their state.
+
+A job started without a savepoint (a first deployment on an existing snapshot topic, lost checkpoints,
+or an upgrade from a learner whose state layout Flink cannot restore, like the one-key-per-call
+learner of earlier releases, uid `learner`) would otherwise start every key from scratch and number
+its versions from 1 again, which serving ignores as older than what it holds. With
+`learner.bootstrap: snapshots` the learner reads the compacted snapshot topic once when it opens
+(read_committed, to its end) and a key it has no state for starts from the newest envelope of it:
+its model, `n_learned`, `model_version` (versions go on from there) and last window (the replay
+guard skips windows it learned). Its progressive metric and its model-safety guards start over: the
+envelope carries the metric's value, not its state.
+
+>>> from river import linear_model
+>>> from udfs.envelope import Snapshot, dump_model, encode
+>>> envelope = encode(Snapshot(key="k1", model_version=7, n_learned=7, metric_name="LogLoss",
+...     metric_value=0.5, window_end_ms=9_000, watermark_ms=8_999, emitted_at_ms=9_100,
+...     feature_schema_hash="f00d", payload=dump_model(linear_model.LogisticRegression())))
+>>> newest = newest_snapshots([("k1", envelope), ("k1", b"junk"), (None, envelope)], "f00d")
+>>> seed = newest["k1"]
+>>> (seed.model_version, seed.n_learned, seed.window_end_ms, type(seed.model()).__name__)
+(7, 7, 9000, 'LogisticRegression')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from udfs.envelope import EnvelopeError, Snapshot, decode
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_MODES = ("none", "snapshots")
+
+
+def newest_snapshots(records, schema_hash: str) -> dict[str, Snapshot]:
+    """The newest envelope per key among (key, value) records, of this feature schema; records that
+    do not decode, or name another key or schema, are skipped and logged."""
+    newest: dict[str, Snapshot] = {}
+    skipped = 0
+    for key, value in records:
+        try:
+            snapshot = decode(value)
+        except EnvelopeError:
+            skipped += 1
+            continue
+        if key is None or snapshot.key != key or snapshot.feature_schema_hash != schema_hash:
+            skipped += 1
+            continue
+        if key not in newest or snapshot.model_version > newest[key].model_version:
+            newest[key] = snapshot
+    if skipped:
+        log.warning("bootstrap: skipped %d snapshot record(s) that do not decode or are of another schema", skipped)
+    return newest
+
+
+def read_snapshot_topic(bootstrap_servers: str, topic: str, timeout_s: float = 120):
+    """Every committed (key, value) of a topic, from its earliest offset to its end at the time of call."""
+    from kafka import KafkaConsumer, TopicPartition  # the job's workers need it only for a bootstrap
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
+                             isolation_level="read_committed", auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bootstrap: {topic} not read to its end within {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    yield (record.key.decode() if record.key is not None else None), record.value
+    finally:
+        consumer.close()
