@@ -1,7 +1,7 @@
 """The online learning job: Kafka events -> SQL window features -> one River model per key.
 
     Kafka --> sql/events.sql --> sql/features.sql (tumbling windows)
-          --> (SQL) one batch of rows per shard of the key and window --> key_by(shard)
+          --> (SQL) one batch of rows per shard of the key and window --> keyed by shard, in the JVM
           --> LearnerFunction (test-then-train, a state entry per key) --> predictions table
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
@@ -63,9 +63,10 @@ def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation
     The shard comes first because that is the shape PyFlink's keyed operators take, so that
     `key_by_shard` can key in the JVM. The embedded keyed operator needs a RowTypeInfo input, which only
     the legacy table conversion gives."""
-    with_key = batches.select(col("shard"), row(*[col(name) for name in batches.get_schema().get_field_names()]).alias("batch"))
-    row_type = get_gateway().jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter.toLegacyTypeInfo(
-        with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
+    columns = [col(name) for name in batches.get_schema().get_field_names()]
+    with_key = batches.select(col("shard"), row(*columns).alias("batch"))
+    converter = get_gateway().jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter
+    row_type = converter.toLegacyTypeInfo(with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
     stream = DataStream(table_env._j_tenv.toAppendStream(with_key._j_table, row_type))
     return stream, typeinfo._from_java_type(row_type).get_field_types()[1]
 
@@ -74,10 +75,9 @@ def key_by_shard(stream: DataStream, batch_type: TypeInformation) -> KeyedStream
     """(shard, batch) rows keyed by shard in the JVM.
 
     `DataStream.key_by` would run a Python key selector, a Python operator of its own in front of the
-    learner: one more call into Python per batch, and in thread mode a second Python operator that
-    importing River's compiled modules in the learner's open() can deadlock with."""
-    gateway = get_gateway()
-    j_keyed = stream._j_data_stream.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    learner: one more call into Python per batch. PyFlink's own key_by ends in this same keyBy."""
+    key_type = Types.ROW([Types.INT()]).get_java_type_info()
+    j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
     return KeyedStream(j_keyed, batch_type, stream)
 
 
@@ -107,7 +107,7 @@ def main(argv=None):
     for statement in ddl:
         table_env.execute_sql(statement)
 
-    compute_once(table_env, config.get("sql.checked_view", "checked_events"), config.get("sql.rowtime", "event_time"))
+    compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]
     batches_table = table_env.sql_query(select_batches(
         config["sql.features_view"], key, config.get("features.window_start", "window_start"),
@@ -122,8 +122,9 @@ def main(argv=None):
     snapshots = predictions.get_side_output(SNAPSHOTS)
     drifts = predictions.get_side_output(DRIFTS)
     quarantined = predictions.get_side_output(QUARANTINED)
-    # In SQL, from the feature view, planned with the dead-letter insert so that both share its source
-    # scan; a Python operator would cost every row a call into Python.
+    # In SQL, from the feature view: its windows are aggregated once more beside the batches, which costs
+    # less than turning the batches back into rows (Flink copies a whole batch for each row UNNEST
+    # makes of it); in Python it would cost every row a call.
     latest_features = table_env.sql_query(select_records(
         config["sql.features_view"], key, config["features.window_end"], settings.feature_names,
         feature_schema_hash(settings.feature_names)))

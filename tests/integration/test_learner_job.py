@@ -54,6 +54,15 @@ def events_for(rows_by_key, per_window=1):
     return sorted(events, key=lambda e: e["ts"])
 
 
+def plain_river(rows):
+    """The model and progressive metric of plain River, test-then-train on one key's rows."""
+    model, metric = build_model(MODEL), build_metric(METRIC)
+    for x, y in rows:
+        metric.update(y, model.predict_proba_one(x))
+        model.learn_one(x, y)
+    return model, metric
+
+
 def latest_by_key(snapshots):
     latest = {}
     for s in snapshots:
@@ -84,10 +93,7 @@ def test_many_keys_match_one_plain_river_model_per_key(services, flink_job, tmp_
     latest = latest_by_key(snapshots)
     assert set(latest) == set(by_key)
     for key, key_rows in by_key.items():
-        model, metric = build_model(MODEL), build_metric(METRIC)
-        for x, y in key_rows:
-            metric.update(y, model.predict_proba_one(x))
-            model.learn_one(x, y)
+        model, metric = plain_river(key_rows)
         assert latest[key].n_learned == len(key_rows)
         assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9)
     assert len(predictions) == len(rows)
@@ -107,10 +113,7 @@ def test_many_keys_in_each_batch_over_shards_and_two_subtasks_match_plain_river(
     latest = latest_by_key(snapshots)
     assert set(latest) == set(by_key)
     for key, key_rows in by_key.items():
-        model, metric = build_model(MODEL), build_metric(METRIC)
-        for x, y in key_rows:
-            metric.update(y, model.predict_proba_one(x))
-            model.learn_one(x, y)
+        model, metric = plain_river(key_rows)
         assert latest[key].n_learned == latest[key].model_version == len(key_rows)
         assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9)
     assert sorted((p["model_key"], p["window_end_ms"]) for p in predictions) == sorted(
@@ -239,8 +242,6 @@ def test_a_job_started_without_state_continues_each_key_from_its_newest_snapshot
         assert versions == list(range(1, len(key_rows) + 1)), f"{key}: versions go on from the first job's"
         final = latest_by_key(snapshots)[key]
         assert final.n_learned == len(key_rows)
-        model = build_model(MODEL)
-        for x, y in key_rows:
-            model.learn_one(x, y)
+        model, _ = plain_river(key_rows)
         probe = {"x1_avg": 0.3, "x2_avg": -0.7}
         assert final.model().predict_proba_one(probe)[True] == pytest.approx(model.predict_proba_one(probe)[True], abs=1e-12)

@@ -89,6 +89,28 @@ def test_settings_from_config_reject_bad_values():
         LearnerSettings.from_config(Config({**good, "features": {"columns": []}}, "job.yaml"))
     with pytest.raises(ConfigError, match="label_delay_windows' must be a whole number"):
         LearnerSettings.from_config(Config({**good, "features": {"columns": ["a"], "label_delay_windows": -1}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="'learner.shards' must be a whole number >= 1, not 0"):
+        LearnerSettings.from_config(Config({**good, "learner": {"shards": 0}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="'learner.state_cache_keys' must be a whole number >= 0"):
+        LearnerSettings.from_config(Config({**good, "learner": {"state_cache_keys": "many"}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="'learner.bootstrap' must be one of none, snapshots, not 'topic'"):
+        LearnerSettings.from_config(Config({**good, "learner": {"bootstrap": "topic"}}, "job.yaml"))
+
+
+def test_a_key_started_from_a_snapshot_goes_on_from_its_version_and_window():
+    learner = Learner(settings(snapshot_policy="every_window"))
+    state = learner.new_state()
+    rows = list(datasets.Phishing().take(30))
+    for t, (x, y) in enumerate(rows[:20]):
+        learner.process(state, {"1": x["empty_server_form_handler"], "2": x["popup_window"]}, y, (t + 1) * 1000)
+    seed = decode(learner.publish("k", state, watermark_ms=0, now_ms=0))
+
+    started = learner.state_from_snapshot(seed)
+    assert (started.model_version, started.n_learned, started.last_window_end_ms) == (20, 20, 20_000)
+    assert learner.process(started, {"1": 0.0, "2": 0.0}, True, 20_000).prediction is None  # learned already
+    step = learner.process(started, {"1": 0.0, "2": 0.0}, True, 21_000)
+    assert step.prediction.prediction == state.model.predict_proba_one({"1": 0.0, "2": 0.0})[True]
+    assert (started.model_version, started.prior) == (21, "snapshot")
 
 
 def test_as_number():
