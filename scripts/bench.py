@@ -287,12 +287,14 @@ def metric_seconds(value) -> float:
 
 
 def progress(info: dict, events: int) -> str:
-    """Events read by the job's first source (the feature path's) and records into the learner's task,
-    or into the last task of a job without a learner."""
+    """Records out of the job's source task and into the learner's task (or the last task of a job
+    without a learner). The source's task sends each event to every branch that reads it, so its
+    count runs past the events produced."""
     vertices = info["vertices"]
-    read = next((v["metrics"]["write-records"] for v in vertices if v["name"].startswith("Source")), 0)
+    out = next((v["metrics"]["write-records"] for v in vertices if v["name"].startswith("Source")), 0)
     last = next((v for v in vertices if v["name"].startswith("learner")), vertices[-1])
-    return f"{read:,}/{events:,} events read, {last['metrics']['read-records']:,} records into {short_name(last)}"
+    return (f"{out:,} records out of the source for {events:,} events,"
+            f" {last['metrics']['read-records']:,} records into {short_name(last)}")
 
 
 @dataclasses.dataclass
