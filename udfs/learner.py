@@ -52,7 +52,8 @@ class KeyState:
     pending_dropped: int = 0
     # Rows for a window this key has already learned: a source replay after an upgrade, skipped.
     replayed_windows: int = 0
-    # The processing-time timer of the every_seconds policy, 0 when none is set.
+    # When a processing-time timer publishes this key's unpublished updates (`Learner.snapshot_wait_ms`),
+    # 0 when none is set.
     pending_timer_ms: int = 0
     unlabeled: int = 0
     schema_version: int = STATE_SCHEMA_VERSION
@@ -126,6 +127,8 @@ class LearnerSettings:
     snapshot_policy: str = "every_n_updates"
     snapshot_every_n: int = 10
     snapshot_every_ms: int = 5000
+    # every_n_updates: how long an unpublished update may wait for the Nth (0: as long as it takes).
+    snapshot_max_wait_ms: int = 5000
     safety: SafetySettings = SafetySettings()
     # Feature rows reach the learner grouped per (shard of the key, window): udfs/feature_batches.py.
     shards: int = 4
@@ -169,6 +172,7 @@ class LearnerSettings:
             snapshot_policy=policy,
             snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
             snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
+            snapshot_max_wait_ms=int(float(config.get("snapshots.max_wait_seconds", 5)) * 1000),
             safety=safety,
             shards=shards,
             state_cache_keys=cache_keys,
@@ -367,6 +371,18 @@ class Learner:
             return False
         return worse_by_more_than(value_of(gate.served_live), gate.published.metric_value,
                                   self.safety.gate.rollback_margin, gate.served_live)
+
+    @property
+    def snapshot_wait_ms(self) -> int:
+        """How long, in processing time, a key's first unpublished update may wait for a snapshot before a
+        timer publishes it; 0 for no timer. `every_seconds` publishes only so; `every_n_updates` so
+        too when N updates take longer than `snapshots.max_wait_seconds`, so that no key (a quiet one,
+        a new one with fewer than N rows) waits for its model without bound."""
+        if self.settings.snapshot_policy == "every_seconds":
+            return self.settings.snapshot_every_ms
+        if self.settings.snapshot_policy == "every_n_updates":
+            return self.settings.snapshot_max_wait_ms
+        return 0
 
     def snapshot_due(self, state: KeyState) -> bool:
         """Whether the count-based policies want a snapshot now; `every_seconds` uses timers instead."""

@@ -120,7 +120,8 @@ class LearnerFunction(KeyedProcessFunction):
         self.feature_names = self.settings.feature_names
         self.states = runtime_context.get_map_state(
             MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        # Keys of this shard with an every_seconds snapshot timer set: the timer belongs to the shard.
+        # Keys of this shard waiting for a timer to publish them (`Learner.snapshot_wait_ms`); the timer
+        # belongs to the shard, and fires for all of them.
         self.timed_keys = runtime_context.get_map_state(
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
         self.cache = StateCache(self.settings.state_cache_keys)
@@ -170,8 +171,8 @@ class LearnerFunction(KeyedProcessFunction):
             yield SNAPSHOTS, Row(key, self.learner.rollback(key, state, *clock.now()))
         elif self.learner.snapshot_due(state):
             yield from self._publish(key, state, clock)
-        elif self.settings.snapshot_policy == "every_seconds" and state.pending_timer_ms == 0:
-            state.pending_timer_ms = clock.now()[1] + self.settings.snapshot_every_ms
+        elif self.learner.snapshot_wait_ms and state.pending_timer_ms == 0 and self._unpublished(state):
+            state.pending_timer_ms = timer_time(clock.now()[1] + self.learner.snapshot_wait_ms)
             self.timed_keys.put(key, state.pending_timer_ms)
             ctx.timer_service().register_processing_time_timer(state.pending_timer_ms)
         p = step.prediction
@@ -185,12 +186,16 @@ class LearnerFunction(KeyedProcessFunction):
             self.timed_keys.remove(key)
             state = self._state(key)
             state.pending_timer_ms = 0
-            if state.model_version > max(state.published_version, state.held_version):
+            if self._unpublished(state):
                 yield from self._publish(key, state, clock)
             published[key] = state
         if published:
             self.states.put_all(published)
             self.cache.update(published)
+
+    @staticmethod
+    def _unpublished(state: KeyState) -> bool:
+        return state.model_version > max(state.published_version, state.held_version)
 
     def _side_outputs(self, key, state: KeyState, step: Step, x, label, clock):
         if step.quarantined is not None:
@@ -209,6 +214,19 @@ class LearnerFunction(KeyedProcessFunction):
             return
         self.counters["snapshots_published"].inc()
         yield SNAPSHOTS, Row(key, envelope)
+
+
+def timer_time(due_ms: int) -> int:
+    """A timer's time: `due_ms` rounded up to a whole second, so that a shard's keys share timers
+    (each firing reads the shard's waiting keys) and a shard fires at most once a second.
+
+    >>> timer_time(12_001), timer_time(12_000)
+    (13000, 12000)
+    """
+    return -(-due_ms // TIMER_GRANULARITY_MS) * TIMER_GRANULARITY_MS
+
+
+TIMER_GRANULARITY_MS = 1000
 
 
 class _Clock:

@@ -206,6 +206,25 @@ def test_every_seconds_policy_publishes_from_processing_time_timers(services, fl
     assert 1 <= snapshot.n_learned <= len(rows)
 
 
+@pytest.mark.timeout(300)
+def test_a_key_short_of_n_updates_is_published_within_the_max_wait(services, flink_job, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "window": {"size_seconds": 1},
+        "snapshots": {"policy": "every_n_updates", "every_n_updates": 10, "max_wait_seconds": 1},
+    })
+    flink_job("jobs/learner_job.py", "--config", config.source)
+    rows = bananas(23)
+    events = events_for({"busy": rows}) + events_for({"quiet": rows[:3]})
+    events.append({"entity": "closer", "x1": 0, "x2": 0, "label": False, "ts": 10**6})
+    stack.produce_json(config["topics.events.name"], sorted(events, key=lambda e: e["ts"]), key_field="entity")
+    # busy: versions 10 and 20 by count, 23 by the timer; quiet (3 rows) by the timer only. (The closer's
+    # own window never closes.) Reading for one record more shows that nothing else is published.
+    records = stack.read_topic(config["topics.snapshots.name"], expected=5, timeout_s=40)
+    published = sorted((s.key, s.n_learned) for s in map(decode, (r.value for r in records)))
+    assert published == [("busy", 10), ("busy", 20), ("busy", 23), ("quiet", 3)]
+
+
 def test_a_bad_model_spec_fails_at_submit_time(services, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
         "model": {"steps": [{"class": "linear_model.LogisticRegresion"}]},

@@ -79,6 +79,13 @@ def test_count_policies(policy, every_n, due_after):
     assert not learner.snapshot_due(state)
 
 
+def test_only_time_bounded_policies_ask_for_a_timer():
+    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=3000)).snapshot_wait_ms == 3000
+    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=0)).snapshot_wait_ms == 0
+    assert Learner(settings(snapshot_policy="every_seconds", snapshot_every_ms=7000)).snapshot_wait_ms == 7000
+    assert Learner(settings(snapshot_policy="every_window")).snapshot_wait_ms == 0
+
+
 def test_settings_from_config_reject_bad_values():
     good = {"features": {"columns": ["a"]}, "window": {"size_seconds": 10}, "model": MODEL,
             "metric": {"class": "metrics.Accuracy"}}
