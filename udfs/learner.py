@@ -148,16 +148,10 @@ class LearnerSettings:
         columns = config["features.columns"]
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
             raise config.error("features.columns", "must be a non-empty list of column names")
-        delay = config.get("features.label_delay_windows", 0)
-        if not isinstance(delay, int) or delay < 0:
-            raise config.error("features.label_delay_windows", f"must be a whole number >= 0, not {delay!r}")
+        delay = whole_number(config, "features.label_delay_windows", 0, minimum=0)
         safety = SafetySettings.from_config(config)
-        shards = config.get("learner.shards", 4)
-        if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
-            raise config.error("learner.shards", f"must be a whole number >= 1, not {shards!r}")
-        cache_keys = config.get("learner.state_cache_keys", 10_000)
-        if not isinstance(cache_keys, int) or isinstance(cache_keys, bool) or cache_keys < 0:
-            raise config.error("learner.state_cache_keys", f"must be a whole number >= 0, not {cache_keys!r}")
+        shards = whole_number(config, "learner.shards", 4, minimum=1)
+        cache_keys = whole_number(config, "learner.state_cache_keys", 10_000, minimum=0)
         bootstrap = config.get("learner.bootstrap", "none")
         if bootstrap not in BOOTSTRAP_MODES:
             raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
@@ -180,6 +174,14 @@ class LearnerSettings:
                             if bootstrap == "snapshots" else None),
             prior_template=load_template(config.file_path(template), columns, config.error) if template else None,
         )
+
+
+def whole_number(config, path: str, default: int, minimum: int) -> int:
+    """A whole-number setting, checked: a bool, a float or text is refused, naming the setting."""
+    value = config.get(path, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise config.error(path, f"must be a whole number >= {minimum}, not {value!r}")
+    return value
 
 
 class StateSchemaError(RuntimeError):
@@ -253,10 +255,9 @@ class Learner:
     def state_from_snapshot(self, snapshot) -> KeyState:
         """A key's state started from its newest published envelope (udfs/bootstrap.py): its model,
         count, version and last window carry on; the metric and the guards start over."""
-        state = KeyState(model=snapshot.model(), metric=self.new_metric(), n_learned=snapshot.n_learned,
-                         model_version=snapshot.model_version, published_version=snapshot.model_version,
-                         last_window_end_ms=snapshot.window_end_ms, prior="snapshot")
-        return state
+        return KeyState(model=snapshot.model(), metric=self.new_metric(), n_learned=snapshot.n_learned,
+                        model_version=snapshot.model_version, published_version=snapshot.model_version,
+                        last_window_end_ms=snapshot.window_end_ms, prior="snapshot")
 
     def predict(self, model, x: dict):
         return model.predict_proba_one(x) if self.predicts_proba else model.predict_one(x)

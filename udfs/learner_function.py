@@ -25,7 +25,6 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 
-
 def in_python_thread(function, *args):
     """Call `function` on a thread that Python started, and wait for it.
 
@@ -103,9 +102,6 @@ class StateCache:
             self._states.move_to_end(key)
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
-
-    def discard(self, key: str) -> None:
-        self._states.pop(key, None)
 
 
 class LearnerFunction(KeyedProcessFunction):
