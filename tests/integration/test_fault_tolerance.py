@@ -43,7 +43,8 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
         # an idle partition lets the watermark run ahead and its late events would be dropped.
         "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
         "window": {"size_seconds": 1},
-        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5},
+        # Count-based only (no max-wait timer), so that the versions published are known: 5, 10, ...
+        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
         "flink": {"execution.checkpointing.interval": "1 s"},
     })
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)

@@ -100,7 +100,7 @@ def test_drift_reset_beats_no_drift_handling_after_an_abrupt_concept_drift(servi
 def test_a_poisoned_burst_is_held_back_and_serving_rolls_back_only_that_key(services, flink_job, replicas, tmp_path):
     config = job_config(tmp_path, "gate", {"gate": {
         "enabled": True, "window": 50, "margin": 0.1, "min_rows": 20, "rollback": True, "rollback_margin": 0.2}},
-        snapshots={"policy": "every_n_updates", "every_n_updates": 10})
+        snapshots={"policy": "every_n_updates", "every_n_updates": 10, "max_wait_seconds": 0})  # counts only
     clean = {key: points(i, 550) for i, key in enumerate(["book-1", "book-2", "book-3"])}
     # book-1's last 150 rows have their labels flipped: a poisoned burst.
     clean["book-1"] = clean["book-1"][:400] + [(x1, x2, not y) for x1, x2, y in clean["book-1"][400:]]
