@@ -128,7 +128,7 @@ class LearnerSettings:
     snapshot_every_n: int = 10
     snapshot_every_ms: int = 5000
     # every_n_updates: how long an unpublished update may wait for the Nth (0: as long as it takes).
-    snapshot_max_wait_ms: int = 5000
+    snapshot_max_wait_ms: int = 0
     safety: SafetySettings = SafetySettings()
     # Feature rows reach the learner grouped per (shard of the key, window): udfs/feature_batches.py.
     shards: int = 4
@@ -166,7 +166,7 @@ class LearnerSettings:
             snapshot_policy=policy,
             snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
             snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
-            snapshot_max_wait_ms=int(float(config.get("snapshots.max_wait_seconds", 5)) * 1000),
+            snapshot_max_wait_ms=int(float(config.get("snapshots.max_wait_seconds", 0)) * 1000),
             safety=safety,
             shards=shards,
             state_cache_keys=cache_keys,
