@@ -118,6 +118,9 @@ def main(argv=None):
         .process(ShippedCode(LearnerFunction(settings)), output_type=PREDICTION_TYPE)
         .uid("learner-shards")
         .name("learner")
+        # The learner's thread is the job's busiest: its outputs' conversions and Kafka writers run in
+        # tasks of their own, on another core, rather than inside its calls into Python.
+        .disable_chaining()
     )
     snapshots = predictions.get_side_output(SNAPSHOTS)
     drifts = predictions.get_side_output(DRIFTS)

@@ -1,9 +1,14 @@
 """The learner as a Flink KeyedProcessFunction, keyed by shard: a `KeyState` per model key in a MapState.
 
 Feature rows come in batches, one record per shard and window (`udfs.feature_batches`):
-(shard, window_end_ms, keys, labels, *feature arrays). Each key's state is read once per
-batch, its rows are predicted then learned in order, and every touched key is written back in one
-call. Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the
+(shard, window_end_ms, keys, labels, *feature arrays). A batch is not learned when it arrives but
+when the watermark that closed its window follows it (an event-time timer): every batch of the shard
+that arrived before that watermark is learned in that one call, in window order. A watermark closes
+one window in a live stream, but many at once while a job catches up, so the calls (and the state
+writes, one per touched key per call) grow fewer exactly when rows are many. Waiting batches are in
+Flink state, so a checkpoint taken before their watermark keeps them. Each key's state is read once
+per call, its rows are predicted then learned in window order, and every touched key is written back
+in one call. Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the
 SNAPSHOTS side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
 
@@ -21,8 +26,8 @@ import threading
 from collections import OrderedDict
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 
 def in_python_thread(function, *args):
@@ -120,6 +125,11 @@ class LearnerFunction(KeyedProcessFunction):
         # belongs to the shard, and fires for all of them.
         self.timed_keys = runtime_context.get_map_state(
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
+        # Batches that arrived before the watermark that closes their window.
+        self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
+        # Shards with an event-time timer set for their waiting batches. Only a saving of calls: after a
+        # restart it is empty, and the first batch sets a timer again (the restored one fires too).
+        self.flush_timers: set = set()
         self.cache = StateCache(self.settings.state_cache_keys)
         # Newest snapshot per key, for keys this learner has no state for (learner.bootstrap: snapshots).
         self.seeds = {}
@@ -142,15 +152,32 @@ class LearnerFunction(KeyedProcessFunction):
         return state
 
     def process_element(self, batch, ctx: KeyedProcessFunction.Context):
-        window_end_ms = batch[1]
+        # As a tuple: a pyflink Row pickles and unpickles field by field, several times slower.
+        self.waiting.add(tuple(batch))
+        shard = batch[0]
+        if shard not in self.flush_timers:
+            # The window operator sends a window's rows before the watermark that passes its last
+            # millisecond, so this timer fires with that watermark, after every batch it closed.
+            self.flush_timers.add(shard)
+            ctx.timer_service().register_event_time_timer(batch[1] - 1)
+
+    def _learn_waiting(self, ctx):
+        """Learn every waiting batch of the shard, in window order."""
+        batches = sorted(self.waiting.get(), key=lambda batch: batch[1])
+        if not batches:  # a timer restored from a checkpoint beside one set since
+            return
+        self.waiting.clear()
+        self.flush_timers.discard(batches[0][0])
         touched: dict[str, KeyState] = {}
         clock = _Clock(ctx)
-        for row in batch_rows(batch[2], batch[3], batch[4:]):
-            key = row[0]
-            state = touched.get(key)
-            if state is None:
-                state = touched[key] = self._state(key)
-            yield from self._process(key, state, row, window_end_ms, clock, ctx)
+        for batch in batches:
+            window_end_ms = batch[1]
+            for row in batch_rows(batch[2], batch[3], batch[4:]):
+                key = row[0]
+                state = touched.get(key)
+                if state is None:
+                    state = touched[key] = self._state(key)
+                yield from self._process(key, state, row, window_end_ms, clock, ctx)
         self.states.put_all(touched)
         self.cache.update(touched)
 
@@ -175,6 +202,13 @@ class LearnerFunction(KeyedProcessFunction):
         yield Row(key, p.window_end_ms, p.prediction, p.model_version)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        if ctx.time_domain() == TimeDomain.EVENT_TIME:
+            yield from self._learn_waiting(ctx)
+        else:
+            yield from self._publish_timed(timestamp, ctx)
+
+    def _publish_timed(self, timestamp: int, ctx):
+        """Publish the shard's keys whose `snapshot_wait_ms` is up."""
         clock = _Clock(ctx)
         due = [key for key, at in self.timed_keys.items() if at <= timestamp]
         published = {}
