@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine: .venv with the package, the Flink Kafka connector and the Kafka broker jars.
+# Sets up a fresh machine: .venv with the package, the Flink Kafka connector and the Kafka broker jars,
+# and the job's Java SQL functions.
 # Needs Python 3.11, Java 17+ and Maven; downloads only from PyPI and Maven Central.
 # Idempotent: a second run with nothing changed takes a few seconds.
 set -euo pipefail
@@ -16,6 +17,8 @@ command -v java >/dev/null ||
 java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/ *java.specification.version = //p')
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null ||
   die "Java $java_major found; Flink 2.3 and Kafka 4 need Java 17 or newer."
+command -v javac >/dev/null ||
+  die "javac not found. Install a JDK, not only a JRE (e.g. 'apt-get install openjdk-17-jdk-headless'): setup compiles java/."
 command -v mvn >/dev/null ||
   die "Maven not found. Install it (e.g. 'apt-get install maven'); it fetches the Kafka broker and Flink connector jars."
 command -v envsubst >/dev/null ||
@@ -45,6 +48,19 @@ if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
   mvn --batch-mode --quiet -f scripts/maven/kafka-broker.xml dependency:copy-dependencies ||
     die "Maven could not resolve the Kafka broker (scripts/maven/kafka-broker.xml)"
   echo "$jar_stamp" >lib/.resolved
+fi
+
+# The job's Java SQL functions (java/), compiled against the Flink that runs them.
+functions_jar=lib/flink/realtime-learning-functions.jar
+java_stamp=$(stamp $(find java -name '*.java' | sort))
+if [ ! -f "$functions_jar" ] || [ "$(cat lib/.functions 2>/dev/null)" != "$java_stamp" ]; then
+  echo "setup: compiling the job's Java SQL functions (java/)"
+  classes=$(mktemp -d)
+  javac --release 17 -nowarn -cp "$(flink_home)/lib/*" -d "$classes" $(find java -name '*.java') ||
+    die "the Java SQL functions in java/ do not compile"
+  jar --create --file "$functions_jar" -C "$classes" .
+  rm -rf "$classes"
+  echo "$java_stamp" >lib/.functions
 fi
 
 # The Flink client, the cluster and local mini-clusters all load connectors from the distribution's lib/.

@@ -2,15 +2,12 @@
 -- Events are checked in SQL (sql/checked_events.sql): valid ones feed the windows, the others go to
 -- the dead-letter topic with their original bytes. An event without a usable `ts` gets event time 0,
 -- so it never moves the watermark.
--- `ts` is a column here so that sql/checked_events.sql reads it instead of parsing the event once more
--- (each JSON_VALUE parses the whole event).
+-- JSON_FIELDS (sql/functions.sql) reads only `ts` here; the checks parse the rest of the event once.
 CREATE TABLE events_raw (
   payload BYTES,
   source_partition INT METADATA FROM 'partition' VIRTUAL,
   source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  ts AS TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT),
-  event_time AS TO_TIMESTAMP_LTZ(
-    COALESCE(TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT), 0), 3),
+  event_time AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_FIELDS(payload, 'ts')[1] AS BIGINT), 0), 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
 ) WITH (
   'connector' = 'kafka',
