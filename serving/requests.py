@@ -88,6 +88,18 @@ def shadow_score(served, x: dict) -> dict:
         return {"error": f"{type(e).__name__}: {e}", "role": role}
 
 
+def served_model(serving: Serving, key: str):
+    """The model that answers for `key` (its own, else the fallback key's) and whether it is the fallback's."""
+    served = serving.registry.get(key)
+    used_fallback = False
+    if served is None and serving.fallback_key is not None:
+        served, used_fallback = serving.registry.get(serving.fallback_key), True
+    if served is None:
+        fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
+        raise NotFound(f"no model for key '{key}'{fallback}")
+    return served, used_fallback
+
+
 def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     """One prediction: the key's newest model (or the fallback model) on its features, and, when the
     replica shadow-scores challengers and this version has one, the challenger's under `shadow`."""
@@ -97,13 +109,7 @@ def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     if not isinstance(key, str) or not key:
         raise BadRequest("missing 'key' (a non-empty string)")
     x, feature_info = request_features(serving, key, request.get("features"))
-    served = serving.registry.get(key)
-    used_fallback = False
-    if served is None and serving.fallback_key is not None:
-        served, used_fallback = serving.registry.get(serving.fallback_key), True
-    if served is None:
-        fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
-        raise NotFound(f"no model for key '{key}'{fallback}")
+    served, used_fallback = served_model(serving, key)
     answer = {
         "key": key,
         "prediction": score(served.model, x),

@@ -1,4 +1,5 @@
-"""The replica's HTTP answers, in process on a loopback port, with models offered directly (no Kafka)."""
+"""The replica's HTTP answers, in process on a loopback port, with models offered directly (no Kafka),
+from both servers (`--server asgi`, the default, and `--server stdlib`): they answer alike."""
 
 import dataclasses
 import http.client
@@ -9,7 +10,8 @@ import pytest
 from river import preprocessing
 
 from jobs.config import Config, ConfigError
-from serving.replica import Replica, make_server, route
+from serving.replica import SERVERS, Replica, make_server
+from serving.routes import route
 from tests.unit.models import trained
 from udfs.envelope import Snapshot, dump_model
 
@@ -31,16 +33,23 @@ def config(**serving):
     }, "serving-test.yaml")
 
 
-@pytest.fixture
-def start():
+def serve(replica, server):
+    """A server of kind `server` answering from `replica` in a thread, once it accepts connections."""
+    http_server = make_server(replica, "127.0.0.1", 0, server)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    return http_server
+
+
+@pytest.fixture(params=SERVERS)
+def start(request):
+    kind = request.param
     """start(**serving settings) -> (replica, request(method, path, body=None, headers=None) -> (status, body));
     request.headers are the last response's headers."""
     servers = []
 
     def start_replica(**serving):
         replica = Replica(config(**serving))
-        server = make_server(replica, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        server = serve(replica, kind)
         servers.append(server)
         connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
 
@@ -53,6 +62,7 @@ def start():
             is_json = response.getheader("Content-Type") == "application/json"
             return response.status, json.loads(raw) if is_json else raw.decode()
 
+        request.server = kind
         return replica, request
 
     yield start_replica
@@ -93,13 +103,15 @@ def test_bad_requests_get_clear_answers_on_a_connection_that_stays_usable(start)
 
 
 @pytest.mark.parametrize("headers, status, message", [
-    ({"Content-Length": "5000"}, 413, "body of 5000 bytes is over the limit of 200"),
+    ({"Content-Length": "5000"}, 413, "body of 5000 bytes is over the limit of 200 (serving.max_body_bytes)"),
     ({"Content-Length": "-1"}, 400, "Content-Length must be a whole number of bytes, got '-1'"),
     ({"Content-Length": "ten"}, 400, "Content-Length must be a whole number of bytes, got 'ten'"),
     ({"Transfer-Encoding": "chunked"}, 411, "send the body with a Content-Length header, not chunked"),
 ])
 def test_a_body_that_is_not_read_is_refused_and_the_connection_closed(start, headers, status, message):
     _, request = start()
+    if request.server == "asgi" and status == 400:  # uvicorn's parser refuses the header before the application
+        message = "invalid HTTP request: Invalid character in Content-Length"
     # http.client sends these headers as given; the server must answer without waiting for a body.
     assert request("POST", "/predict", headers={**headers, "Content-Type": "application/json"}) == \
         (status, {"error": message})
