@@ -38,38 +38,41 @@ def _headers(reply: Reply) -> list:
 
 
 class ReplicaApp:
-    """The ASGI application: reads a request's body within serving.max_body_bytes and answers it with
-    serving.routes, one of at most serving.max_concurrent_requests at a time."""
+    """The ASGI application: reads a request's body within serving.max_body_bytes, at most
+    serving.max_concurrent_requests bodies at a time, and answers it with serving.routes."""
 
     def __init__(self, replica):
         self.replica = replica
-        self.in_flight = 0
+        self.in_flight = 0  # requests whose body is being read
 
     async def __call__(self, scope, receive, send):
         query = scope["query_string"]
         # The target as it was sent, as the stdlib server sees it: keys are percent-decoded once, by the route.
         target = scope["raw_path"].decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         replica, limits = self.replica, self.replica.limits
+        headers = dict(scope["headers"])
+        try:
+            length = body_length(headers.get(b"transfer-encoding"),
+                                 headers.get(b"content-length", b"0").decode("latin-1"), limits.max_body_bytes)
+        except BodyError as e:
+            return await self._send(send, refuse(replica, target, e.status, str(e)))
+        if not length:  # nothing to wait for: answered at once, however full, so health checks pass
+            return await self._send(send, answer(replica, scope["method"], target, b""))
         if self.in_flight >= limits.max_concurrent_requests:
             return await self._send(send, refuse(replica, target, 503, f"{self.in_flight} requests in flight, the "
                                                  f"limit of serving.max_concurrent_requests: retry shortly"))
         self.in_flight += 1
         try:
-            headers = dict(scope["headers"])
-            try:
-                length = body_length(headers.get(b"transfer-encoding"),
-                                     headers.get(b"content-length", b"0").decode("latin-1"), limits.max_body_bytes)
-            except BodyError as e:
-                return await self._send(send, refuse(replica, target, e.status, str(e)))
             body = b""
             while len(body) < length:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return  # nobody to answer: the client left, or the protocol answered 408
                 body += message.get("body", b"")
-            await self._send(send, answer(replica, scope["method"], target, body))
         finally:
             self.in_flight -= 1
+        # Answered inline: one prediction is quicker than a hand-off to a thread and back (README, Serving).
+        await self._send(send, answer(replica, scope["method"], target, body))
 
     @staticmethod
     async def _send(send, reply: Reply):
@@ -103,6 +106,10 @@ class _OneWritePerReply:
         return getattr(self._transport, name)
 
 
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback; the parser hands it back as the context of its own error."""
+
+
 class LimitedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with what it does not limit limited: a request must arrive whole
     within serving.request_timeout_s (uvicorn would wait for ever), its line and headers within
@@ -115,8 +122,11 @@ class LimitedProtocol(HttpToolsProtocol):
         super().connection_made(_OneWritePerReply(transport))
         limits = self.replica.limits
         self._over_capacity = len(self.connections) > limits.max_connections
-        self._head_bytes: int | None = None  # request line and header bytes so far; None outside a head
-        self._count_in_callbacks = False
+        # A request head's size, two ways, each at most its true size (so neither refuses a head within
+        # the limit): the request line and headers the parser has passed on, and the reads that began
+        # and ended inside the head (which bounds a header the parser is still buffering).
+        self._head_bytes: int | None = None  # None outside a head
+        self._head_reads = 0
         self._timer = self.loop.call_later(limits.request_timeout_s, self._timed_out)
 
     def connection_lost(self, exc):
@@ -131,36 +141,44 @@ class LimitedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._timer is None:  # the first bytes of the next request
             self._timer = self.loop.call_later(limits.request_timeout_s, self._timed_out)
-        # Bytes that arrive while a head is incomplete are all head; in the read a head starts in, the
-        # parser's callbacks count what it has seen of it.
-        self._count_in_callbacks = self._head_bytes is None
-        if self._head_bytes is not None:
-            self._head_bytes += len(data)
+        began_in_head = self._head_bytes is not None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # no protocol upgrades are served: the request is answered as an ordinary one
         except httptools.HttpParserError as e:
+            if isinstance(e.__context__, _HeadTooLarge):  # raised in a callback below
+                return self._refuse_head()
             return self._refuse(400, f"invalid HTTP request: {e}")
-        if self._head_bytes is not None and self._head_bytes > limits.max_header_bytes:
-            self._refuse(431, f"request line and headers over {limits.max_header_bytes} bytes "
-                              f"(serving.max_header_bytes)")
+        if began_in_head and self._head_bytes is not None:
+            self._head_reads += len(data)
+            if self._head_reads > limits.max_header_bytes:
+                self._refuse_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
+        self._head_bytes, self._head_reads = 0, 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._head_bytes += len(url) if self._count_in_callbacks else 0
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
-        self._head_bytes += len(name) + len(value) + 4 if self._count_in_callbacks else 0
+        self._count_head(len(name) + len(value) + 4)
+
+    def _count_head(self, size: int):
+        self._head_bytes += size
+        if self._head_bytes > self.replica.limits.max_header_bytes:
+            raise _HeadTooLarge()
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         super().on_headers_complete()
+
+    def _refuse_head(self):
+        self._refuse(431, f"request line and headers over {self.replica.limits.max_header_bytes} bytes "
+                          f"(serving.max_header_bytes)")
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # a reply with no body (to HEAD) has only its head

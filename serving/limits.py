@@ -33,7 +33,9 @@ class Limits:
     # connection, for its first request), else 408 and the connection is closed: no slow client holds
     # a connection for ever.
     request_timeout_s: float = 10.0
-    # Requests being read or answered at once; one more is answered 503 at once.
+    # Requests whose body is arriving, at once (each holds up to max_body_bytes meanwhile; answers are
+    # computed one at a time on the event loop); one more is answered 503 at once. A request with no
+    # body (a health check) is answered however full the replica is.
     max_concurrent_requests: int = 256
     # Open connections; one more is answered 503 and closed. Each costs a socket and a few KB, no thread.
     max_connections: int = 4096
