@@ -1,8 +1,9 @@
 """The standard library's thread-per-connection HTTP server answering the replica's endpoints: the server
 replicas had before serving.asgi_server, kept (`--server stdlib`) so that a benchmark can compare the two.
 
-It holds the body and JSON limits (serving.routes does) and closes a connection idle or stalled for
-serving.request_timeout_s, but it runs a thread per connection with no cap on either.
+It holds the body and JSON limits, which serving.routes applies, and none of the others: it runs a
+thread per connection, with no cap on either and no timeout, as before, so that a comparison is with
+the server replicas had.
 
 >>> Handler.protocol_version, Handler.disable_nagle_algorithm
 ('HTTP/1.1', True)
@@ -58,12 +59,12 @@ class Server(ThreadingHTTPServer):
         super().serve_forever(poll_interval)
 
     def handle_error(self, request, client_address):
-        # A client hanging up (curl -f on a 503 does) or going quiet is routine; anything else is logged.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # A client hanging up (curl -f on a 503 does) is routine; anything else is logged, not printed.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
             log.exception("connection from %s:%d failed", *client_address[:2])
 
 
 def make_stdlib_server(replica, host: str, port: int) -> Server:
     """A thread-per-connection server answering from `replica`; port 0 picks a free one."""
-    handler = type("ReplicaHandler", (Handler,), {"replica": replica, "timeout": replica.limits.request_timeout_s})
+    handler = type("ReplicaHandler", (Handler,), {"replica": replica})
     return Server((host, port), handler)
