@@ -15,6 +15,10 @@ serving.requests.BadRequest: body is nested 3 deep, over the limit of 2 (serving
 Traceback (most recent call last):
 ...
 serving.requests.BadRequest: 'features.x1' is NaN, which is not a JSON number
+>>> parse_json(b'{"x1": NaN, ', max_depth=8, max_digits=20)
+Traceback (most recent call last):
+...
+serving.requests.BadRequest: body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 13 (char 12)
 >>> parse_json(b'{"requests": [{"n": 1234567}]}', max_depth=8, max_digits=5)
 Traceback (most recent call last):
 ...
@@ -23,6 +27,7 @@ serving.requests.BadRequest: 'requests[0].n' is an integer of 7 digits, over the
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import operator
@@ -51,10 +56,14 @@ def nesting_depth(raw: bytes, limit: int) -> int:
 
 
 class _Refused:
-    """What a refused literal parses to, so that the walk afterwards can say where it was."""
+    """What a refused literal parses to on the second, slower parse, so that a walk can say where it was."""
 
     def __init__(self, message: str):
         self.message = message
+
+
+class _RefusedLiteral(Exception):
+    """Raised by the first parse's hooks: a refused literal is somewhere in the body."""
 
 
 def _path(parent: str, child) -> str:
@@ -72,33 +81,46 @@ def _find_refused(value, path: str = ""):
     return None
 
 
+def _literal_checks(max_digits: int, refuse):
+    """parse_int and parse_constant hooks that hand integers longer than `max_digits` and NaN/Infinity to
+    `refuse(message)`."""
+    def parse_int(digits: str):
+        length = len(digits.lstrip("-"))
+        if length <= max_digits:
+            return int(digits)
+        return refuse(f"is an integer of {length} digits, over the limit of {max_digits} (serving.max_json_digits)")
+
+    return {"parse_int": parse_int, "parse_constant": lambda name: refuse(f"is {name}, which is not a JSON number")}
+
+
+def _raise(message: str):
+    raise _RefusedLiteral(message)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(max_digits: int) -> json.JSONDecoder:
+    """One decoder per digits limit, built once: building one per request costs more than parsing it."""
+    return json.JSONDecoder(**_literal_checks(max_digits, _raise))
+
+
 def parse_json(raw: bytes, max_depth: int, max_digits: int):
     """The JSON value of a UTF-8 body; BadRequest naming the problem (and its field) otherwise."""
     depth = nesting_depth(raw, max_depth)
     if depth > max_depth:
         raise BadRequest(f"body is nested {depth} deep, over the limit of {max_depth} (serving.max_json_depth)")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8") or "null"
     except UnicodeDecodeError as e:
         raise BadRequest(f"body is not UTF-8: {e}") from None
-    refused = []
-
-    def parse_int(digits: str):
-        if len(digits.lstrip("-")) <= max_digits:
-            return int(digits)
-        refused.append(True)
-        return _Refused(f"is an integer of {len(digits.lstrip('-'))} digits, over the limit of {max_digits} "
-                        f"(serving.max_json_digits)")
-
-    def parse_constant(name: str):
-        refused.append(True)
-        return _Refused(f"is {name}, which is not a JSON number")
-
     try:
-        value = json.loads(text or "null", parse_int=parse_int, parse_constant=parse_constant)
+        return _decoder(max_digits).decode(text)
+    except _RefusedLiteral:
+        pass
     except ValueError as e:
         raise BadRequest(f"body is not valid JSON: {e}") from None
-    if refused:
-        path, literal = _find_refused(value)
-        raise BadRequest(f"'{path or 'body'}' {literal.message}")
-    return value
+    try:  # again, with the refused literals as markers, to name the first one's field
+        value = json.loads(text, **_literal_checks(max_digits, _Refused))
+    except ValueError as e:  # broken after the literal
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+    path, literal = _find_refused(value)
+    raise BadRequest(f"'{path or 'body'}' {literal.message}")

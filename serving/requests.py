@@ -73,16 +73,16 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
     return check_features(merged, serving.feature_names), info
 
 
-def score(model, x: dict) -> float:
+def score(model, x: dict, classifier: bool) -> float:
     """A model's answer: the positive class's probability for a classifier, else the predicted value."""
-    return as_number(model.predict_proba_one(x) if is_classifier(model) else model.predict_one(x))
+    return as_number(model.predict_proba_one(x) if classifier else model.predict_one(x))
 
 
 def shadow_score(served, x: dict) -> dict:
     """The challenger's answer next to the champion's; a challenger that fails must not fail the answer."""
     role = (served.snapshot.extra.get("challenger") or {}).get("role")
     try:
-        return {"prediction": score(served.shadow, x), "role": role}
+        return {"prediction": score(served.shadow, x, is_classifier(served.shadow)), "role": role}
     except Exception as e:  # noqa: BLE001 - any failure of the shadow is reported in its place
         log.warning("shadow model of key %r v%d failed: %r", served.snapshot.key, served.snapshot.model_version, e)
         return {"error": f"{type(e).__name__}: {e}", "role": role}
@@ -112,7 +112,7 @@ def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     served, used_fallback = served_model(serving, key)
     answer = {
         "key": key,
-        "prediction": score(served.model, x),
+        "prediction": score(served.model, x, served.classifier),
         "model_key": served.snapshot.key,
         "model_version": served.snapshot.model_version,
         "model_age_s": round(time.time() - served.snapshot.window_end_ms / 1000, 3),

@@ -86,7 +86,7 @@ def infer(serving: Serving, key: str, body) -> dict:
             x = check_features({name: data[i] for name, data in columns.items()}, serving.feature_names)
         except BadRequest as e:
             raise BadRequest(f"row {i}: {e}") from None
-        predictions.append(score(served.model, x))
+        predictions.append(score(served.model, x, served.classifier))
     answer = {"model_name": key, "model_version": str(served.snapshot.model_version),
               "outputs": [{"name": "prediction", "shape": [len(predictions)], "datatype": "FP64", "data": predictions}]}
     if "id" in body:  # the protocol echoes a request's id
