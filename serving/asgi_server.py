@@ -2,9 +2,9 @@
 the limits of serving.limits held at the two places that can: the HTTP protocol (connections, header
 bytes, request time) and the ASGI application (requests in flight, body length).
 
-A prediction is answered inline on the event loop: it takes about 50 microseconds, less than handing
-it to a thread pool and back costs (README, Serving), and the models are swapped by the follower thread
-without locks (serving.registry). Every refusal is a JSON answer naming its setting, never a dropped
+A prediction is answered inline on the event loop: in a thread pool, kept-alive POST /predict at 16
+connections went from 10,369 to 8,816 requests/s and its p99 from 3.5 to 5.2 ms (README, Serving
+replicas). The models are swapped by the follower thread without locks (serving.registry). Every refusal is a JSON answer naming its setting, never a dropped
 connection, except for a connection that sent nothing before its time ran out.
 
 >>> raw_reply(Reply.of(408, {"error": "slow"}, close=True)).split(b"\\r\\n")[0]
@@ -71,7 +71,7 @@ class ReplicaApp:
                 body += message.get("body", b"")
         finally:
             self.in_flight -= 1
-        # Answered inline: one prediction is quicker than a hand-off to a thread and back (README, Serving).
+        # Answered inline: one prediction is quicker than a hand-off to a thread and back (see above).
         await self._send(send, answer(replica, scope["method"], target, body))
 
     @staticmethod

@@ -235,3 +235,5 @@ def test_the_load_generator_counts_answers_and_failures(asgi):
     result = run_load(port, connections=2, seconds=0.5, keys=["book-1"], feature_names=FEATURES)
     assert result["requests"] > 50 and result["failed"] == 0 and 0 < result["p50_ms"] <= result["p99_ms"]
     assert run_load(port, connections=2, seconds=0.3, keys=["book-9"], feature_names=FEATURES)["failed"] > 50  # 404s
+    spread = run_load(port, connections=3, seconds=0.5, keys=["book-1"], feature_names=FEATURES, processes=2)
+    assert spread["requests"] > 50 and spread["failed"] == 0
