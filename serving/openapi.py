@@ -21,11 +21,12 @@ _ERROR = _json(_ref("Error"), "refused, with the reason")
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
 _KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "the model's key (percent-encoded; may contain '/')"}]
-# Every POST body: over serving.max_body_bytes, 413; nested deeper than serving.max_json_depth, integers
-# longer than serving.max_json_digits, NaN/Infinity or not UTF-8: 400. Any request: 503 over
-# serving.max_concurrent_requests or serving.max_connections, 408 past serving.request_timeout_s,
-# 431 over serving.max_header_bytes.
-_LIMITS = {"400": _ERROR, "408": _ERROR, "411": _ERROR, "413": _ERROR, "431": _ERROR, "503": _ERROR}
+# Any request: 408 past serving.request_timeout_s, 431 over serving.max_header_bytes, 503 over
+# serving.max_connections. A POST also: 413 over serving.max_body_bytes (411 chunked), 400 nested deeper
+# than serving.max_json_depth, with integers longer than serving.max_json_digits, NaN/Infinity or not
+# UTF-8, and 503 over serving.max_concurrent_requests. 408, 431 and 503 come from the ASGI server only.
+_HEAD_LIMITS = {"408": _ERROR, "431": _ERROR}
+_LIMITS = {**_HEAD_LIMITS, "400": _ERROR, "411": _ERROR, "413": _ERROR, "503": _ERROR}
 
 
 def _post(summary: str, request: dict, answer: dict, params=()) -> dict:
@@ -37,8 +38,8 @@ def _post(summary: str, request: dict, answer: dict, params=()) -> dict:
 def _get(summary: str, answer: dict, params=(), failure: str = "404", content: str = "application/json") -> dict:
     ok = _json(answer, "answered") if content == "application/json" else \
         {"description": "answered", "content": {content: {"schema": {"type": "string"}}}}
-    return {"get": {"summary": summary, "parameters": list(params),
-                    "responses": {"200": ok, failure: _json(answer if failure == "503" else _ref("Error"), "no")}}}
+    return {"get": {"summary": summary, "parameters": list(params), "responses": {
+        "200": ok, **_HEAD_LIMITS, "503": _ERROR, failure: _json(answer if failure == "503" else _ref("Error"), "no")}}}
 
 
 _SCHEMAS = {
