@@ -12,6 +12,13 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.4",
     # The demo plots freshness and rank over time.
     "matplotlib==3.9.4",
+    # Serving replicas answer HTTP with uvicorn on uvloop, parsing with httptools (serving/asgi_server.py);
+    # uvicorn's own requirements pinned too, so that a replica's stack is the one measured.
+    "uvicorn==0.54.0",
+    "httptools==0.9.0",
+    "uvloop==0.23.0",
+    "h11==0.16.0",
+    "click==8.5.1",
 ]
 
 setup(

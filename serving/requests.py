@@ -73,19 +73,31 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
     return check_features(merged, serving.feature_names), info
 
 
-def score(model, x: dict) -> float:
+def score(model, x: dict, classifier: bool) -> float:
     """A model's answer: the positive class's probability for a classifier, else the predicted value."""
-    return as_number(model.predict_proba_one(x) if is_classifier(model) else model.predict_one(x))
+    return as_number(model.predict_proba_one(x) if classifier else model.predict_one(x))
 
 
 def shadow_score(served, x: dict) -> dict:
     """The challenger's answer next to the champion's; a challenger that fails must not fail the answer."""
     role = (served.snapshot.extra.get("challenger") or {}).get("role")
     try:
-        return {"prediction": score(served.shadow, x), "role": role}
+        return {"prediction": score(served.shadow, x, is_classifier(served.shadow)), "role": role}
     except Exception as e:  # noqa: BLE001 - any failure of the shadow is reported in its place
         log.warning("shadow model of key %r v%d failed: %r", served.snapshot.key, served.snapshot.model_version, e)
         return {"error": f"{type(e).__name__}: {e}", "role": role}
+
+
+def served_model(serving: Serving, key: str):
+    """The model that answers for `key` (its own, else the fallback key's) and whether it is the fallback's."""
+    served = serving.registry.get(key)
+    used_fallback = False
+    if served is None and serving.fallback_key is not None:
+        served, used_fallback = serving.registry.get(serving.fallback_key), True
+    if served is None:
+        fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
+        raise NotFound(f"no model for key '{key}'{fallback}")
+    return served, used_fallback
 
 
 def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
@@ -97,16 +109,10 @@ def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     if not isinstance(key, str) or not key:
         raise BadRequest("missing 'key' (a non-empty string)")
     x, feature_info = request_features(serving, key, request.get("features"))
-    served = serving.registry.get(key)
-    used_fallback = False
-    if served is None and serving.fallback_key is not None:
-        served, used_fallback = serving.registry.get(serving.fallback_key), True
-    if served is None:
-        fallback = f" and none for the fallback key '{serving.fallback_key}'" if used_fallback else ""
-        raise NotFound(f"no model for key '{key}'{fallback}")
+    served, used_fallback = served_model(serving, key)
     answer = {
         "key": key,
-        "prediction": score(served.model, x),
+        "prediction": score(served.model, x, served.classifier),
         "model_key": served.snapshot.key,
         "model_version": served.snapshot.model_version,
         "model_age_s": round(time.time() - served.snapshot.window_end_ms / 1000, 3),
