@@ -59,6 +59,7 @@ from kafka.admin import KafkaAdminClient
 from river import linear_model, optim, preprocessing
 
 from jobs.config import load_config
+from serving.load import run_load
 from tests.integration import stack
 from udfs.model_spec import build_model
 
@@ -86,6 +87,13 @@ LIVE_OVERRIDES = {
     "snapshots": {"policy": "every_window"},
 }
 FRESHNESS_GOAL_P99_S = 0.25
+LIVE_FEATURES = ("x1_avg", "x2_avg")
+# Concurrent kept-alive clients on the live replica: the goal is at 16 connections, against the
+# standard library's server measured beside it.
+CONCURRENT_CONNECTIONS = (1, 4, 16)
+CONCURRENT_SECONDS = 5
+CONCURRENT_GOAL_CONNECTIONS = 16
+CONCURRENT_GOAL_SPEEDUP = 2
 # The learner bounded at the topic's end, and the same with every model-safety guard of conf/job.yaml on.
 BOUNDED_SOURCE = {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
 GUARDS_ON = {"safety": {"drift": {"enabled": True}, "gate": {"enabled": True, "rollback": True},
@@ -537,13 +545,17 @@ class Bench:
         spawn = multiprocessing.get_context("spawn")
         stop = spawn.Event()
         producer = spawn.Process(target=live_events, args=(config["topics.events.name"], LIVE_KEYS, stop), daemon=True)
-        replica = None
+        replica = old_replica = None
         try:
             stack.wait_for_job_state(job_id, "RUNNING", timeout_s=60)
             replica = stack.Replica(config, free_port())
+            # The standard library's server, which replicas had before, beside it on the same topics.
+            old_replica = stack.Replica(config, free_port(), "--server", "stdlib")
             replica.wait_ready()
+            old_replica.wait_ready()
             producer.start()
             result = self._time_live_requests(job_id, ServingClient(replica.port), seconds)
+            result["concurrent"] = self._concurrent_load(replica.port, old_replica.port)
             if stack.job_state(job_id) != "RUNNING":
                 raise BenchError(f"live stream: job {job_id} is {stack.job_state(job_id)}:\n{root_exception(job_id)}")
         except AssertionError as e:  # the job or the replica did not come up
@@ -552,8 +564,9 @@ class Bench:
             stop.set()
             if producer.pid is not None:
                 producer.join(timeout=10)
-            if replica is not None:
-                replica.stop()
+            for started in (replica, old_replica):
+                if started is not None:
+                    started.stop()
             cancel(job_id)
         fresh, predict = result["freshness_s"], result["predict_ms"]
         log(f"  freshness p50 {fresh['p50']:.2f}s, p99 {fresh['p99']:.2f}s over {fresh['samples']} snapshots;"
@@ -562,11 +575,31 @@ class Bench:
         return {"checkpoint_interval": checkpoint_interval, "keys": LIVE_KEYS, "seconds": seconds, **result}
 
     @staticmethod
+    def _concurrent_load(port: int, old_port: int) -> list:
+        """Kept-alive `POST /predict` from 1, 4 and 16 connections over the live keys, while their
+        snapshots swap: the replica's server, then the standard library's (serving.load)."""
+        rows = []
+        keys = [f"k{i}" for i in range(LIVE_KEYS)]
+        for connections in CONCURRENT_CONNECTIONS:
+            for server, target in (("asgi", port), ("stdlib", old_port)):
+                load = run_load(target, connections, CONCURRENT_SECONDS, keys, LIVE_FEATURES)
+                log(f"  {server} server, {connections} connections: {load['rps']:,} requests/s,"
+                    f" p50 {load['p50_ms']:.2f}ms, p99 {load['p99_ms']:.2f}ms, {load['failed']} failed")
+                rows.append({"server": server, **load})
+        by = {(row["server"], row["connections"]): row for row in rows}
+        new, old = by[("asgi", CONCURRENT_GOAL_CONNECTIONS)], by[("stdlib", CONCURRENT_GOAL_CONNECTIONS)]
+        new["goal"] = (f"p99 < {PREDICT_GOAL_P99_MS:g}, 0 failed,"
+                       f" >= {CONCURRENT_GOAL_SPEEDUP:g}x stdlib's {old['rps']:,}/s")
+        new["met"] = (new["p99_ms"] < PREDICT_GOAL_P99_MS and new["failed"] == 0
+                      and new["rps"] >= CONCURRENT_GOAL_SPEEDUP * old["rps"])
+        return rows
+
+    @staticmethod
     def _time_live_requests(job_id: str, client: ServingClient, seconds: float) -> dict:
         """Wait until every key is served, then predict for each key in turn for `seconds`; each new
         model version a prediction names adds its freshness (window close -> servable in the replica)."""
         keys = [f"k{i}" for i in range(LIVE_KEYS)]
-        features = {"x1_avg": 0.1, "x2_avg": -0.2}
+        features = dict(zip(LIVE_FEATURES, (0.1, -0.2)))
         versions: dict[str, int] = {}
         deadline = time.monotonic() + 90
         while len(versions) < len(keys):  # a key answers 404 until its first window's snapshot is served
@@ -678,6 +711,10 @@ def table(results: dict) -> str:
         lines.append(("serving predict p50 / p99 (ms)", f"{predict['requests']:,} requests", "-", "-",
                       f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed", "-",
                       f"p99 < {predict['goal_p99']:g}, 0 failed", yes_no(predict["met"]), "-", "-", "-", others))
+        for load in live.get("concurrent", []):
+            lines.append((f"serving, {load['server']}, {load['connections']} connections", f"{load['requests']:,} requests",
+                          "-", "-", f"{load['rps']:,}/s, p99 {load['p99_ms']:.2f} ms, {load['failed']} failed", "-",
+                          load.get("goal", "-"), yes_no(load.get("met")), "-", "-", "-", others))
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def render(line) -> str:
