@@ -71,6 +71,7 @@ class ServedModel:
             "metric": {"name": s.metric_name, "value": s.metric_value},
             "window_end_ms": s.window_end_ms,
             "model_age_s": round(now - s.window_end_ms / 1000, 3),
+            "emitted_at_ms": s.emitted_at_ms,
             "applied_at": self.applied_at,
             # Window close -> servable in this replica, for this version.
             "freshness_s": round(self.applied_at - s.window_end_ms / 1000, 3),

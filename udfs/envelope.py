@@ -86,9 +86,12 @@ class Snapshot:
             raise EnvelopeError(f"snapshot of key {self.key!r} v{self.model_version}: {what} payload does not load: {e}") from e
 
     def metadata(self) -> dict:
-        meta = dataclasses.asdict(self)
-        del meta["payload"], meta["challenger_payload"]
-        return meta
+        # Field by field, not dataclasses.asdict: that deep-copies, and the learner calls this for every
+        # snapshot it publishes.
+        return {name: getattr(self, name) for name in _METADATA_FIELDS}
+
+
+_METADATA_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot) if f.name not in ("payload", "challenger_payload"))
 
 
 def feature_schema_hash(feature_names) -> str:
