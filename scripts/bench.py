@@ -87,7 +87,7 @@ LIVE_OVERRIDES = {
     "snapshots": {"policy": "every_window"},
 }
 FRESHNESS_GOAL_P99_S = 0.25
-WARM_UP_EVENTS = 20_000
+WARM_UP_EVENTS = 100_000
 LIVE_FEATURES = ("x1_avg", "x2_avg")
 # Concurrent kept-alive clients on the live replica: the goal is at 16 connections, against the
 # standard library's server measured beside it.
@@ -504,7 +504,7 @@ class Bench:
 
     def fixed_cost(self, job: str, label: str) -> float:
         """The job time of `job` on 100 events (10 keys x 10 windows): the shortest of a few runs after
-        an uncounted one on 20,000 events, which warms a fresh TaskManager up (its JIT compiles the
+        an uncounted one on 100,000 events, which warms a fresh TaskManager up (its JIT compiles the
         runtime's code once; a long-running job pays that once in its life)."""
         name = pathlib.Path(job).stem
         config, workload = self.workload_topic(f"warm-up-{name}", keys=10, windows=WARM_UP_EVENTS // 10)

@@ -134,6 +134,9 @@ class LearnerSettings:
     shards: int = 4
     # Keys whose state the learner keeps unpickled between batches (0: none).
     state_cache_keys: int = 10_000
+    # Calls into the learner (one per watermark that closes windows) between writes of a shard's
+    # changed states to Flink state: udfs/learner_function.py.
+    state_write_every: int = 8
     # (bootstrap servers, snapshot topic) when keys without state start from their newest snapshot:
     # udfs/bootstrap.py.
     bootstrap_from: tuple | None = None
@@ -152,6 +155,7 @@ class LearnerSettings:
         safety = SafetySettings.from_config(config)
         shards = whole_number(config, "learner.shards", 4, minimum=1)
         cache_keys = whole_number(config, "learner.state_cache_keys", 10_000, minimum=0)
+        write_every = whole_number(config, "learner.state_write_every", 8, minimum=1)
         bootstrap = config.get("learner.bootstrap", "none")
         if bootstrap not in BOOTSTRAP_MODES:
             raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
@@ -170,6 +174,7 @@ class LearnerSettings:
             safety=safety,
             shards=shards,
             state_cache_keys=cache_keys,
+            state_write_every=write_every,
             bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
                             if bootstrap == "snapshots" else None),
             prior_template=load_template(config.file_path(template), columns, config.error) if template else None,

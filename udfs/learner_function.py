@@ -4,12 +4,13 @@ Feature rows come in batches, one record per shard and window (`udfs.feature_bat
 (shard, window_end_ms, keys, labels, *feature arrays). A batch is not learned when it arrives but
 when the watermark that closed its window follows it (an event-time timer): every batch of the shard
 that arrived before that watermark is learned in that one call, in window order. A watermark closes
-one window in a live stream, but many at once while a job catches up, so the calls (and the state
-writes, one per touched key per call) grow fewer exactly when rows are many. Waiting batches are in
-Flink state, so a checkpoint taken before their watermark keeps them. Each key's state is read once
-per call, its rows are predicted then learned in window order, and every touched key is written back
-in one call. Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the
-SNAPSHOTS side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
+one window in a live stream, but many at once while a job catches up, so the calls grow fewer exactly
+when rows are many. Waiting batches are in Flink state, so a checkpoint taken before their watermark
+keeps them. Each key's state is read once per call and its rows are predicted then learned in window
+order; changed states are written back every `learner.state_write_every` calls, in one call, with
+the batches learned since kept in Flink state so that a restored job can learn them again.
+Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
+side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
 
 >>> cache = StateCache(capacity=2)
@@ -127,6 +128,16 @@ class LearnerFunction(KeyedProcessFunction):
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
         # Batches that arrived before the watermark that closes their window.
         self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
+        # Batches learned since the shard's states were last written to `states`. A key's state is not
+        # pickled into `states` on every call (that pickle was a quarter of the learner's time at many
+        # keys) but every `learner.state_write_every` calls; a job restored from a checkpoint taken in
+        # between brings the states up to date by learning these batches again, sending nothing.
+        self.unwritten = runtime_context.get_list_state(
+            ListStateDescriptor("learned-unwritten-batches", Types.PICKLED_BYTE_ARRAY()))
+        # Per shard learned in this process: the states changed since they were written, and the calls
+        # since then. A shard not here yet is brought up to date from `unwritten` first.
+        self.dirty: dict = {}
+        self.calls_unwritten: dict = {}
         # Shards with an event-time timer set for their waiting batches. Only a saving of calls: after a
         # restart it is empty, and the first batch sets a timer again (the restored one fires too).
         self.flush_timers: set = set()
@@ -166,20 +177,56 @@ class LearnerFunction(KeyedProcessFunction):
         batches = sorted(self.waiting.get(), key=lambda batch: batch[1])
         if not batches:  # a timer restored from a checkpoint beside one set since
             return
+        shard = batches[0][0]
         self.waiting.clear()
-        self.flush_timers.discard(batches[0][0])
-        touched: dict[str, KeyState] = {}
+        self.flush_timers.discard(shard)
         clock = _Clock(ctx)
+        dirty = self._dirty(shard, clock, ctx)
         for batch in batches:
-            window_end_ms = batch[1]
-            for row in batch_rows(batch[2], batch[3], batch[4:]):
-                key = row[0]
-                state = touched.get(key)
-                if state is None:
-                    state = touched[key] = self._state(key)
-                yield from self._process(key, state, row, window_end_ms, clock, ctx)
-        self.states.put_all(touched)
-        self.cache.update(touched)
+            yield from self._learn(batch, dirty, clock, ctx)
+        self.calls_unwritten[shard] += 1
+        # Keeping the batches costs a pickle per batch, writing the states one per changed key: with
+        # few keys and many windows a call (a job catching up) writes; with many keys it keeps.
+        if (self.calls_unwritten[shard] >= self.settings.state_write_every or len(dirty) <= len(batches)
+                or len(dirty) > self.settings.state_cache_keys):
+            self._write_back(shard)
+        else:
+            self.unwritten.add_all(batches)
+
+    def _learn(self, batch, dirty: dict, clock, ctx):
+        window_end_ms = batch[1]
+        for row in batch_rows(batch[2], batch[3], batch[4:]):
+            key = row[0]
+            state = dirty.get(key)
+            if state is None:
+                state = dirty[key] = self._state(key)
+            yield from self._process(key, state, row, window_end_ms, clock, ctx)
+
+    def _dirty(self, shard: int, clock, ctx) -> dict:
+        """The shard's states changed since they were written; for a shard new to this process, first
+        the batches it learned after its states were written (a restored job), learned again silently:
+        their outputs went out before the checkpoint."""
+        dirty = self.dirty.get(shard)
+        if dirty is None:
+            dirty = self.dirty[shard] = {}
+            self.calls_unwritten[shard] = 0
+            learned = sorted(self.unwritten.get(), key=lambda batch: batch[1])
+            for batch in learned:
+                for _ in self._learn(batch, dirty, clock, ctx):
+                    pass
+            if learned:
+                self._write_back(shard)
+        return dirty
+
+    def _write_back(self, shard: int) -> None:
+        """Write the shard's changed states to Flink state, in one call, and forget the batches."""
+        dirty = self.dirty[shard]
+        if dirty:
+            self.states.put_all(dirty)
+            self.cache.update(dirty)
+            dirty.clear()
+        self.unwritten.clear()
+        self.calls_unwritten[shard] = 0
 
     def _process(self, key: str, state: KeyState, row, window_end_ms: int, clock, ctx):
         label = row[1]
@@ -211,6 +258,10 @@ class LearnerFunction(KeyedProcessFunction):
         """Publish the shard's keys whose `snapshot_wait_ms` is up."""
         clock = _Clock(ctx)
         due = [key for key, at in self.timed_keys.items() if at <= timestamp]
+        # States written directly below must not be behind what the shard learned in this process.
+        for shard, dirty in self.dirty.items():
+            if any(key in dirty for key in due):
+                self._write_back(shard)
         published = {}
         for key in due:
             self.timed_keys.remove(key)

@@ -100,6 +100,8 @@ def test_settings_from_config_reject_bad_values():
         LearnerSettings.from_config(Config({**good, "learner": {"shards": 0}}, "job.yaml"))
     with pytest.raises(ConfigError, match="'learner.state_cache_keys' must be a whole number >= 0"):
         LearnerSettings.from_config(Config({**good, "learner": {"state_cache_keys": "many"}}, "job.yaml"))
+    with pytest.raises(ConfigError, match="'learner.state_write_every' must be a whole number >= 1, not 0"):
+        LearnerSettings.from_config(Config({**good, "learner": {"state_write_every": 0}}, "job.yaml"))
     with pytest.raises(ConfigError, match="'learner.bootstrap' must be one of none, snapshots, not 'topic'"):
         LearnerSettings.from_config(Config({**good, "learner": {"bootstrap": "topic"}}, "job.yaml"))
 
