@@ -173,14 +173,25 @@ class LearnerFunction(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(batch[1] - 1)
 
     def _learn_waiting(self, ctx):
-        """Learn every waiting batch of the shard, in window order."""
-        batches = sorted(self.waiting.get(), key=lambda batch: batch[1])
+        """Learn every waiting batch of the shard whose window the watermark has closed, in window order.
+
+        A batch of a later window can wait beside them: at parallelism > 1 a faster upstream subtask
+        sends it before the watermark passes its window, and a batch of an earlier window may still be
+        on its way from another subtask. It waits for a timer of its own."""
+        clock = _Clock(ctx)
+        watermark = clock.now()[0]
+        waiting = sorted(self.waiting.get(), key=lambda batch: batch[1])
+        batches = [batch for batch in waiting if batch[1] - 1 <= watermark]
+        later = waiting[len(batches):]
+        if later:
+            self.waiting.update(later)
+            ctx.timer_service().register_event_time_timer(later[0][1] - 1)
         if not batches:  # a timer restored from a checkpoint beside one set since
             return
         shard = batches[0][0]
-        self.waiting.clear()
-        self.flush_timers.discard(shard)
-        clock = _Clock(ctx)
+        if not later:
+            self.waiting.clear()
+            self.flush_timers.discard(shard)
         dirty = self._dirty(shard, clock, ctx)
         for batch in batches:
             yield from self._learn(batch, dirty, clock, ctx)
