@@ -64,7 +64,7 @@ class Config:
 def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:
     """Write a variant of `config` to `path`: with `suffix`, its own topics, consumer group and
     transactional ids (a run that shares nothing with earlier ones); `overrides` merged in last.
-    DDL and cold-start template paths stay pointing at the original project folder."""
+    DDL, cold-start template and signing key paths stay pointing at the original project folder."""
     data = copy.deepcopy(config.data)
     if suffix:
         for spec in data.get("topics", {}).values():
@@ -78,6 +78,9 @@ def derive_config(config: Config, path: str, suffix: str | None = None, override
     cold_start = (data.get("safety") or {}).get("cold_start") or {}
     if cold_start.get("template"):
         cold_start["template"] = config.file_path(cold_start["template"])
+    keys = (data.get("signing") or {}).get("keys")
+    if isinstance(keys, dict):
+        data["signing"]["keys"] = {key_id: config.file_path(str(path)) for key_id, path in keys.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)

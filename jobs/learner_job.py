@@ -89,7 +89,7 @@ def main(argv=None):
     try:
         config = load_config(args.config)
         settings = LearnerSettings.from_config(config)
-        Learner(settings)  # a bad model spec fails here, at submit time
+        Learner(settings, settings.signing.keyring(config.error))  # a bad model spec fails here, at submit time
     except (ConfigError, ModelSpecError) as e:
         sys.exit(f"error: {e}")
 

@@ -63,6 +63,15 @@ if [ ! -f "$functions_jar" ] || [ "$(cat lib/.functions 2>/dev/null)" != "$java_
   echo "$java_stamp" >lib/.functions
 fi
 
+# The local key that signs snapshot envelopes (conf/*.yaml, signing.keys): random, readable by this user
+# only, never committed (run/ is git-ignored). A real deployment names its own secret's file instead.
+signing_key=run/keys/snapshots.key
+if [ ! -s "$signing_key" ]; then
+  echo "setup: creating the local snapshot signing key $signing_key"
+  mkdir -p "$(dirname "$signing_key")" && chmod 700 "$(dirname "$signing_key")"
+  (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_hex(32))' >"$signing_key")
+fi
+
 # The Flink client, the cluster and local mini-clusters all load connectors from the distribution's lib/.
 # flink-python goes there too: loaded per job from opt/, it leaks metaspace with every submission.
 flink_lib="$(flink_home)/lib"

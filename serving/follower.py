@@ -2,7 +2,11 @@
 read_committed, no consumer group (every replica sees every record); valid snapshots go to the model
 registry, feature rows to the feature store.
 
-A snapshot or feature row that does not decode, has another format version or another feature
+Every snapshot's signature is verified before anything else is done with it (udfs/signing.py): one
+that is unsigned, signed with a key not in `signing.keys` or altered is rejected with reason
+`signature`, so a forged huge version or generation never reaches the registry. A signed payload that
+names a class outside the allow-list (udfs/safe_pickle.py) is rejected with reason `forbidden`. A
+snapshot or feature row that does not decode, has another format version or another feature
 schema is rejected: logged once with its key and offset, counted, and what was served stays. While
 the broker or a topic is away, the follower retries and the models it has keep serving. Rollback
 records are logged and counted by where their model came from (the registry's history or the payload).
@@ -20,8 +24,9 @@ from kafka.errors import KafkaError
 from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Gauge, Histogram
 from serving.registry import ModelRegistry
-from udfs.envelope import FORMAT_VERSION, MAGIC, EnvelopeError, Snapshot, decode
+from udfs.envelope import FORMAT_VERSION, MAGIC, EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, Snapshot, decode
 from udfs.feature_records import FeatureRecordError, decode_features
+from udfs.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +45,15 @@ class Rejected(ValueError):
         self.reason = reason
 
 
-def check_snapshot(value: bytes, schema_hash: str) -> Snapshot:
-    """The snapshot in a record's value, if this replica can serve it; raises Rejected otherwise.
+def check_snapshot(value: bytes, schema_hash: str, keyring: Keyring) -> Snapshot:
+    """The snapshot in a record's value, if its signature verifies and this replica can serve it;
+    raises Rejected otherwise.
 
     The model stays unpickled: most records on a busy topic are older than what is served."""
     try:
-        snapshot = decode(value)
+        snapshot = decode(value, keyring)
+    except EnvelopeSignatureError as e:
+        raise Rejected("signature", str(e)) from None
     except EnvelopeError as e:
         # A newer writer's envelope is not corruption; telling them apart shows an upgrade out of order.
         head = bytes(value or b"")[:len(MAGIC) + 1]
@@ -72,11 +80,13 @@ def is_rollback(rollback, version: int) -> bool:
 
 class Follower(threading.Thread):
     def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str,
-                 registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets):
+                 registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets,
+                 keyring: Keyring):
         super().__init__(name="topic-follower", daemon=True)
         self.bootstrap_servers = bootstrap_servers
         self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
         self.registry, self.features, self.schema_hash = registry, features, schema_hash
+        self.keyring = keyring
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.error: str | None = None
@@ -152,16 +162,18 @@ class Follower(threading.Thread):
 
     def handle_snapshot(self, record) -> None:
         try:
-            snapshot = check_snapshot(record.value, self.schema_hash)
+            snapshot = check_snapshot(record.value, self.schema_hash, self.keyring)
         except Rejected as e:
             return self.reject(record, e.reason, e)
         current = self.registry.get(snapshot.key)
-        if current is not None and current.snapshot.model_version >= snapshot.model_version:
+        if current is not None and current.snapshot.order >= snapshot.order:
             self.stale.inc()
             return
         now = time.time()
         try:
             served = self.registry.offer(snapshot, applied_at=now)
+        except ForbiddenPayload as e:
+            return self.reject(record, "forbidden", e)
         except EnvelopeError as e:
             return self.reject(record, "corrupt", e)
         if served is None:

@@ -9,6 +9,10 @@ A rollback record (`extra["rollback"]` in the envelope) is a newer version whose
 one's again. When that older version is still held, its model object serves again, with no
 unpickling; otherwise the record's own payload is loaded. Either way the record's version is served.
 
+"Newer" is `Snapshot.order`, (generation, model_version): a job started afresh (a later generation)
+replaces the models of the job before it, whatever versions those reached. Payloads are unpickled
+through the allow-list `classes` (udfs/safe_pickle.py), and only of envelopes the follower verified.
+
 >>> from river import linear_model
 >>> from udfs.envelope import Snapshot, dump_model
 >>> def snapshot(version, **extra):
@@ -25,6 +29,8 @@ unpickling; otherwise the record's own payload is loaded. Either way the record'
 (True, 'history')
 >>> registry.describe("k", now=5.0)["history_versions"]
 [2, 3, 4]
+>>> registry.offer(dataclasses.replace(snapshot(1), generation=2), applied_at=6.0).snapshot.order
+(2, 1)
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from udfs.envelope import Snapshot
+from udfs.envelope import RIVER_ONLY, Snapshot
 from udfs.model_spec import is_classifier
+from udfs.safe_pickle import ModelClasses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +74,8 @@ class ServedModel:
         return {
             "key": s.key,
             "model_version": s.model_version,
+            "generation": s.generation,
+            "key_id": s.key_id,
             "n_learned": s.n_learned,
             "metric": {"name": s.metric_name, "value": s.metric_value},
             "window_end_ms": s.window_end_ms,
@@ -89,20 +98,23 @@ class ModelRegistry:
     dropped, so memory stays bounded. With `shadow_challenger`, each version's challenger model is
     loaded and kept next to it; without, challenger payloads are never unpickled."""
 
-    def __init__(self, history_per_key: int = 3, shadow_challenger: bool = False):
+    def __init__(self, history_per_key: int = 3, shadow_challenger: bool = False, classes: ModelClasses = RIVER_ONLY):
         if isinstance(history_per_key, bool) or not isinstance(history_per_key, int) or history_per_key < 1:
             raise ValueError(f"history_per_key must be a whole number of at least 1, got {history_per_key!r}")
         self.history_per_key = history_per_key
         self.shadow_challenger = shadow_challenger
+        self.classes = classes
         self._held: dict[str, tuple[ServedModel, ...]] = {}
 
     def get(self, key: str) -> ServedModel | None:
         held = self._held.get(key)
         return held[-1] if held else None
 
-    def held(self, key: str, version: int) -> ServedModel | None:
-        """The held ServedModel of this key and version, if it is still in the history."""
-        return next((s for s in self._held.get(key, ()) if s.snapshot.model_version == version), None)
+    def held(self, key: str, version: int, generation: int | None = None) -> ServedModel | None:
+        """The held ServedModel of this key and version (of this generation, when given), if it is still
+        in the history."""
+        return next((s for s in self._held.get(key, ()) if s.snapshot.model_version == version
+                     and generation in (None, s.snapshot.generation)), None)
 
     def keys(self) -> list[str]:
         return list(self._held)
@@ -122,24 +134,25 @@ class ModelRegistry:
 
     def offer(self, snapshot: Snapshot, applied_at: float) -> ServedModel | None:
         """Serve this snapshot if it is newer than the key's current one; the ServedModel now serving,
-        or None. Raises EnvelopeError when a payload it needs does not load; what serves stays then."""
+        or None. Raises EnvelopeError when a payload it needs does not load (ForbiddenPayload when the
+        allow-list refuses it); what serves stays then."""
         current = self.get(snapshot.key)
-        if current is not None and current.snapshot.model_version >= snapshot.model_version:
+        if current is not None and current.snapshot.order >= snapshot.order:
             return None
         rollback, model = current.rollback if current else None, None
         if "rollback" in snapshot.extra:
             asked = snapshot.extra["rollback"]
-            restored = self.held(snapshot.key, asked["to_version"])
+            restored = self.held(snapshot.key, asked["to_version"], snapshot.generation)
             model = restored.model if restored else None
             rollback = Rollback(snapshot.model_version, asked["from_version"], asked["to_version"], str(asked["reason"]),
                                 "history" if restored else "payload", applied_at)
-        model = model if model is not None else snapshot.model()
+        model = model if model is not None else snapshot.model(self.classes)
         served = ServedModel(
             # The unpickled models are what serve; keeping their bytes as well would double the memory per key.
             dataclasses.replace(snapshot, payload=b"", challenger_payload=b""),
             model,
             applied_at,
-            shadow=snapshot.challenger() if self.shadow_challenger else None,
+            shadow=snapshot.challenger(self.classes) if self.shadow_challenger else None,
             rollback=rollback,
             classifier=is_classifier(model),
         )

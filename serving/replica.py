@@ -42,6 +42,8 @@ from serving.registry import ModelRegistry
 from serving.requests import Serving
 from serving.stdlib_server import make_stdlib_server
 from udfs.envelope import feature_schema_hash
+from udfs.safe_pickle import declared_classes
+from udfs.signing import Keyring, SigningSettings
 
 log = logging.getLogger("serving")
 
@@ -49,12 +51,15 @@ SERVERS = ("asgi", "stdlib")
 
 
 def model_registry(config) -> ModelRegistry:
-    """The registry `serving.history_per_key` and `serving.shadow_challenger` ask for; a wrong value names its setting."""
+    """The registry `serving.history_per_key` and `serving.shadow_challenger` ask for, unpickling through
+    the allow-list of the config's declared models; a wrong value names its setting."""
     shadow = config.get("serving.shadow_challenger", False)
     if not isinstance(shadow, bool):
         raise config.error("serving.shadow_challenger", f"must be true or false, got {shadow!r}")
+    classes = declared_classes(config)
     try:
-        return ModelRegistry(history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow)
+        return ModelRegistry(history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow,
+                             classes=classes)
     except ValueError as e:
         raise config.error("serving.history_per_key", str(e).removeprefix("history_per_key ")) from None
 
@@ -62,7 +67,9 @@ def model_registry(config) -> ModelRegistry:
 class Replica:
     """What the HTTP handlers need: the registry, its follower, settings and request metrics."""
 
-    def __init__(self, config):
+    def __init__(self, config, keyring: Keyring | None = None):
+        """`keyring`: the keys snapshots are verified with; by default those `signing.keys` names."""
+        keyring = keyring or SigningSettings.from_config(config).keyring(config.error)
         self.serving = Serving(
             registry=model_registry(config),
             features=FeatureStore(),
@@ -76,6 +83,7 @@ class Replica:
             config["kafka.bootstrap_servers"], config["topics.snapshots.name"], config["topics.features.name"],
             self.registry, self.features, feature_schema_hash(self.serving.feature_names),
             config.get("serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
+            keyring,
         )
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
         self.stale_features = Counter("serving_stale_feature_predictions_total",

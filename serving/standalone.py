@@ -19,6 +19,7 @@ from jobs.config import Config, load_config
 from serving.replica import SERVERS, Replica, make_server
 from udfs.envelope import Snapshot, dump_model, feature_schema_hash
 from udfs.model_spec import build_model, is_classifier
+from udfs.signing import Keyring
 
 log = logging.getLogger("serving")
 
@@ -28,7 +29,8 @@ def standalone_replica(config: Config, keys: int, rows: int = 50) -> Replica:
     names = list(config["features.columns"])
     # The follower is built but not started: it dials no broker.
     replica = Replica(Config({**config.data, "kafka": {"bootstrap_servers": "127.0.0.1:1"},
-                              "topics": {"snapshots": {"name": "-"}, "features": {"name": "-"}}}, config.source))
+                              "topics": {"snapshots": {"name": "-"}, "features": {"name": "-"}}}, config.source),
+                      Keyring.ephemeral())
     model = build_model(config["model"])
     rng = random.Random(0)
     for _ in range(rows):

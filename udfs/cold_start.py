@@ -1,7 +1,9 @@
 """Cold start: a key seen for the first time starts from a prior instead of an untrained model.
 
-- `template`: a River model trained elsewhere, from a file: a cloudpickled model, or a snapshot
-  envelope (one record value of the snapshot topic, e.g. a well-trained key's model).
+- `template`: a River model trained elsewhere, from a file holding a signed snapshot envelope: one
+  record value of the snapshot topic (a well-trained key's model), or a model signed into one with
+  `write_template`. It is verified with `signing.keys` and loaded through the allow-list of
+  udfs/safe_pickle.py at submit time; a bare pickle is refused, as loading it could run any code.
 - `global`: a model every learner subtask trains on all the rows it sees, across its keys; a new key
   starts from a copy of it. It is a cache, not Flink state: PyFlink has no operator state for
   Python keyed functions, so after a restart it starts again (from the template when one is given).
@@ -19,16 +21,25 @@ unlike the others starts biased and must unlearn the prior first.
 True
 >>> Prior(PriorSettings(kind="none"), template=None, build=linear_model.LinearRegression).new_model().weights
 {}
+>>> import os, tempfile
+>>> from udfs.signing import Keyring
+>>> keyring, path = Keyring({"k1": b"s" * 32}, "k1"), os.path.join(tempfile.mkdtemp(), "prior.rtml")
+>>> write_template(prior.new_model(), path, ["x"], keyring)
+>>> template = load_template(path, ["x"], ValueError, keyring, ModelClasses())
+>>> Prior(PriorSettings(kind="template"), template, linear_model.LinearRegression).new_model().predict_one({"x": 3}) > 0
+True
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
+import time
 
-
-from udfs.envelope import MAGIC, EnvelopeError, decode, dump_model, feature_schema_hash
+from udfs.envelope import (MAGIC, EnvelopeError, EnvelopeSignatureError, Snapshot, decode, dump_model, encode,
+                           feature_schema_hash)
+from udfs.safe_pickle import ModelClasses, loads
+from udfs.signing import Keyring
 
 PRIOR_KINDS = ("none", "global", "template")
 
@@ -50,38 +61,57 @@ class PriorSettings:
         return settings
 
 
-def load_template(path: str, feature_names, error) -> bytes:
-    """The pickled model in a template file, checked to load; an envelope must match the features."""
+def write_template(model, path: str, feature_names, keyring: Keyring) -> None:
+    """Sign a model trained elsewhere into a template file: an envelope of it, signed with the
+    keyring's signing key. Signing says you trust the model: do it only for one you trained."""
+    envelope = encode(Snapshot(key="template", model_version=0, n_learned=0, metric_name="", metric_value=None,
+                               window_end_ms=0, watermark_ms=0, emitted_at_ms=time.time_ns() // 1_000_000,
+                               feature_schema_hash=feature_schema_hash(feature_names), payload=dump_model(model)),
+                      keyring)
+    with open(path, "wb") as f:
+        f.write(envelope)
+
+
+def load_template(path: str, feature_names, error, keyring: Keyring, classes: ModelClasses) -> bytes:
+    """The pickled model in a template file: a snapshot envelope, verified with `keyring`, of these
+    features, whose model loads through the allow-list `classes`."""
+    setting = "safety.cold_start.template"
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise error("safety.cold_start.template", f"cannot read {path}: {e.strerror}") from None
-    if data.startswith(MAGIC):
-        try:
-            snapshot = decode(data)
-        except EnvelopeError as e:
-            raise error("safety.cold_start.template", f"{path}: {e}") from None
-        if snapshot.feature_schema_hash != feature_schema_hash(feature_names):
-            raise error("safety.cold_start.template", f"{path}: a model of other feature columns than {list(feature_names)}")
-        data = snapshot.payload
+        raise error(setting, f"cannot read {path}: {e.strerror}") from None
+    if not data.startswith(MAGIC):
+        raise error(setting, f"{path} is not a snapshot envelope; a bare pickle is not loaded (it could run any "
+                             "code): sign the model into one with udfs.cold_start.write_template")
     try:
-        model = pickle.loads(data)
-    except Exception as e:
-        raise error("safety.cold_start.template", f"{path} is neither a snapshot envelope nor a pickled model: {e}") from None
+        snapshot = decode(data, keyring)
+    except EnvelopeSignatureError as e:
+        raise error(setting, f"{path} is not signed with a key in signing.keys: {e}") from None
+    except EnvelopeError as e:
+        raise error(setting, f"{path}: {e}") from None
+    if snapshot.feature_schema_hash != feature_schema_hash(feature_names):
+        raise error(setting, f"{path}: a model of other feature columns than {list(feature_names)}")
+    try:
+        model = snapshot.model(classes)
+    except EnvelopeError as e:
+        raise error(setting, f"{path}: {e}") from None
     if not hasattr(model, "learn_one"):
-        raise error("safety.cold_start.template", f"{path} holds a {type(model).__name__}, not a River model")
-    return data
+        raise error(setting, f"{path} holds a {type(model).__name__}, not a River model")
+    return snapshot.payload
 
 
 class Prior:
     """Where the learner subtask's new keys start; `learn` sees every row when the prior is global."""
 
-    def __init__(self, settings: PriorSettings, template: bytes | None, build):
+    def __init__(self, settings: PriorSettings, template: bytes | None, build, classes: ModelClasses = ModelClasses()):
         self.settings = settings
+        # Verified at submit time (load_template); loaded through the allow-list here once more, after
+        # which copies of it are made with plain pickle.
+        template_model = loads(template, classes) if template else None
         self.template = template
         self.build = build
-        self.global_model = pickle.loads(template) if settings.kind == "global" and template else None
+        self.global_model = template_model if settings.kind == "global" else None
 
     @property
     def learns(self) -> bool:

@@ -3,12 +3,20 @@
 The learner job encodes, serving replicas decode; both use this module only. Layout:
 
     b"RTML" | format version (1 byte) | metadata length (4 bytes, big-endian) | JSON metadata
-            | payload | challenger payload (format 2; `challenger_bytes` long, may be empty)
+            | payload | challenger payload (`challenger_bytes` long, may be empty)
+            | HMAC-SHA256 of everything before it (32 bytes; format 3)
 
 The payload is the pickled River model that serves; the challenger payload, when the job trains
 one, is the model competing with it (serving may shadow-score it). The metadata says which key and
-version it is, how it scored, which window it saw last and which feature schema it expects. `extra`
-carries the model-safety facts, all optional:
+version it is, how it scored, which window it saw last and which feature schema it expects, the
+`generation` of the job lineage that made it, and the `key_id` of the key that signed it. A key's
+envelopes are ordered by `(generation, model_version)` (`Snapshot.order`): a job started afresh has a
+later generation (its submit time) than every envelope of the job before it, whatever their versions.
+
+Format 3 is signed (udfs/signing.py): `decode` verifies the signature with the reader's keys before it
+returns anything, and refuses unsigned envelopes (formats 1 and 2, written before signing) with a
+`SignatureError`. Payloads are unpickled only by `Snapshot.model` and `Snapshot.challenger`, through
+the allow-list of udfs/safe_pickle.py. `extra` carries the model-safety facts, all optional:
 
 - `drift`: `{"count", "last_window_end_ms", "last_action"}`, drifts detected for this key so far;
 - `rollback`: `{"from_version", "to_version", "reason"}`: this record's model is version
@@ -18,14 +26,20 @@ carries the model-safety facts, all optional:
   snapshots the publishing gate has withheld for this key.
 
 >>> from river import linear_model
+>>> from udfs.signing import Keyring
+>>> keyring = Keyring({"k1": b"s" * 32}, signing_key_id="k1")
 >>> snapshot = Snapshot(key="book-1", model_version=3, n_learned=3, metric_name="LogLoss",
 ...     metric_value=0.6, window_end_ms=60_000, watermark_ms=59_999, emitted_at_ms=61_000,
 ...     feature_schema_hash=feature_schema_hash(["views", "price"]),
 ...     payload=dump_model(linear_model.LogisticRegression()))
->>> decoded = decode(encode(snapshot))
->>> (decoded.key, decoded.model_version, type(decoded.model()).__name__)
-('book-1', 3, 'LogisticRegression')
->>> decode(b'{"not": "an envelope"}')
+>>> decoded = decode(encode(snapshot, keyring), keyring)
+>>> (decoded.key, decoded.model_version, decoded.key_id, type(decoded.model()).__name__)
+('book-1', 3, 'k1', 'LogisticRegression')
+>>> decode(encode(snapshot, keyring), Keyring({"k1": b"t" * 32}))
+Traceback (most recent call last):
+...
+udfs.envelope.EnvelopeSignatureError: signature does not match key 'k1'
+>>> decode(b'{"not": "an envelope"}', keyring)
 Traceback (most recent call last):
 ...
 udfs.envelope.EnvelopeError: not a model snapshot envelope (starts with b'{"no')
@@ -42,15 +56,24 @@ import struct
 import cloudpickle
 import river
 
+from udfs.safe_pickle import ForbiddenClass, ModelClasses, loads
+from udfs.signing import MAC_BYTES, Keyring, SignatureError
+
 MAGIC = b"RTML"
-FORMAT_VERSION = 2
-# Format 1 had no challenger payload; it is still read.
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+# Formats 1 (no challenger payload) and 2 were unsigned: refused, as anything unsigned is.
+SIGNED_FORMAT = 3
 _HEADER = struct.Struct(">4sBI")
+# What River alone needs; readers pass the allow-list of their declared models (ModelClasses.of).
+RIVER_ONLY = ModelClasses()
 
 
 class EnvelopeError(ValueError):
     """Bytes that are not a snapshot envelope this code can read."""
+
+
+class ForbiddenPayload(EnvelopeError):
+    """A signed envelope whose payload names a class the reader's allow-list does not admit."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +93,32 @@ class Snapshot:
     # Open-ended facts about this version (drift flags, rollback targets) that older readers ignore.
     extra: dict = dataclasses.field(default_factory=dict)
     challenger_payload: bytes = dataclasses.field(default=b"", repr=False)
+    # The job lineage: the submit time (ms) of the job that created the key's state; 0 before lineages.
+    generation: int = 0
+    # The key that signed it (set by `encode`, checked by `decode`).
+    key_id: str = ""
 
-    def model(self):
-        """The River model, unpickled from the payload."""
-        return self._load(self.payload, "model")
+    @property
+    def order(self) -> tuple[int, int]:
+        """What "newer" means for a key's envelopes: a later job lineage, then a higher version."""
+        return self.generation, self.model_version
 
-    def challenger(self):
+    def model(self, classes: ModelClasses = RIVER_ONLY):
+        """The River model, unpickled from the payload through the allow-list `classes`."""
+        return self._load(self.payload, "model", classes)
+
+    def challenger(self, classes: ModelClasses = RIVER_ONLY):
         """The challenger model, or None when the job trains none for this key."""
-        return self._load(self.challenger_payload, "challenger") if self.challenger_payload else None
+        return self._load(self.challenger_payload, "challenger", classes) if self.challenger_payload else None
 
-    def _load(self, payload: bytes, what: str):
+    def _load(self, payload: bytes, what: str, classes: ModelClasses):
+        where = f"snapshot of key {self.key!r} v{self.model_version}"
         try:
-            return cloudpickle.loads(payload)
+            return loads(payload, classes)
+        except ForbiddenClass as e:
+            raise ForbiddenPayload(f"{where}: {what} payload refused: {e}") from None
         except Exception as e:
-            raise EnvelopeError(f"snapshot of key {self.key!r} v{self.model_version}: {what} payload does not load: {e}") from e
+            raise EnvelopeError(f"{where}: {what} payload does not load: {e}") from e
 
     def metadata(self) -> dict:
         # Field by field, not dataclasses.asdict: that deep-copies, and the learner calls this for every
@@ -101,39 +136,62 @@ def feature_schema_hash(feature_names) -> str:
 
 def dump_model(model) -> bytes:
     """The model's bytes: standard pickle, three times faster than cloudpickle on River pipelines;
-    cloudpickle for what pickle refuses (a lambda in a FuncTransformer, a class defined in a notebook).
-    `cloudpickle.loads` reads both."""
+    cloudpickle for what pickle refuses (a lambda in a FuncTransformer, a class defined in a notebook),
+    which readers load only with `snapshots.allow_cloudpickle` (udfs/safe_pickle.py)."""
     try:
         return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
         return cloudpickle.dumps(model)
 
 
-def encode(snapshot: Snapshot) -> bytes:
+def encode(snapshot: Snapshot, keyring: Keyring) -> bytes:
+    """The envelope's bytes, signed with the keyring's signing key (whose id goes into the metadata)."""
     meta = snapshot.metadata()
+    meta["key_id"] = keyring.signing_key_id
     meta["challenger_bytes"] = len(snapshot.challenger_payload)
     meta = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
-    return _HEADER.pack(MAGIC, snapshot.format_version, len(meta)) + meta + snapshot.payload + snapshot.challenger_payload
+    signed = b"".join((_HEADER.pack(MAGIC, snapshot.format_version, len(meta)), meta, snapshot.payload,
+                       snapshot.challenger_payload))
+    return signed + keyring.sign(signed)
 
 
-def decode(data: bytes) -> Snapshot:
-    """Parse an envelope; raises EnvelopeError naming what is wrong. The model stays unpickled."""
+def decode(data: bytes, keyring: Keyring) -> Snapshot:
+    """Parse an envelope and verify its signature with `keyring`; raises SignatureError (an
+    EnvelopeError) for an unsigned, foreign or altered one, EnvelopeError naming what else is wrong.
+    The model stays unpickled."""
     if not isinstance(data, (bytes, bytearray)) or len(data) < _HEADER.size:
         raise EnvelopeError(f"not a model snapshot envelope ({len(data or b'')} bytes is too short)")
     magic, version, meta_len = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise EnvelopeError(f"not a model snapshot envelope (starts with {bytes(data[:4])!r})")
-    if version not in READABLE_FORMATS:
+    if version > FORMAT_VERSION:
         raise EnvelopeError(f"unsupported envelope format version {version} (this code reads up to {FORMAT_VERSION})")
+    if version < SIGNED_FORMAT:
+        raise EnvelopeSignatureError(f"unsigned envelope (format {version}, written before snapshots were signed)")
     end = _HEADER.size + meta_len
-    if len(data) < end:
-        raise EnvelopeError(f"truncated envelope: metadata needs {meta_len} bytes, {len(data) - _HEADER.size} present")
+    if len(data) < end + MAC_BYTES:
+        raise EnvelopeError(f"truncated envelope: metadata and signature need {meta_len + MAC_BYTES} bytes, "
+                            f"{len(data) - _HEADER.size} present")
     try:
         meta = json.loads(bytes(data[_HEADER.size:end]))
-        challenger_bytes = meta.pop("challenger_bytes", 0) if isinstance(meta, dict) else 0
-        if not isinstance(challenger_bytes, int) or not 0 <= challenger_bytes <= len(data) - end:
+    except ValueError as e:
+        raise EnvelopeError(f"corrupt envelope metadata: {e}") from None
+    if not isinstance(meta, dict):
+        raise EnvelopeError(f"corrupt envelope metadata: an object expected, got {type(meta).__name__}")
+    signed, mac = bytes(data[:-MAC_BYTES]), bytes(data[-MAC_BYTES:])
+    try:
+        keyring.verify(meta.get("key_id"), signed, mac)
+    except SignatureError as e:
+        raise EnvelopeSignatureError(str(e)) from None
+    try:
+        challenger_bytes = meta.pop("challenger_bytes", 0)
+        if not isinstance(challenger_bytes, int) or not 0 <= challenger_bytes <= len(signed) - end:
             raise EnvelopeError(f"corrupt envelope: challenger_bytes {challenger_bytes!r} does not fit the payload")
-        split = len(data) - challenger_bytes
-        return Snapshot(**meta, payload=bytes(data[end:split]), challenger_payload=bytes(data[split:]))
+        split = len(signed) - challenger_bytes
+        return Snapshot(**meta, payload=signed[end:split], challenger_payload=signed[split:])
     except (ValueError, TypeError) as e:
         raise EnvelopeError(f"corrupt envelope metadata: {e}") from None
+
+
+class EnvelopeSignatureError(EnvelopeError, SignatureError):
+    """An envelope refused for its signature: unsigned, signed with a key not accepted, or altered."""

@@ -5,20 +5,24 @@ keeping a `KeyState` per key in keyed state. The model-safety guards of `SafetyS
 gated publishing and rollback, a challenger, a cold-start prior, a data-quality guard) each live in
 a module of their own and are off unless `safety:` in the job's config turns them on.
 
+>>> from udfs.signing import Keyring
 >>> learner = Learner(LearnerSettings(
 ...     model={"steps": [{"class": "linear_model.LogisticRegression"}]},
-...     metric={"class": "metrics.Accuracy"}, feature_names=("x",), window_ms=1000))
+...     metric={"class": "metrics.Accuracy"}, feature_names=("x",), window_ms=1000, generation=1700000000000),
+...     Keyring({"k1": b"s" * 32}, signing_key_id="k1"))
 >>> state = learner.new_state()
 >>> first = learner.process(state, {"x": 1.0}, True, window_end_ms=1000).prediction
->>> (first.prediction, first.model_version, state.n_learned, state.model_version)
-(0.0, 0, 1, 1)
+>>> (first.prediction, first.model_version, state.n_learned, state.model_version, state.generation)
+(0.0, 0, 1, 1, 1700000000000)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import pickle
+import time
 from typing import Any
 
 import cloudpickle
@@ -27,12 +31,16 @@ from udfs.bootstrap import BOOTSTRAP_MODES
 from udfs.challenger import ChallengerSettings, Duel, challenger_wins
 from udfs.cold_start import Prior, PriorSettings, load_template
 from udfs.drift import DriftSettings, DriftWatch, prediction_error
-from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
 from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
 from udfs.quality import FeatureStats, QualitySettings, check
+from udfs.safe_pickle import ModelClasses, declared_classes
+from udfs.signing import Keyring, SigningSettings
 
-STATE_SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+STATE_SCHEMA_VERSION = 3
 SNAPSHOT_POLICIES = ("every_n_updates", "every_window", "every_seconds")
 
 
@@ -65,6 +73,10 @@ class KeyState:
     gate: GateState | None = None
     duel: Duel | None = None
     quality: FeatureStats | None = None
+    # Since schema 3: the lineage of the key's model, the submit time (ms) of the job that created this
+    # state (`LearnerSettings.generation`); kept on restore, 0 for states created before lineages.
+    # Its envelopes carry it, and replicas order a key's envelopes by (generation, model_version).
+    generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +152,14 @@ class LearnerSettings:
     # (bootstrap servers, snapshot topic) when keys without state start from their newest snapshot:
     # udfs/bootstrap.py.
     bootstrap_from: tuple | None = None
-    # The cold-start template's pickled model, read at submit time so that it ships with the job.
+    # The cold-start template's pickled model, read and verified at submit time so that it ships with the job.
     prior_template: bytes | None = dataclasses.field(default=None, repr=False)
+    # The job's lineage: its submit time in ms, given to the keys whose state it creates (KeyState.generation).
+    generation: int = 0
+    # The key files envelopes are signed with and verified by (only paths: each process reads the keys).
+    signing: SigningSettings = SigningSettings()
+    # What model payloads read back (snapshots to start from, the template) may name: udfs/safe_pickle.py.
+    model_classes: ModelClasses = ModelClasses()
 
     @classmethod
     def from_config(cls, config) -> "LearnerSettings":
@@ -160,6 +178,8 @@ class LearnerSettings:
         if bootstrap not in BOOTSTRAP_MODES:
             raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
         template = safety.cold_start.template
+        signing = SigningSettings.from_config(config)
+        classes = declared_classes(config)
         return cls(
             model=config["model"],
             metric=config["metric"],
@@ -177,7 +197,12 @@ class LearnerSettings:
             state_write_every=write_every,
             bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
                             if bootstrap == "snapshots" else None),
-            prior_template=load_template(config.file_path(template), columns, config.error) if template else None,
+            prior_template=(load_template(config.file_path(template), columns, config.error,
+                                          signing.keyring(config.error), classes) if template else None),
+            # Submit time: a job started afresh outranks every model of the jobs before it in serving.
+            generation=time.time_ns() // 1_000_000,
+            signing=signing,
+            model_classes=classes,
         )
 
 
@@ -228,8 +253,11 @@ def _scored(y_pred) -> bool:
 
 
 class Learner:
-    def __init__(self, settings: LearnerSettings):
+    def __init__(self, settings: LearnerSettings, keyring: Keyring):
         self.settings = settings
+        # Signs every envelope; verifies none (what the learner reads back is verified where it is read).
+        self.keyring = keyring
+        self.classes = settings.model_classes
         self.safety = settings.safety
         self.schema_hash = feature_schema_hash(settings.feature_names)
         # Built once here, so that a bad spec fails at submit time; new keys unpickle these
@@ -245,7 +273,7 @@ class Learner:
         # The same choice as river.evaluate.progressive_val_score, so metrics agree with it exactly.
         self.predicts_proba = is_classifier(model) and not metric.requires_labels
         self.classifier = is_classifier(model)
-        self.prior = Prior(self.safety.cold_start, settings.prior_template, self.new_model)
+        self.prior = Prior(self.safety.cold_start, settings.prior_template, self.new_model, self.classes)
 
     def new_model(self, role: str = "model"):
         return pickle.loads(self._prototypes[role])
@@ -255,14 +283,21 @@ class Learner:
 
     def new_state(self) -> KeyState:
         prior = self.prior.source()
-        return KeyState(model=self.prior.new_model(), metric=self.new_metric(), prior=prior)
+        return KeyState(model=self.prior.new_model(), metric=self.new_metric(), prior=prior,
+                        generation=self.settings.generation)
 
     def state_from_snapshot(self, snapshot) -> KeyState:
-        """A key's state started from its newest published envelope (udfs/bootstrap.py): its model,
-        count, version and last window carry on; the metric and the guards start over."""
-        return KeyState(model=snapshot.model(), metric=self.new_metric(), n_learned=snapshot.n_learned,
+        """A key's state started from its newest published (and verified) envelope (udfs/bootstrap.py):
+        its model, count, version, generation and last window carry on; the metric and the guards start
+        over. A payload the allow-list refuses starts the key afresh, in this job's generation."""
+        try:
+            model = snapshot.model(self.classes)
+        except EnvelopeError as e:
+            log.warning("bootstrap: key %r starts afresh: %s", snapshot.key, e)
+            return self.new_state()
+        return KeyState(model=model, metric=self.new_metric(), n_learned=snapshot.n_learned,
                         model_version=snapshot.model_version, published_version=snapshot.model_version,
-                        last_window_end_ms=snapshot.window_end_ms, prior="snapshot")
+                        last_window_end_ms=snapshot.window_end_ms, prior="snapshot", generation=snapshot.generation)
 
     def predict(self, model, x: dict):
         return model.predict_proba_one(x) if self.predicts_proba else model.predict_one(x)
@@ -463,4 +498,5 @@ class Learner:
             payload=payload,
             extra=extra,
             challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
-        ))
+            generation=state.generation,
+        ), self.keyring)

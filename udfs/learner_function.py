@@ -117,8 +117,10 @@ class LearnerFunction(KeyedProcessFunction):
         self.settings = settings
 
     def open(self, runtime_context: RuntimeContext):
+        # The signing keys are read here, from their files, so that they never travel in the job graph.
+        keyring = self.settings.signing.keyring()
         # Building the models imports the River modules they name: on a Python thread too.
-        self.learner = in_python_thread(Learner, self.settings)
+        self.learner = in_python_thread(Learner, self.settings, keyring)
         self.feature_names = self.settings.feature_names
         self.states = runtime_context.get_map_state(
             MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
@@ -145,7 +147,8 @@ class LearnerFunction(KeyedProcessFunction):
         # Newest snapshot per key, for keys this learner has no state for (learner.bootstrap: snapshots).
         self.seeds = {}
         if self.settings.bootstrap_from is not None:
-            self.seeds = newest_snapshots(read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash)
+            self.seeds = newest_snapshots(read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash,
+                                          keyring)
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",

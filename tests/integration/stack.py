@@ -14,6 +14,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from jobs.config import Config, derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
+from udfs.envelope import Snapshot, decode
+from udfs.signing import Keyring, SigningSettings
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOTSTRAP = "127.0.0.1:9092"
@@ -109,6 +111,17 @@ def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool
         return records
     finally:
         consumer.close()
+
+
+def keyring(config: Config) -> Keyring:
+    """The keys the config's job signs snapshots with and its replicas verify them by."""
+    return SigningSettings.from_config(config).keyring()
+
+
+def read_snapshots(config: Config, expected: int = 10**9, timeout_s: float = 5) -> list[Snapshot]:
+    """The envelopes on the config's snapshot topic (as read_topic reads), verified with its keys."""
+    keys = keyring(config)
+    return [decode(r.value, keys) for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)]
 
 
 def submit(job: str, *args: str) -> str:

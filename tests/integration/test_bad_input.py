@@ -7,7 +7,6 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.integration import stack
-from udfs.envelope import decode
 
 KEYS = ["a", "b", "c"]
 WINDOWS = 80
@@ -45,7 +44,7 @@ def run(tmp_path, flink_job, payloads):
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
     predictions = sorted(json.loads(r.value)["prediction"] for r in stack.read_topic(config["topics.predictions.name"], 10**9, 5))
-    snapshots = [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, 5)]
+    snapshots = stack.read_snapshots(config)
     dead = stack.read_topic(config["topics.dead_letters.name"], 10**9, 5)
     return predictions, snapshots, dead
 

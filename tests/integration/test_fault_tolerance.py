@@ -3,7 +3,6 @@ each of its rows exactly once, and every version on the snapshot topic (at-least
 before the checkpoint that covers it) carries one model, however often it was published."""
 
 import os
-import pickle
 import signal
 import threading
 import time
@@ -11,7 +10,6 @@ import time
 import pytest
 
 from tests.integration import stack
-from udfs.envelope import decode
 
 KEYS = [f"k{i}" for i in range(5)]
 WINDOWS = 600
@@ -89,8 +87,7 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
     latest = {}
 
     def all_learned():
-        for record in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=3):
-            snapshot = decode(record.value)
+        for snapshot in stack.read_snapshots(config, timeout_s=3):
             latest.setdefault(snapshot.key, []).append(snapshot)
         done = all(key in latest and latest[key][-1].n_learned == WINDOWS for key in KEYS)
         progress.update({key: latest[key][-1].n_learned for key in latest})
@@ -127,5 +124,5 @@ PROBES = [{"x1_avg": float(a), "x2_avg": float(b)} for a in range(-3, 4) for b i
 def predictions_of(snapshot) -> list:
     """What a replica would answer with the snapshot's model, on fixed probe rows (pickles of equal
     models may differ in bytes: pickle memoizes equal strings by identity)."""
-    model = pickle.loads(snapshot.payload)
+    model = snapshot.model()
     return [model.predict_proba_one(x) for x in PROBES]

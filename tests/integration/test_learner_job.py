@@ -11,7 +11,6 @@ from river import datasets, evaluate
 
 from jobs.config import load_config
 from tests.integration import stack
-from udfs.envelope import decode
 from udfs.model_spec import build_metric, build_model
 
 WINDOW_MS = 1000
@@ -40,7 +39,7 @@ def run_job(tmp_path, flink_job, events, overrides=None):
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
     predictions = [json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], 10**9, timeout_s=5)]
-    snapshots = [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=5)]
+    snapshots = stack.read_snapshots(config)
     return config, predictions, snapshots
 
 
@@ -200,8 +199,7 @@ def test_every_seconds_policy_publishes_from_processing_time_timers(services, fl
     events = events_for({"timed": rows}) + [{"entity": "closer", "x1": 0, "x2": 0, "label": False, "ts": 10**6}]
     stack.produce_json(config["topics.events.name"], events, key_field="entity")
     # The count policy would never publish here; only the 1 s timer can.
-    records = stack.read_topic(config["topics.snapshots.name"], expected=1, timeout_s=60)
-    snapshot = decode(records[0].value)
+    snapshot = stack.read_snapshots(config, expected=1, timeout_s=60)[0]
     assert snapshot.key == "timed"
     assert 1 <= snapshot.n_learned <= len(rows)
 
@@ -220,8 +218,7 @@ def test_a_key_short_of_n_updates_is_published_within_the_max_wait(services, fli
     stack.produce_json(config["topics.events.name"], sorted(events, key=lambda e: e["ts"]), key_field="entity")
     # busy: versions 10 and 20 by count, 23 by the timer; quiet (3 rows) by the timer only. (The closer's
     # own window never closes.) Reading for one record more shows that nothing else is published.
-    records = stack.read_topic(config["topics.snapshots.name"], expected=5, timeout_s=40)
-    published = sorted((s.key, s.n_learned) for s in map(decode, (r.value for r in records)))
+    published = sorted((s.key, s.n_learned) for s in stack.read_snapshots(config, expected=5, timeout_s=40))
     assert published == [("busy", 10), ("busy", 20), ("busy", 23), ("quiet", 3)]
 
 
@@ -253,7 +250,7 @@ def test_a_job_started_without_state_continues_each_key_from_its_newest_snapshot
     })
     job_id = flink_job("jobs/learner_job.py", "--config", second.source)
     stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
-    snapshots = [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=5)]
+    snapshots = stack.read_snapshots(config)
 
     assert {s.key: s.model_version for s in first_snapshots if s.model_version == 60}.keys() == set(by_key)
     for key, key_rows in by_key.items():

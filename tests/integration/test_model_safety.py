@@ -11,7 +11,6 @@ import random
 import pytest
 
 from tests.integration import stack
-from udfs.envelope import decode
 
 WINDOW_MS = 1000
 MODEL = {"steps": [
@@ -65,7 +64,7 @@ def predictions_by_key(config):
 
 
 def snapshots_of(config):
-    return [decode(r.value) for r in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=5)]
+    return stack.read_snapshots(config)
 
 
 def accuracy(predictions, rows):

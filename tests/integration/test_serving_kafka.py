@@ -36,6 +36,7 @@ class Publisher:
         self.topic = config["topics.snapshots.name"]
         self.features = config["features.columns"]
         self.schema_hash = feature_schema_hash(self.features)
+        self.keyring = stack.keyring(config)
         self.producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP, transactional_id=f"test-{uuid.uuid4().hex}")
         self.producer.init_transactions()
         self.committed = {key: set() for key in KEYS}
@@ -52,7 +53,7 @@ class Publisher:
         fields = dict(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
                       window_end_ms=now_ms, watermark_ms=now_ms - 1, emitted_at_ms=now_ms,
                       feature_schema_hash=self.schema_hash, payload=dump_model(self.model(version)))
-        return encode(Snapshot(**{**fields, **changes}))
+        return encode(Snapshot(**{**fields, **changes}), self.keyring)
 
     def transaction(self, records, commit=True):
         """records: (key, envelope bytes) pairs, written in one transaction that is committed or aborted."""
@@ -144,7 +145,7 @@ def test_refused_snapshots_are_counted_and_the_old_model_keeps_serving(config, p
     publisher.transaction([
         ("book-1", bytes(random.Random(7).getrandbits(8) for _ in range(300))),
         ("book-1", publisher.envelope("book-1", 9, feature_schema_hash="0123456789abcdef")),  # other features
-        ("book-1", publisher.envelope("book-1", 10, format_version=3)),  # from a newer writer
+        ("book-1", publisher.envelope("book-1", 10, format_version=4)),  # from a newer writer
         ("book-1", publisher.envelope("book-1", 11, payload=b"\x80\x05not a pickle")),
         ("book-2", publisher.envelope("book-2", 1)),  # a good one after the bad ones
     ])

@@ -6,7 +6,6 @@ import os
 import pytest
 
 from tests.integration import stack
-from udfs.envelope import decode
 
 KEYS = [f"u{i}" for i in range(4)]
 WINDOW_MS = 1000
@@ -23,8 +22,7 @@ def closer(ts):
 
 def latest_snapshots(config):
     latest = {}
-    for record in stack.read_topic(config["topics.snapshots.name"], 10**9, timeout_s=3):
-        snapshot = decode(record.value)
+    for snapshot in stack.read_snapshots(config, timeout_s=3):
         latest.setdefault(snapshot.key, []).append(snapshot)
     return latest
 

@@ -1,11 +1,13 @@
 """The learner's logic without Flink: test-then-train, delayed labels, snapshot policies."""
 
 import pickle
+import time
 
 import pytest
 from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
+from tests.unit.models import KEYRING, SIGNING
 from udfs.envelope import decode
 from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, as_number, migrate
 from udfs.model_spec import build_metric, build_model
@@ -20,7 +22,7 @@ def settings(**changes):
 
 def test_process_is_progressive_validation():
     rows = list(datasets.Bananas().take(300))
-    learner = Learner(settings())
+    learner = Learner(settings(), KEYRING)
     state = learner.new_state()
     for i, (x, y) in enumerate(rows):
         prediction = learner.process(state, x, y, window_end_ms=(i + 1) * 1000).prediction
@@ -31,7 +33,7 @@ def test_process_is_progressive_validation():
 
 
 def test_delayed_label_learns_the_row_it_belongs_to():
-    learner = Learner(settings(label_delay_windows=2))
+    learner = Learner(settings(label_delay_windows=2), KEYRING)
     state = learner.new_state()
     rows = list(datasets.Bananas().take(10))
     for t, (x, _) in enumerate(rows):
@@ -42,7 +44,7 @@ def test_delayed_label_learns_the_row_it_belongs_to():
 
 
 def test_rows_waiting_too_long_for_a_label_are_dropped_and_counted():
-    learner = Learner(settings(label_delay_windows=5, max_pending_windows=3))
+    learner = Learner(settings(label_delay_windows=5, max_pending_windows=3), KEYRING)
     state = learner.new_state()
     for t in range(10):
         learner.process(state, {"1": 0.0, "2": 1.0}, None, window_end_ms=(t + 1) * 1000)
@@ -50,7 +52,7 @@ def test_rows_waiting_too_long_for_a_label_are_dropped_and_counted():
 
 
 def test_a_replayed_window_is_skipped_and_counted():
-    learner = Learner(settings())
+    learner = Learner(settings(), KEYRING)
     state = learner.new_state()
     rows = list(datasets.Bananas().take(3))
     for i, (x, y) in enumerate(rows):
@@ -60,7 +62,7 @@ def test_a_replayed_window_is_skipped_and_counted():
 
 
 def test_missing_label_is_counted_not_learned():
-    learner = Learner(settings())
+    learner = Learner(settings(), KEYRING)
     state = learner.new_state()
     learner.process(state, {"1": 0.0, "2": 1.0}, None, window_end_ms=1000)
     assert (state.n_learned, state.unlabeled, state.model_version) == (0, 1, 0)
@@ -68,27 +70,31 @@ def test_missing_label_is_counted_not_learned():
 
 @pytest.mark.parametrize("policy, every_n, due_after", [("every_window", 1, 1), ("every_n_updates", 3, 3)])
 def test_count_policies(policy, every_n, due_after):
-    learner = Learner(settings(snapshot_policy=policy, snapshot_every_n=every_n))
+    learner = Learner(settings(snapshot_policy=policy, snapshot_every_n=every_n), KEYRING)
     state = learner.new_state()
     for i, (x, y) in enumerate(datasets.Bananas().take(due_after)):
         assert not learner.snapshot_due(state)
         learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
     assert learner.snapshot_due(state)
-    envelope = decode(learner.publish("k", state, watermark_ms=1, now_ms=2))
+    envelope = decode(learner.publish("k", state, watermark_ms=1, now_ms=2), KEYRING)
     assert (envelope.key, envelope.model_version, envelope.metric_name) == ("k", due_after, "LogLoss")
     assert not learner.snapshot_due(state)
 
 
 def test_only_time_bounded_policies_ask_for_a_timer():
-    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=3000)).snapshot_wait_ms == 3000
-    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=0)).snapshot_wait_ms == 0
-    assert Learner(settings(snapshot_policy="every_seconds", snapshot_every_ms=7000)).snapshot_wait_ms == 7000
-    assert Learner(settings(snapshot_policy="every_window")).snapshot_wait_ms == 0
+    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=3000), KEYRING).snapshot_wait_ms == 3000
+    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=0), KEYRING).snapshot_wait_ms == 0
+    assert Learner(settings(snapshot_policy="every_seconds", snapshot_every_ms=7000), KEYRING).snapshot_wait_ms == 7000
+    assert Learner(settings(snapshot_policy="every_window"), KEYRING).snapshot_wait_ms == 0
+
+
+CONFIG = {"features": {"columns": ["1", "2"]}, "window": {"size_seconds": 1}, "model": MODEL,
+          "metric": {"class": "metrics.LogLoss"}, "signing": SIGNING}
 
 
 def test_settings_from_config_reject_bad_values():
     good = {"features": {"columns": ["a"]}, "window": {"size_seconds": 10}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}}
+            "metric": {"class": "metrics.Accuracy"}, "signing": SIGNING}
     assert LearnerSettings.from_config(Config(good, "job.yaml")).window_ms == 10_000
     with pytest.raises(ConfigError, match="snapshots.policy' must be one of"):
         LearnerSettings.from_config(Config({**good, "snapshots": {"policy": "sometimes"}}, "job.yaml"))
@@ -107,12 +113,12 @@ def test_settings_from_config_reject_bad_values():
 
 
 def test_a_key_started_from_a_snapshot_goes_on_from_its_version_and_window():
-    learner = Learner(settings(snapshot_policy="every_window"))
+    learner = Learner(settings(snapshot_policy="every_window"), KEYRING)
     state = learner.new_state()
     rows = list(datasets.Phishing().take(30))
     for t, (x, y) in enumerate(rows[:20]):
         learner.process(state, {"1": x["empty_server_form_handler"], "2": x["popup_window"]}, y, (t + 1) * 1000)
-    seed = decode(learner.publish("k", state, watermark_ms=0, now_ms=0))
+    seed = decode(learner.publish("k", state, watermark_ms=0, now_ms=0), KEYRING)
 
     started = learner.state_from_snapshot(seed)
     assert (started.model_version, started.n_learned, started.last_window_end_ms) == (20, 20, 20_000)
@@ -129,22 +135,76 @@ def test_as_number():
 
 
 def test_state_from_an_older_version_is_migrated_not_reset():
-    learner = Learner(settings())
+    learner = Learner(settings(), KEYRING)
     state = learner.new_state()
     for i, (x, y) in enumerate(datasets.Bananas().take(5)):
         learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
     # What a savepoint of the first release holds: no schema_version, none of the later fields.
     old = pickle.loads(pickle.dumps(state))
-    for name in ("schema_version", "replayed_windows", "pending_timer_ms", "held_version", "gate", "drift"):
+    for name in ("schema_version", "replayed_windows", "pending_timer_ms", "held_version", "gate", "drift", "generation"):
         delattr(old, name)
     migrated = migrate(old)
     assert (migrated.schema_version, migrated.replayed_windows, migrated.pending_timer_ms) == (STATE_SCHEMA_VERSION, 0, 0)
-    assert (migrated.held_version, migrated.gate, migrated.drift) == (0, None, None)
+    assert (migrated.held_version, migrated.gate, migrated.drift, migrated.generation) == (0, None, None, 0)
     assert (migrated.n_learned, migrated.model_version) == (5, 5)
 
 
+def test_a_savepoint_of_schema_2_restores_and_its_keys_keep_publishing_in_generation_0():
+    learner = Learner(settings(snapshot_policy="every_window", generation=1_700_000_000_000), KEYRING)
+    state = learner.new_state()
+    learner.process(state, {"1": 0.1, "2": 0.2}, True, window_end_ms=1000)
+    # Schema 2's layout: everything but the generation.
+    old = pickle.loads(pickle.dumps(state))
+    del old.generation
+    old.schema_version = 2
+    restored = migrate(pickle.loads(pickle.dumps(old)))
+    assert (restored.schema_version, restored.generation, restored.model_version) == (3, 0, 1)
+    learner.process(restored, {"1": 0.3, "2": 0.1}, False, window_end_ms=2000)
+    assert decode(learner.publish("k", restored, 0, 0), KEYRING).order == (0, 2)
+    # A key this job creates is of its own generation, and outranks every version of generation 0.
+    assert learner.new_state().generation == 1_700_000_000_000
+
+
+def test_every_key_of_a_job_started_afresh_outranks_the_jobs_before_it():
+    first = Learner(LearnerSettings.from_config(Config(CONFIG, "job.yaml")), KEYRING)
+    old = first.new_state()
+    for t, (x, y) in enumerate(datasets.Bananas().take(250)):
+        first.process(old, x, y, window_end_ms=(t + 1) * 1000)
+    time.sleep(0.002)  # generations are milliseconds: two submits are further apart than that
+    again = Learner(LearnerSettings.from_config(Config(CONFIG, "job.yaml")), KEYRING)
+    new = again.new_state()
+    again.process(new, *next(iter(datasets.Bananas().take(1))), window_end_ms=1000)
+    published = [decode(learner.publish("k", state, 0, 0), KEYRING) for learner, state in ((first, old), (again, new))]
+    assert published[0].model_version == 250 and published[1].model_version == 1
+    assert published[1].order > published[0].order
+    # Started from the old job's newest snapshot instead (learner.bootstrap), a key goes on in its lineage.
+    seeded = again.state_from_snapshot(published[0])
+    assert (seeded.generation, seeded.model_version) == (published[0].generation, 250)
+
+
+@pytest.mark.parametrize("signing, message", [
+    (None, "'signing.keys' must map key ids to key files"),
+    ({"key_id": "new", "keys": {"old": "k.key"}}, "'signing.key_id' must be one of signing.keys \\(old\\), not 'new'"),
+    ({"key_id": "k", "keys": {"k": "missing.key"}}, "'signing.keys.k' cannot read .*missing.key: No such file"),
+    ({"key_id": "k", "keys": {"k": "short.key"}}, "'signing.keys.k' .*short.key holds 5 bytes; a key needs at least 32"),
+])
+def test_signing_settings_name_the_setting_and_file_at_fault(tmp_path, signing, message):
+    (tmp_path / "short.key").write_text("12345\n")
+    if signing:
+        signing = {**signing, "keys": {k: str(tmp_path / path) for k, path in signing["keys"].items()}}
+    with pytest.raises(ConfigError, match=message):
+        LearnerSettings.from_config(Config({**CONFIG, "signing": signing}, "job.yaml"))
+
+
+def test_allow_cloudpickle_is_true_or_false_and_opens_the_allow_list():
+    with pytest.raises(ConfigError, match="'snapshots.allow_cloudpickle' must be true or false"):
+        LearnerSettings.from_config(Config({**CONFIG, "snapshots": {"allow_cloudpickle": "yes"}}, "job.yaml"))
+    allowed = LearnerSettings.from_config(Config({**CONFIG, "snapshots": {"allow_cloudpickle": True}}, "job.yaml"))
+    assert allowed.model_classes.allow_cloudpickle
+
+
 def test_state_from_a_newer_version_fails_clearly():
-    state = Learner(settings()).new_state()
+    state = Learner(settings(), KEYRING).new_state()
     state.schema_version = STATE_SCHEMA_VERSION + 1
     with pytest.raises(StateSchemaError, match=f"schema version {STATE_SCHEMA_VERSION + 1}, this job reads up to"):
         migrate(state)

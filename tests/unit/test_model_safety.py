@@ -8,9 +8,12 @@ import pytest
 from river import linear_model
 
 from jobs.config import Config, ConfigError
+from tests.unit.models import KEYRING, SIGNING
+from udfs.cold_start import write_template
 from udfs.envelope import decode, encode, dump_model, feature_schema_hash, Snapshot
 from udfs.learner import Learner, LearnerSettings, migrate
 from udfs.model_spec import ModelSpecError, build_model
+from udfs.signing import Keyring
 
 FEATURES = ["x1_avg", "x2_avg"]
 MODEL = {"steps": [
@@ -21,9 +24,9 @@ MODEL = {"steps": [
 
 def learner(safety=None, tmp_path=None, **config):
     data = {"features": {"columns": FEATURES}, "window": {"size_seconds": 1}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}, "safety": safety or {}, **config}
+            "metric": {"class": "metrics.Accuracy"}, "safety": safety or {}, "signing": SIGNING, **config}
     source = str(tmp_path / "conf" / "job.yaml") if tmp_path else "job.yaml"
-    return Learner(LearnerSettings.from_config(Config(data, source)))
+    return Learner(LearnerSettings.from_config(Config(data, source)), KEYRING)
 
 
 def rows(seed, n, concept=lambda x1, x2: x1 + x2 > 0):
@@ -44,9 +47,9 @@ def run(learner, state, stream, start=0, key="k"):
         step = learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
         correct.append((step.prediction.prediction > 0.5) == y)
         if step.rollback_due:
-            published.append(decode(learner.rollback(key, state, 0, 0)))
+            published.append(decode(learner.rollback(key, state, 0, 0), KEYRING))
         elif learner.snapshot_due(state) and (envelope := learner.publish(key, state, 0, 0)):
-            published.append(decode(envelope))
+            published.append(decode(envelope, KEYRING))
     return correct, published
 
 
@@ -139,30 +142,45 @@ def test_global_prior_gives_a_new_key_a_head_start():
     assert first_predictions["global"][0] >= 9 and first_predictions["global"][0] > first_predictions["none"][0]
 
 
-def test_template_prior_from_a_model_file_or_an_envelope(tmp_path):
+def test_template_prior_from_a_signed_model_file_or_an_envelope(tmp_path):
     trained = build_model(MODEL)
     for x, y in rows(1, 300):
         trained.learn_one(x, y)
-    (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(trained))
+    write_template(trained, str(tmp_path / "model.rtml"), FEATURES, KEYRING)
     envelope = encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="Accuracy", metric_value=1.0,
                                window_end_ms=0, watermark_ms=0, emitted_at_ms=0,
-                               feature_schema_hash=feature_schema_hash(FEATURES), payload=dump_model(trained)))
+                               feature_schema_hash=feature_schema_hash(FEATURES), payload=dump_model(trained)), KEYRING)
     (tmp_path / "snapshot.bin").write_bytes(envelope)
     x = {"x1_avg": 0.5, "x2_avg": 0.4}
-    for name in ("model.pkl", "snapshot.bin"):
+    for name in ("model.rtml", "snapshot.bin"):
         model = learner({"cold_start": {"prior": "template", "template": str(tmp_path / name)}})
         state = model.new_state()
         assert state.prior == "template"
         assert state.model.predict_proba_one(x) == trained.predict_proba_one(x)
 
 
+def template(payload, keyring=KEYRING, features=FEATURES):
+    return encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="m", metric_value=None, window_end_ms=0,
+                           watermark_ms=0, emitted_at_ms=0, feature_schema_hash=feature_schema_hash(features),
+                           payload=payload), keyring)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return exec, ("raise SystemExit('the template ran code')",)
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "cannot read"),
-    (b"not a pickle", "neither a snapshot envelope nor a pickled model"),
-    (pickle.dumps({"a": 1}), "holds a dict, not a River model"),
+    (b"not a pickle", "is not a snapshot envelope; a bare pickle is not loaded"),
+    (cloudpickle.dumps(build_model(MODEL)), "is not a snapshot envelope; a bare pickle is not loaded"),
+    (template(dump_model(build_model(MODEL)), Keyring({"test": b"w" * 32}, "test")),
+     "is not signed with a key in signing.keys: signature does not match key 'test'"),
+    (template(pickle.dumps(RunsCode())), "model payload refused: the payload names builtins.exec"),
+    (template(pickle.dumps({"a": 1})), "holds a dict, not a River model"),
     (encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="m", metric_value=None, window_end_ms=0,
                      watermark_ms=0, emitted_at_ms=0, feature_schema_hash=feature_schema_hash(["other"]),
-                     payload=dump_model(linear_model.LogisticRegression()))), "other feature columns"),
+                     payload=dump_model(linear_model.LogisticRegression())), KEYRING), "other feature columns"),
 ])
 def test_a_bad_template_fails_at_submit_time(tmp_path, content, message):
     path = tmp_path / "prior.bin"

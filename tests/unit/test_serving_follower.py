@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import pickle
 import random
 import types
 
@@ -10,8 +11,10 @@ import pytest
 from serving.feature_store import FeatureStore
 from serving.follower import Follower, Rejected, check_snapshot
 from serving.registry import ModelRegistry
-from tests.unit.models import trained
+from tests.unit.models import KEYRING, trained
+from tests.unit.test_envelope import RunsCode
 from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+from udfs.signing import Keyring
 
 FEATURES = ("x1", "x2")
 SCHEMA = feature_schema_hash(FEATURES)
@@ -31,36 +34,36 @@ def record(value, key="k", offset=0):
 
 
 def follower():
-    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10])
+    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10], KEYRING)
 
 
 def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
-    checked = check_snapshot(encode(snapshot(version=4)), SCHEMA)
+    checked = check_snapshot(encode(snapshot(version=4), KEYRING), SCHEMA, KEYRING)
     assert (checked.key, checked.model_version, checked.feature_schema_hash) == ("k", 4, SCHEMA)
 
 
 @pytest.mark.parametrize("value, reason", [
     (bytes(random.Random(1).getrandbits(8) for _ in range(200)), "corrupt"),
     (b"RTML", "corrupt"),
-    (encode(snapshot())[:30], "corrupt"),
+    (encode(snapshot(), KEYRING)[:30], "corrupt"),
     (None, "corrupt"),
-    (encode(snapshot(format_version=3)), "version"),
-    (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"]))), "schema"),
+    (encode(snapshot(format_version=4), KEYRING), "version"),
+    (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"])), KEYRING), "schema"),
 ])
 def test_check_snapshot_names_the_reason_it_rejects(value, reason):
     with pytest.raises(Rejected) as rejected:
-        check_snapshot(value, SCHEMA)
+        check_snapshot(value, SCHEMA, KEYRING)
     assert rejected.value.reason == reason
 
 
 def test_a_rejected_snapshot_is_counted_logged_once_and_the_old_model_keeps_serving(caplog):
     f = follower()
-    f.handle_snapshot(record(encode(snapshot(version=3)), offset=10))
+    f.handle_snapshot(record(encode(snapshot(version=3), KEYRING), offset=10))
     served = f.registry.get("k")
     bad = [
-        encode(snapshot(version=4, payload=b"not a pickle")),
-        encode(snapshot(version=5, feature_schema_hash="0123456789abcdef")),
-        encode(snapshot(version=6, format_version=7)),
+        encode(snapshot(version=4, payload=b"not a pickle"), KEYRING),
+        encode(snapshot(version=5, feature_schema_hash="0123456789abcdef"), KEYRING),
+        encode(snapshot(version=6, format_version=7), KEYRING),
         b"\x00garbage",
     ]
     with caplog.at_level(logging.WARNING, logger="serving.follower"):
@@ -76,20 +79,20 @@ def test_a_rejected_snapshot_is_counted_logged_once_and_the_old_model_keeps_serv
 
 def test_duplicates_and_older_versions_are_skipped_without_unpickling():
     f = follower()
-    f.handle_snapshot(record(encode(snapshot(version=5))))
+    f.handle_snapshot(record(encode(snapshot(version=5), KEYRING)))
     # A payload that would not load proves the older ones are not unpickled.
-    f.handle_snapshot(record(encode(snapshot(version=5, payload=b"x"))))
-    f.handle_snapshot(record(encode(snapshot(version=2, payload=b"x"))))
+    f.handle_snapshot(record(encode(snapshot(version=5, payload=b"x"), KEYRING)))
+    f.handle_snapshot(record(encode(snapshot(version=2, payload=b"x"), KEYRING)))
     assert (f.registry.versions(), f.applied.value(), f.stale.value(), f.rejected.value(reason="corrupt")) == \
         ({"k": 5}, 1, 2, 0)
 
 
 def test_freshness_is_measured_only_once_caught_up():
     f = follower()
-    f.handle_snapshot(record(encode(snapshot(version=1))))
+    f.handle_snapshot(record(encode(snapshot(version=1), KEYRING)))
     assert f.freshness.count == 0
     f.ready.set()
-    f.handle_snapshot(record(encode(snapshot(version=2))))
+    f.handle_snapshot(record(encode(snapshot(version=2), KEYRING)))
     assert f.freshness.count == 1
 
 
@@ -108,19 +111,19 @@ def rollback_extra(from_version=2, to_version=1, reason="v2 degraded"):
 ])
 def test_check_snapshot_refuses_extra_it_cannot_apply(extra):
     with pytest.raises(Rejected) as rejected:
-        check_snapshot(encode(snapshot(version=3, extra=extra)), SCHEMA)
+        check_snapshot(encode(snapshot(version=3, extra=extra), KEYRING), SCHEMA, KEYRING)
     assert rejected.value.reason == "corrupt"
 
 
 def test_rollbacks_are_counted_by_where_their_model_came_from_and_logged(caplog):
     f = follower()
     for version in (1, 2):
-        f.handle_snapshot(record(encode(snapshot(version=version))))
+        f.handle_snapshot(record(encode(snapshot(version=version), KEYRING)))
     good = trained(1)
     with caplog.at_level(logging.INFO, logger="serving.follower"):
         # Held: the payload is not even loaded. Not held (a key this replica never served): loaded.
-        f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))
-        f.handle_snapshot(record(encode(snapshot(key="new", version=9, model=good, extra=rollback_extra(8, 7, "v8 degraded")))))
+        f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))
+        f.handle_snapshot(record(encode(snapshot(key="new", version=9, model=good, extra=rollback_extra(8, 7, "v8 degraded")), KEYRING)))
     assert (f.rollbacks.value(source="history"), f.rollbacks.value(source="payload")) == (1, 1)
     assert (f.applied.value(), f.rejected.value(reason="corrupt")) == (4, 0)
     assert f.registry.get("k").model is f.registry.held("k", 1).model
@@ -128,14 +131,52 @@ def test_rollbacks_are_counted_by_where_their_model_came_from_and_logged(caplog)
             "'new' rolled back: v9 serves v7's model (from payload) instead of v8: v8 degraded"] == \
         [r.getMessage().removeprefix("key ") for r in caplog.records]
     # A rollback record delivered again is stale like any other version.
-    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))
+    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))
     assert (f.stale.value(), f.rollbacks.value(source="history")) == (1, 1)
 
 
 def test_a_rollback_whose_payload_does_not_load_is_rejected_and_the_served_model_stays():
     f = follower()
-    f.handle_snapshot(record(encode(snapshot(version=2))))
+    f.handle_snapshot(record(encode(snapshot(version=2), KEYRING)))
     served = f.registry.get("k")
-    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()))))  # v1 never held
+    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))  # v1 never held
     assert f.registry.get("k") is served
     assert (f.rejected.value(reason="corrupt"), f.rollbacks.value(source="payload")) == (1, 0)
+
+
+def test_unsigned_foreign_and_altered_snapshots_are_refused_for_their_signature_and_a_huge_version_pins_nothing():
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=3), KEYRING)))
+    served = f.registry.get("k")
+    forger = Keyring({"test": b"a-guess-at-the-secret-32-bytes-long"}, "test")
+    tampered = bytearray(encode(snapshot(version=2**62), KEYRING))
+    tampered[-40] ^= 1  # a payload byte
+    for value in (encode(snapshot(version=2**62, generation=2**62), forger),
+                  encode(snapshot(version=2**62), Keyring({"mine": b"m" * 32}, "mine")),
+                  bytes(tampered)):
+        f.handle_snapshot(record(value))
+    assert f.rejected.value(reason="signature") == 3 and f.registry.get("k") is served
+    f.handle_snapshot(record(encode(snapshot(version=4), KEYRING)))
+    assert f.registry.versions() == {"k": 4}
+
+
+def test_a_signed_payload_naming_a_forbidden_class_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=1), KEYRING)))
+    f.handle_snapshot(record(encode(snapshot(version=2, payload=pickle.dumps(RunsCode(marker))), KEYRING)))
+    assert (f.rejected.value(reason="forbidden"), f.registry.versions(), marker.exists()) == (1, {"k": 1}, False)
+
+
+def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_their_generation():
+    f = follower()
+    f.handle_snapshot(record(encode(snapshot(version=250, generation=1), KEYRING)))
+    f.handle_snapshot(record(encode(snapshot(version=1, generation=2), KEYRING)))
+    f.handle_snapshot(record(encode(snapshot(version=251, generation=1), KEYRING)))  # the old job, late
+    assert f.registry.get("k").snapshot.order == (2, 1) and f.stale.value() == 1
+    f.handle_snapshot(record(encode(snapshot(key="j", version=2, generation=1), KEYRING), key="j"))
+    f.handle_snapshot(record(encode(snapshot(key="j", version=3, generation=2), KEYRING), key="j"))
+    # A v2 of key j is held, but generation 1's: generation 2's rollback to its own v2 loads the record's payload.
+    f.handle_snapshot(record(encode(snapshot(key="j", version=4, generation=2, extra=rollback_extra(3, 2)), KEYRING), key="j"))
+    assert [s.snapshot.order for s in f.registry._held["j"]] == [(1, 2), (2, 3), (2, 4)]
+    assert f.rollbacks.value(source="payload") == 1 and f.registry.get("j").rollback.source == "payload"

@@ -12,7 +12,7 @@ from river import preprocessing
 from jobs.config import Config, ConfigError
 from serving.replica import SERVERS, Replica, make_server
 from serving.routes import ENDPOINTS, route
-from tests.unit.models import trained
+from tests.unit.models import MODEL, SIGNING, trained
 from udfs.envelope import Snapshot, dump_model
 
 FEATURES = ["x1", "x2"]
@@ -29,6 +29,8 @@ def config(**serving):
         "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # never dialled: the follower is not started here
         "topics": {"snapshots": {"name": "snapshots"}, "features": {"name": "features"}},
         "features": {"columns": FEATURES},
+        "model": MODEL,
+        "signing": SIGNING,
         "serving": {"max_body_bytes": 200, **serving},
     }, "serving-test.yaml")
 
