@@ -1,9 +1,15 @@
 """The SQL feature stage alone, for `scripts/bench.py`: the learner job's DDL and feature view into a
 blackhole sink, so the events/s of parsing, checking and windowing are measured without the learner.
 
-    scripts/submit.sh scripts/bench_sql_stage.py --config CONFIG
+    scripts/submit.sh scripts/bench_sql_stage.py --config CONFIG [--plain-json]
 
-It runs with the config's `flink:` settings (checkpointing, state backend), as the learner job does.
+With `--plain-json` the events come from Flink's own `'format' = 'json'` source on the same topic
+instead, with no checks and no dead letters, into the same feature view (`sql/features.sql`): the
+price of the checks is the ratio of the two. It runs with the config's `flink:` settings
+(checkpointing, state backend), as the learner job does.
+
+>>> print(PLAIN_JSON_EVENTS.splitlines()[0])
+CREATE TABLE events (
 """
 
 import argparse
@@ -11,20 +17,48 @@ import argparse
 from pyflink.table import EnvironmentSettings, TableDescriptor, TableEnvironment
 
 from jobs.config import load_config
-from jobs.sql import execute_sql_files
+from jobs.sql import execute_sql_files, load_sql, render_sql
+
+# The events of sql/events.sql and sql/checked_events.sql as a plain JSON source reads them: typed
+# columns, a row that does not parse fails the job.
+PLAIN_JSON_EVENTS = """CREATE TABLE events (
+  entity STRING,
+  x1 DOUBLE,
+  x2 DOUBLE,
+  label BOOLEAN,
+  ts BIGINT,
+  event_time AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${topics.events.name}',
+  'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
+  'properties.group.id' = '${source.group_id}',
+  'scan.startup.mode' = '${source.startup_mode}',
+  'scan.bounded.mode' = '${source.bounded_mode}',
+  'format' = 'json'
+)"""
+FEATURES_DDL = "sql/features.sql"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="conf/job.yaml")
+    parser.add_argument("--plain-json", action="store_true",
+                        help="read the events with Flink's json format, unchecked, instead of the job's DDL")
     args = parser.parse_args(argv)
 
     config = load_config(args.config)
     table_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     for key, value in (config.get("flink", {}) or {}).items():
         table_env.get_config().set(key, str(value))
-    table_env.get_config().set("pipeline.name", "bench-sql-stage")
-    execute_sql_files(table_env, config)
+    table_env.get_config().set("pipeline.name", "bench-sql-stage" + ("-plain-json" if args.plain_json else ""))
+    if args.plain_json:
+        table_env.execute_sql(render_sql(PLAIN_JSON_EVENTS, config, "the plain JSON source"))
+        for statement in load_sql(FEATURES_DDL, config):
+            table_env.execute_sql(statement)
+    else:
+        execute_sql_files(table_env, config)
     # A blackhole table whose schema Flink derives from the feature view's.
     blackhole = TableDescriptor.for_connector("blackhole").build()
     table_env.from_path(config["sql.features_view"]).execute_insert(blackhole)

@@ -60,9 +60,6 @@ class KeyState:
     pending_dropped: int = 0
     # Rows for a window this key has already learned: a source replay after an upgrade, skipped.
     replayed_windows: int = 0
-    # When a processing-time timer publishes this key's unpublished updates (`Learner.snapshot_wait_ms`),
-    # 0 when none is set.
-    pending_timer_ms: int = 0
     unlabeled: int = 0
     schema_version: int = STATE_SCHEMA_VERSION
     # Since schema 2: the model version of the last snapshot the gate held back.

@@ -8,7 +8,9 @@ one window in a live stream, but many at once while a job catches up, so the cal
 when rows are many. Waiting batches are in Flink state, so a checkpoint taken before their watermark
 keeps them. Each key's state is read once per call and its rows are predicted then learned in window
 order; changed states are written back every `learner.state_write_every` calls, in one call, with
-the batches learned since kept in Flink state so that a restored job can learn them again.
+the batches learned since kept in Flink state so that a restored job can learn them again. Keys whose
+unpublished updates wait longer than `snapshots.max_wait_seconds` are published by one
+processing-time timer per shard (`udfs.due_keys`).
 Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
 side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
@@ -28,7 +30,7 @@ from collections import OrderedDict
 
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
-from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
 
 def in_python_thread(function, *args):
@@ -56,6 +58,7 @@ def in_python_thread(function, *args):
 
 in_python_thread(importlib.import_module, "udfs.learner")
 from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
+from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
@@ -110,6 +113,22 @@ class StateCache:
             self._states.popitem(last=False)
 
 
+class ShardMemory:
+    """What this process holds for one shard between calls: the states changed since they were written
+    to Flink state, the calls since then, the keys waiting for a timed snapshot, and the time of the
+    processing-time timer set for them (None: none set by this process)."""
+
+    def __init__(self, due: DueKeys):
+        self.dirty: dict = {}
+        self.calls_unwritten = 0
+        self.due = due
+        self.timer_ms: int | None = None
+
+
+# In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys).
+TIMED = None
+
+
 class LearnerFunction(KeyedProcessFunction):
     """Batches (shard, window_end_ms, keys, labels, *features) in; predictions out, snapshots to SNAPSHOTS."""
 
@@ -124,8 +143,10 @@ class LearnerFunction(KeyedProcessFunction):
         self.feature_names = self.settings.feature_names
         self.states = runtime_context.get_map_state(
             MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        # Keys of this shard waiting for a timer to publish them (`Learner.snapshot_wait_ms`); the timer
-        # belongs to the shard, and fires for all of them.
+        # The shard's keys waiting for a timed snapshot (`Learner.snapshot_wait_ms`), as a `DueKeys` dict,
+        # written with the states.
+        self.due_keys = runtime_context.get_state(ValueStateDescriptor("snapshot-due-keys", Types.PICKLED_BYTE_ARRAY()))
+        # The same, one entry per key, as releases before the due-key index kept it: read once per shard.
         self.timed_keys = runtime_context.get_map_state(
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
         # Batches that arrived before the watermark that closes their window.
@@ -136,10 +157,8 @@ class LearnerFunction(KeyedProcessFunction):
         # between brings the states up to date by learning these batches again, sending nothing.
         self.unwritten = runtime_context.get_list_state(
             ListStateDescriptor("learned-unwritten-batches", Types.PICKLED_BYTE_ARRAY()))
-        # Per shard learned in this process: the states changed since they were written, and the calls
-        # since then. A shard not here yet is brought up to date from `unwritten` first.
-        self.dirty: dict = {}
-        self.calls_unwritten: dict = {}
+        # Per shard learned in this process; a shard not here yet is brought up to date from `unwritten` first.
+        self.shards: dict[int, ShardMemory] = {}
         # Shards with an event-time timer set for their waiting batches. Only a saving of calls: after a
         # restart it is empty, and the first batch sets a timer again (the restored one fires too).
         self.flush_timers: set = set()
@@ -195,54 +214,71 @@ class LearnerFunction(KeyedProcessFunction):
         if not later:
             self.waiting.clear()
             self.flush_timers.discard(shard)
-        dirty = self._dirty(shard, clock, ctx)
+        memory = self._shard(shard, clock, ctx)
         for batch in batches:
-            yield from self._learn(batch, dirty, clock, ctx)
-        self.calls_unwritten[shard] += 1
-        # Keeping the batches costs a pickle per batch, writing the states one per changed key: with
-        # few keys and many windows a call (a job catching up) writes; with many keys it keeps.
-        if (self.calls_unwritten[shard] >= self.settings.state_write_every or len(dirty) <= len(batches)
-                or len(dirty) > self.settings.state_cache_keys):
-            self._write_back(shard)
-        else:
-            self.unwritten.add_all(batches)
+            yield from self._learn(batch, memory, clock, ctx)
+        self._end_call(memory, batches)
 
-    def _learn(self, batch, dirty: dict, clock, ctx):
-        window_end_ms = batch[1]
+    def _end_call(self, memory: ShardMemory, learned: list) -> None:
+        """Write the shard's changed states back, or keep what the call `learned` for a restored job.
+
+        Keeping the batches costs a pickle per batch, writing the states one per changed key: with
+        few keys and many windows a call (a job catching up) writes; with many keys it keeps."""
+        memory.calls_unwritten += 1
+        if (memory.calls_unwritten >= self.settings.state_write_every or len(memory.dirty) <= len(learned)
+                or len(memory.dirty) > self.settings.state_cache_keys):
+            self._write_back(memory)
+        else:
+            self.unwritten.add_all(learned)
+
+    def _learn(self, batch, memory: ShardMemory, clock, ctx):
+        window_end_ms, dirty = batch[1], memory.dirty
         for row in batch_rows(batch[2], batch[3], batch[4:]):
             key = row[0]
             state = dirty.get(key)
             if state is None:
                 state = dirty[key] = self._state(key)
-            yield from self._process(key, state, row, window_end_ms, clock, ctx)
+            yield from self._process(key, state, row, window_end_ms, memory, clock, ctx)
 
-    def _dirty(self, shard: int, clock, ctx) -> dict:
-        """The shard's states changed since they were written; for a shard new to this process, first
-        the batches it learned after its states were written (a restored job), learned again silently:
-        their outputs went out before the checkpoint."""
-        dirty = self.dirty.get(shard)
-        if dirty is None:
-            dirty = self.dirty[shard] = {}
-            self.calls_unwritten[shard] = 0
-            learned = sorted(self.unwritten.get(), key=lambda batch: batch[1])
+    def _shard(self, shard: int, clock, ctx) -> ShardMemory:
+        """The shard's memory; for a shard new to this process, read from Flink state and brought up to
+        date by learning again, silently, the batches it learned after its states were written (a
+        restored job): their outputs went out before the checkpoint."""
+        memory = self.shards.get(shard)
+        if memory is None:
+            due = DueKeys(self.due_keys.value())
+            for key, due_ms in sorted(self.timed_keys.items(), key=lambda item: item[1]):
+                due.add(key, due_ms)  # a savepoint of a release before the due-key index
+            self.timed_keys.clear()
+            memory = self.shards[shard] = ShardMemory(due)
+            learned = list(self.unwritten.get())  # in the order they were learned
             for batch in learned:
-                for _ in self._learn(batch, dirty, clock, ctx):
+                if batch[1] is TIMED:
+                    self._republish(batch[2], memory, clock)
+                    continue
+                for _ in self._learn(batch, memory, clock, ctx):
                     pass
             if learned:
-                self._write_back(shard)
-        return dirty
+                self._write_back(memory)
+            self._set_publish_timer(memory, ctx)
+        return memory
 
-    def _write_back(self, shard: int) -> None:
-        """Write the shard's changed states to Flink state, in one call, and forget the batches."""
-        dirty = self.dirty[shard]
+    def _write_back(self, memory: ShardMemory) -> None:
+        """Write the shard's changed states and due keys to Flink state, in one call each, and forget
+        the batches."""
+        dirty = memory.dirty
         if dirty:
             self.states.put_all(dirty)
             self.cache.update(dirty)
             dirty.clear()
+        if memory.due:
+            self.due_keys.update(memory.due.as_dict())
+        else:
+            self.due_keys.clear()
         self.unwritten.clear()
-        self.calls_unwritten[shard] = 0
+        memory.calls_unwritten = 0
 
-    def _process(self, key: str, state: KeyState, row, window_end_ms: int, clock, ctx):
+    def _process(self, key: str, state: KeyState, row, window_end_ms: int, memory: ShardMemory, clock, ctx):
         label = row[1]
         x = dict(zip(self.feature_names, row[2:]))
         step = self.learner.process(state, x, label, window_end_ms)
@@ -255,38 +291,53 @@ class LearnerFunction(KeyedProcessFunction):
             yield SNAPSHOTS, Row(key, self.learner.rollback(key, state, *clock.now()))
         elif self.learner.snapshot_due(state):
             yield from self._publish(key, state, clock)
-        elif self.learner.snapshot_wait_ms and state.pending_timer_ms == 0 and self._unpublished(state):
-            state.pending_timer_ms = timer_time(clock.now()[1] + self.learner.snapshot_wait_ms)
-            self.timed_keys.put(key, state.pending_timer_ms)
-            ctx.timer_service().register_processing_time_timer(state.pending_timer_ms)
+        if not self._unpublished(state):
+            memory.due.discard(key)
+        elif self.learner.snapshot_wait_ms and key not in memory.due:
+            memory.due.add(key, clock.now()[1] + self.learner.snapshot_wait_ms)
+            self._set_publish_timer(memory, ctx)
         p = step.prediction
         yield Row(key, p.window_end_ms, p.prediction, p.model_version)
+
+    def _set_publish_timer(self, memory: ShardMemory, ctx) -> None:
+        if memory.due and memory.timer_ms is None:
+            memory.timer_ms = timer_time(memory.due.next_due())
+            ctx.timer_service().register_processing_time_timer(memory.timer_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.EVENT_TIME:
             yield from self._learn_waiting(ctx)
         else:
-            yield from self._publish_timed(timestamp, ctx)
+            yield from self._publish_due(timestamp, ctx)
 
-    def _publish_timed(self, timestamp: int, ctx):
-        """Publish the shard's keys whose `snapshot_wait_ms` is up."""
+    def _publish_due(self, timestamp: int, ctx):
+        """Publish the shard's keys whose `snapshot_wait_ms` is up, and set the timer for the next."""
         clock = _Clock(ctx)
-        due = [key for key, at in self.timed_keys.items() if at <= timestamp]
-        # States written directly below must not be behind what the shard learned in this process.
-        for shard, dirty in self.dirty.items():
-            if any(key in dirty for key in due):
-                self._write_back(shard)
-        published = {}
-        for key in due:
-            self.timed_keys.remove(key)
-            state = self._state(key)
-            state.pending_timer_ms = 0
+        shard = _shard_of(ctx)
+        memory = self._shard(shard, clock, ctx)
+        if memory.timer_ms is not None and memory.timer_ms <= timestamp:
+            memory.timer_ms = None  # else a timer restored from a checkpoint, beside the one set since
+        published = []
+        for key in memory.due.pop_due(max(timestamp, clock.now()[1])):
+            state = memory.dirty.get(key)
+            if state is None:
+                state = memory.dirty[key] = self._state(key)
             if self._unpublished(state):
                 yield from self._publish(key, state, clock)
-            published[key] = state
+                published.append(key)
         if published:
-            self.states.put_all(published)
-            self.cache.update(published)
+            self._end_call(memory, [(shard, TIMED, tuple(published))])
+        self._set_publish_timer(memory, ctx)
+
+    def _republish(self, keys, memory: ShardMemory, clock) -> None:
+        """Publish `keys` again, silently, as a timer did before the restore: their states must say so."""
+        for key in keys:
+            state = memory.dirty.get(key)
+            if state is None:
+                state = memory.dirty[key] = self._state(key)
+            if self._unpublished(state):
+                self.learner.publish(key, state, *clock.now())
+            memory.due.discard(key)
 
     @staticmethod
     def _unpublished(state: KeyState) -> bool:
@@ -309,6 +360,12 @@ class LearnerFunction(KeyedProcessFunction):
             return
         self.counters["snapshots_published"].inc()
         yield SNAPSHOTS, Row(key, envelope)
+
+
+def _shard_of(ctx) -> int:
+    """The shard a timer fired for: keyed in the JVM (jobs/learner_job.py), the key is a Row(shard)."""
+    key = ctx.get_current_key()
+    return key if isinstance(key, int) else key[0]
 
 
 def timer_time(due_ms: int) -> int:
