@@ -18,6 +18,7 @@ import re
 from jobs.config import Config, ConfigError
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+_COMMENT_LINE = re.compile(r"(?m)^[ \t]*--.*$")
 
 
 def render_sql(text: str, config: Config, name: str) -> str:
@@ -44,8 +45,10 @@ def load_sql(path: str, config: Config) -> list[str]:
     with open(config.file_path(path), encoding="utf-8") as f:
         text = f.read()
     rendered = render_sql(text, config, os.path.basename(path))
-    statements = [s.strip() for s in re.split(r";\s*(?:\n|$)", rendered)]
-    return [s for s in statements if s and not all(line.strip().startswith("--") for line in s.splitlines())]
+    # Whole-line comments go first: one ending in ";" must not end a statement.
+    uncommented = _COMMENT_LINE.sub("", rendered)
+    statements = [s.strip() for s in re.split(r";\s*(?:\n|$)", uncommented)]
+    return [s for s in statements if s]
 
 
 def ddl_statements(config: Config, paths_setting: str = "sql.ddl") -> list[str]:

@@ -1,5 +1,6 @@
 -- Every event is parsed and checked once; `problem` names what is wrong, NULL when nothing is.
--- Add a field: name it in JSON_FIELDS, read it below, check it in the CASE, and select it in `events`.
+-- Add a field: name it in JSON_FIELDS, read it below, check it in the CASE, and select it in `events`
+-- (a number: check that it is finite, as x1 and x2 are).
 -- JSON_FIELDS (sql/functions.sql) reads every named field in one pass over the event, and is NULL when
 -- the event is not a JSON object. Values are read as text and cast with TRY_CAST, so a wrong type gives
 -- NULL, never an error. Keep whole-body checks out of a valid event's path.
@@ -26,14 +27,25 @@ SELECT
   *,
   CASE
     WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
-    -- LIKE with a plain substring compiles to a substring search; SIMILAR TO would run a regex.
-    WHEN body LIKE '%NaN%' OR body LIKE '%Infinity%' THEN 'NaN or infinite number'
     WHEN malformed THEN 'malformed JSON'
     WHEN entity IS NULL OR CHAR_LENGTH(TRIM(entity)) = 0 THEN 'missing key: entity'
     WHEN ts IS NULL THEN 'ts missing or not an integer'
+    WHEN ts < 0 THEN 'ts is negative'
+    -- EVENT_TIME_MILLIS (sql/events.sql) gave the event time 0 for a ts too far ahead of the clock.
+    WHEN ts > 0 AND event_time = TO_TIMESTAMP_LTZ(0, 3)
+      THEN 'ts more than ${events.max_ahead_seconds} s ahead of the clock'
     WHEN x1 IS NULL THEN 'x1 missing or not a number'
     WHEN x2 IS NULL THEN 'x2 missing or not a number'
+    -- NaN and the infinities (1e309 reads as one) are not equal to themselves minus themselves.
+    WHEN x1 - x1 <> 0 THEN 'x1 is not a finite number'
+    WHEN x2 - x2 <> 0 THEN 'x2 is not a finite number'
     WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'
+    -- Late: its tumbling window (sql/features.sql) ended before the watermark, so the window would drop
+    -- it. The watermark here is never behind the windows', so what passes is never dropped there.
+    WHEN TO_TIMESTAMP_LTZ(ts - MOD(ts, ${window.size_seconds} * 1000) + ${window.size_seconds} * 1000 - 1, 3)
+         <= CURRENT_WATERMARK(event_time)
+      THEN CONCAT('late: ', CAST(TIMESTAMPDIFF(SECOND, event_time, CURRENT_WATERMARK(event_time)) AS STRING),
+                  ' s behind the watermark')
   END AS problem
 FROM parsed_events;
 

@@ -1,13 +1,16 @@
 -- Raw events from Kafka, as bytes, with event time and a watermark that allows late events.
 -- Events are checked in SQL (sql/checked_events.sql): valid ones feed the windows, the others go to
--- the dead-letter topic with their original bytes. An event without a usable `ts` gets event time 0,
--- so it never moves the watermark.
+-- the dead-letter topic with their original bytes. An event without a usable `ts` (missing, negative,
+-- or more than events.max_ahead_seconds ahead of the clock) gets event time 0, so it never moves the
+-- watermark.
 -- JSON_FIELDS (sql/functions.sql) reads only `ts` here; the checks parse the rest of the event once.
 CREATE TABLE events_raw (
   payload BYTES,
   source_partition INT METADATA FROM 'partition' VIRTUAL,
   source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  event_time AS TO_TIMESTAMP_LTZ(COALESCE(TRY_CAST(JSON_FIELDS(payload, 'ts')[1] AS BIGINT), 0), 3),
+  -- An out-of-range ts (sql/functions.sql) counts as 0 here, so that it never moves the watermark:
+  -- sql/checked_events.sql dead-letters the event.
+  event_time AS TO_TIMESTAMP_LTZ(EVENT_TIME_MILLIS(JSON_FIELDS(payload, 'ts')[1], ${events.max_ahead_seconds}), 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
 ) WITH (
   'connector' = 'kafka',

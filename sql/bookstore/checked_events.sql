@@ -1,18 +1,27 @@
 -- Bookstore events (views and purchases of books by users), parsed and checked once; `problem`
 -- names what is wrong, NULL when nothing is. sql/dead_letters.sql routes the rejected ones.
 -- As in sql/checked_events.sql: JSON_FIELDS reads every field in one pass over the event, and
--- whole-body checks stay out of a valid event's path.
+-- whole-body checks stay out of a valid event's path; the time checks are sql/checked_events.sql's.
 CREATE VIEW checked_events AS
 SELECT
   *,
   CASE
     WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
-    WHEN body LIKE '%NaN%' OR body LIKE '%Infinity%' THEN 'NaN or infinite number'
     WHEN malformed THEN 'malformed JSON'
     WHEN book IS NULL OR CHAR_LENGTH(TRIM(book)) = 0 THEN 'missing key: book'
     WHEN `user` IS NULL THEN 'missing field: user'
     WHEN action IS NULL OR action NOT IN ('view', 'purchase') THEN 'action must be view or purchase'
     WHEN ts IS NULL THEN 'ts missing or not an integer'
+    WHEN ts < 0 THEN 'ts is negative'
+    -- EVENT_TIME_MILLIS (sql/events.sql) gave the event time 0 for a ts too far ahead of the clock.
+    WHEN ts > 0 AND event_time = TO_TIMESTAMP_LTZ(0, 3)
+      THEN 'ts more than ${events.max_ahead_seconds} s ahead of the clock'
+    -- Late: its tumbling window (sql/features.sql) ended before the watermark, so the window would drop
+    -- it. The watermark here is never behind the windows', so what passes is never dropped there.
+    WHEN TO_TIMESTAMP_LTZ(ts - MOD(ts, ${window.size_seconds} * 1000) + ${window.size_seconds} * 1000 - 1, 3)
+         <= CURRENT_WATERMARK(event_time)
+      THEN CONCAT('late: ', CAST(TIMESTAMPDIFF(SECOND, event_time, CURRENT_WATERMARK(event_time)) AS STRING),
+                  ' s behind the watermark')
   END AS problem
 FROM (
   SELECT

@@ -13,13 +13,22 @@ WINDOWS = 80
 
 
 def valid_events():
-    return [{"entity": key, "x1": (w * 7 % 11) / 3, "x2": i - 1.0, "label": (w + i) % 3 == 0, "ts": w * 1000 + 1}
-            for w in range(WINDOWS) for i, key in enumerate(KEYS)]
+    events = [{"entity": key, "x1": (w * 7 % 11) / 3, "x2": i - 1.0, "label": (w + i) % 3 == 0, "ts": w * 1000 + 1}
+              for w in range(WINDOWS) for i, key in enumerate(KEYS)]
+    # Text that merely contains "NaN" or "Infinity" is no number: valid.
+    events.insert(30, {"entity": "a", "x1": 1.0, "x2": 2.0, "label": True, "ts": 10_002, "title": "Infinity Ring, NaN"})
+    return events
 
 
+FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01: it would close every window before it
 BAD = {
     b"{not json": "malformed JSON",
-    b'{"entity": "a", "x1": NaN, "x2": 1.0, "label": true, "ts": 5001}': "NaN or infinite number",
+    b'{"entity": "a", "x1": NaN, "x2": 1.0, "label": true, "ts": 5001}': "malformed JSON",  # not JSON
+    b'{"entity": "a", "x1": 1e309, "x2": 1.0, "label": true, "ts": 5001}': "x1 is not a finite number",
+    b'{"entity": "b", "x1": 1.0, "x2": -1e400, "label": true, "ts": 5001}': "x2 is not a finite number",
+    b'{"entity": "a", "x1": 1.0, "x2": 1.0, "label": true, "ts": -5}': "ts is negative",
+    b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": %d}' % FAR_FUTURE_MS:
+        "ts more than 60 s ahead of the clock",
     b'{"entity": "a", "x1": "abc", "x2": 1.0, "label": true, "ts": 5001}': "x1 missing or not a number",
     b'{"x1": 1.0, "x2": 1.0, "label": true, "ts": 5001}': "missing key: entity",
     b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": "yes", "ts": 5001}': "label is not a boolean",
@@ -69,3 +78,33 @@ def test_bad_events_are_dead_lettered_and_the_rest_learn_as_a_clean_run(services
     assert sorted((s.key, s.model_version, s.metric_value) for s in snapshots) == \
            sorted((s.key, s.model_version, s.metric_value) for s in clean_snapshots)
     assert len(snapshots) == len(KEYS) * WINDOWS
+
+
+@pytest.mark.timeout(300)
+def test_a_late_event_is_dead_lettered_with_how_late_and_its_window_is_learned_once(services, flink_job, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "window": {"size_seconds": 1},
+        "snapshots": {"policy": "every_window"},
+    })
+    flink_job("jobs/learner_job.py", "--config", config.source)
+    topic = config["topics.events.name"]
+
+    def event(w, x1=1.0):
+        return {"entity": "a", "x1": x1, "x2": 0.5, "label": w % 2 == 0, "ts": w * 1000 + 1}
+
+    stack.produce_json(topic, [event(w) for w in range(12)], key_field="entity")
+    # Windows 0 .. 10 closed (window 11 waits for a later event): their rows were learned.
+    first = stack.read_topic(config["topics.predictions.name"], expected=11, timeout_s=120)
+    stack.produce_json(topic, [event(0, x1=99.0)] + [event(w) for w in range(12, 15)], key_field="entity")
+    dead = stack.read_topic(config["topics.dead_letters.name"], expected=1, timeout_s=60)
+    predictions = stack.read_topic(config["topics.predictions.name"], expected=14, timeout_s=60)
+
+    assert len(first) == 11
+    assert json.loads(dead[0].value)["x1"] == 99.0
+    reason = dict(dead[0].headers)["reason"].decode()
+    assert reason.startswith("late: ") and reason.endswith(" s behind the watermark"), reason
+    assert int(reason.split()[1]) >= 9  # window 0 ended 10 s of event time before window 10 closed
+    # Every window exactly once: the late event neither reopened window 0 nor was learned elsewhere.
+    windows = sorted(json.loads(r.value)["window_end_ms"] for r in predictions)
+    assert windows == [(w + 1) * 1000 for w in range(14)]

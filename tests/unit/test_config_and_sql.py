@@ -56,3 +56,9 @@ def test_derived_config_has_its_own_names_and_keeps_the_project_ddl(tmp_path):
     assert derived["window.size_seconds"] == 3
     assert all(path.startswith(base.base_dir) for path in derived["sql.ddl"])
     assert load_sql(derived["sql.ddl"][0], derived)  # the DDL renders from the derived config
+
+
+def test_a_comment_ending_in_a_semicolon_does_not_end_a_statement(tmp_path):
+    (tmp_path / "two.sql").write_text("-- first;\nCREATE VIEW a AS\n  -- a note;\n  SELECT 1;\nCREATE VIEW b AS SELECT 2;\n")
+    config = Config({}, str(tmp_path / "job.yaml"))
+    assert load_sql(str(tmp_path / "two.sql"), config) == ["CREATE VIEW a AS\n\n  SELECT 1", "CREATE VIEW b AS SELECT 2"]
