@@ -13,6 +13,7 @@ CREATE TABLE events (
 """
 
 import argparse
+import os
 
 from pyflink.table import EnvironmentSettings, TableDescriptor, TableEnvironment
 
@@ -38,7 +39,7 @@ PLAIN_JSON_EVENTS = """CREATE TABLE events (
   'scan.bounded.mode' = '${source.bounded_mode}',
   'format' = 'json'
 )"""
-FEATURES_DDL = "sql/features.sql"
+FEATURES_DDL = "features.sql"
 
 
 def main(argv=None):
@@ -55,7 +56,8 @@ def main(argv=None):
     table_env.get_config().set("pipeline.name", "bench-sql-stage" + ("-plain-json" if args.plain_json else ""))
     if args.plain_json:
         table_env.execute_sql(render_sql(PLAIN_JSON_EVENTS, config, "the plain JSON source"))
-        for statement in load_sql(FEATURES_DDL, config):
+        features = next(path for path in config["sql.ddl"] if os.path.basename(path) == FEATURES_DDL)
+        for statement in load_sql(features, config):
             table_env.execute_sql(statement)
     else:
         execute_sql_files(table_env, config)

@@ -245,6 +245,22 @@ def as_number(y_pred) -> float | None:
     return float(y_pred)
 
 
+def non_finite(x: dict, prediction: float | None) -> str | None:
+    """Why a row must not be learned because a number in it is not finite, or None.
+
+    >>> non_finite({"a": 1.0, "b": float("inf")}, 0.5)
+    'non-finite feature b=inf'
+    >>> non_finite({"a": 1.0}, float("nan")), non_finite({"a": 1.0}, 0.5)
+    ('non-finite prediction nan', None)
+    """
+    for name, value in x.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"non-finite feature {name}={value}"
+    if prediction is not None and not math.isfinite(prediction):
+        return f"non-finite prediction {prediction}"
+    return None
+
+
 def _scored(y_pred) -> bool:
     return y_pred is not None and y_pred != {}
 
@@ -311,6 +327,10 @@ class Learner:
         y_pred = self.predict(state.model, x)
         prediction = Prediction(window_end_ms, as_number(y_pred), state.model_version)
         state.last_window_end_ms = window_end_ms
+        if reason := non_finite(x, prediction.prediction):
+            # The last line behind the SQL checks (an average can overflow): learning it would turn the
+            # model's weights into NaN for good.
+            return Step(dataclasses.replace(prediction, prediction=None), quarantined=reason)
         if state.quality is not None:
             state.quality.observe(x)
             if reason := check(self.safety.quality, state.quality, x):

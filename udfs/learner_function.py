@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import threading
 from collections import OrderedDict
 
@@ -83,7 +84,9 @@ QUARANTINED = OutputTag("quarantined", QUARANTINE_TYPE)
 
 def quarantine_record(key: str, window_end_ms: int, x: dict, label, reason: str) -> Row:
     """A quarantined feature row as a dead-letter record: the row as JSON, the reason as a header."""
-    payload = json.dumps({"key": key, "window_end_ms": window_end_ms, "label": label, **x}).encode()
+    # A non-finite number as text: JSON has no NaN or Infinity.
+    row = {name: value if not isinstance(value, float) or math.isfinite(value) else str(value) for name, value in x.items()}
+    payload = json.dumps({"key": key, "window_end_ms": window_end_ms, "label": label, **row}).encode()
     return Row(payload, {"reason": reason.encode(), "source": b"learner.quality"})
 
 

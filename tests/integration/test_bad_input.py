@@ -2,6 +2,7 @@
 with their original bytes and a reason, and the valid events give exactly a clean run's results."""
 
 import json
+import math
 
 import pytest
 from kafka import KafkaProducer
@@ -81,7 +82,8 @@ def test_bad_events_are_dead_lettered_and_the_rest_learn_as_a_clean_run(services
 
 
 @pytest.mark.timeout(300)
-def test_a_late_event_is_dead_lettered_with_how_late_and_its_window_is_learned_once(services, flink_job, tmp_path):
+def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_window_learned_once(
+        services, flink_job, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
         "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
         "window": {"size_seconds": 1},
@@ -90,21 +92,31 @@ def test_a_late_event_is_dead_lettered_with_how_late_and_its_window_is_learned_o
     flink_job("jobs/learner_job.py", "--config", config.source)
     topic = config["topics.events.name"]
 
-    def event(w, x1=1.0):
-        return {"entity": "a", "x1": x1, "x2": 0.5, "label": w % 2 == 0, "ts": w * 1000 + 1}
+    def event(w, key="a", x1=1.0):
+        return {"entity": key, "x1": x1, "x2": 0.5, "label": w % 2 == 0, "ts": w * 1000 + 1}
 
-    stack.produce_json(topic, [event(w) for w in range(12)], key_field="entity")
-    # Windows 0 .. 10 closed (window 11 waits for a later event): their rows were learned.
-    first = stack.read_topic(config["topics.predictions.name"], expected=11, timeout_s=120)
+    # Two valid events whose average overflows to infinity: the learner quarantines that row.
+    huge = [event(w, "big", x1=1.5e308 if w == 2 else 1.0) for w in (1, 2, 2, 3)]
+    stack.produce_json(topic, [event(w) for w in range(12)] + huge, key_field="entity")
+    # Windows 0 .. 10 of key a closed (window 11 waits for a later event), and windows 1 .. 3 of "big".
+    first = stack.read_topic(config["topics.predictions.name"], expected=14, timeout_s=120)
     stack.produce_json(topic, [event(0, x1=99.0)] + [event(w) for w in range(12, 15)], key_field="entity")
-    dead = stack.read_topic(config["topics.dead_letters.name"], expected=1, timeout_s=60)
-    predictions = stack.read_topic(config["topics.predictions.name"], expected=14, timeout_s=60)
+    dead = stack.read_topic(config["topics.dead_letters.name"], expected=2, timeout_s=60)
+    predictions = stack.read_topic(config["topics.predictions.name"], expected=17, timeout_s=60)
 
-    assert len(first) == 11
-    assert json.loads(dead[0].value)["x1"] == 99.0
-    reason = dict(dead[0].headers)["reason"].decode()
-    assert reason.startswith("late: ") and reason.endswith(" s behind the watermark"), reason
-    assert int(reason.split()[1]) >= 9  # window 0 ended 10 s of event time before window 10 closed
+    assert len(first) == 14
+    reasons = {dict(r.headers)["reason"].decode(): json.loads(r.value) for r in dead}
+    late = next(reason for reason in reasons if reason.startswith("late: "))
+    assert reasons[late]["x1"] == 99.0 and late.endswith(" s behind the watermark"), late
+    assert int(late.split()[1]) >= 9  # window 0 ended 10 s of event time before window 10 closed
+    assert reasons["non-finite feature x1_avg=inf"] == {"key": "big", "window_end_ms": 3000, "label": True,
+                                                        "x1_avg": "inf", "x2_avg": 0.5}
+    by_key = {}
+    for record in predictions:
+        p = json.loads(record.value)
+        by_key.setdefault(p["model_key"], []).append((p["window_end_ms"], p["prediction"]))
     # Every window exactly once: the late event neither reopened window 0 nor was learned elsewhere.
-    windows = sorted(json.loads(r.value)["window_end_ms"] for r in predictions)
-    assert windows == [(w + 1) * 1000 for w in range(14)]
+    assert sorted(w for w, _ in by_key["a"]) == [(w + 1) * 1000 for w in range(14)]
+    # The quarantined row is predicted as null and not learned: the next window's prediction is a number.
+    big = dict(by_key["big"])
+    assert sorted(big) == [2000, 3000, 4000] and big[3000] is None and math.isfinite(big[4000])

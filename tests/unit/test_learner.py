@@ -1,5 +1,6 @@
 """The learner's logic without Flink: test-then-train, delayed labels, snapshot policies."""
 
+import math
 import pickle
 import time
 
@@ -209,3 +210,13 @@ def test_state_from_a_newer_version_fails_clearly():
     state.schema_version = STATE_SCHEMA_VERSION + 1
     with pytest.raises(StateSchemaError, match=f"schema version {STATE_SCHEMA_VERSION + 1}, this job reads up to"):
         migrate(state)
+
+
+def test_a_row_with_a_non_finite_feature_is_quarantined_not_learned():
+    learner = Learner(settings(), KEYRING)
+    state = learner.new_state()
+    learner.process(state, {"1": 0.1, "2": 0.2}, True, window_end_ms=1000)
+    step = learner.process(state, {"1": float("inf"), "2": 0.2}, True, window_end_ms=2000)
+    assert step.quarantined == "non-finite feature 1=inf" and step.prediction.prediction is None
+    after = learner.process(state, {"1": 0.3, "2": 0.2}, False, window_end_ms=3000)
+    assert state.n_learned == 2 and math.isfinite(after.prediction.prediction)
