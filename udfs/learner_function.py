@@ -238,10 +238,13 @@ class LearnerFunction(KeyedProcessFunction):
         window_end_ms, dirty = batch[1], memory.dirty
         for row in batch_rows(batch[2], batch[3], batch[4:]):
             key = row[0]
-            state = dirty.get(key)
-            if state is None:
-                state = dirty[key] = self._state(key)
+            state = dirty.get(key) or self._changing(dirty, key)
             yield from self._process(key, state, row, window_end_ms, memory, clock, ctx)
+
+    def _changing(self, dirty: dict, key: str) -> KeyState:
+        """The key's state, read and put among the shard's changed ones, about to change."""
+        state = dirty[key] = self._state(key)
+        return state
 
     def _shard(self, shard: int, clock, ctx) -> ShardMemory:
         """The shard's memory; for a shard new to this process, read from Flink state and brought up to
@@ -322,9 +325,7 @@ class LearnerFunction(KeyedProcessFunction):
             memory.timer_ms = None  # else a timer restored from a checkpoint, beside the one set since
         published = []
         for key in memory.due.pop_due(max(timestamp, clock.now()[1])):
-            state = memory.dirty.get(key)
-            if state is None:
-                state = memory.dirty[key] = self._state(key)
+            state = memory.dirty.get(key) or self._changing(memory.dirty, key)
             if self._unpublished(state):
                 yield from self._publish(key, state, clock)
                 published.append(key)
@@ -335,9 +336,7 @@ class LearnerFunction(KeyedProcessFunction):
     def _republish(self, keys, memory: ShardMemory, clock) -> None:
         """Publish `keys` again, silently, as a timer did before the restore: their states must say so."""
         for key in keys:
-            state = memory.dirty.get(key)
-            if state is None:
-                state = memory.dirty[key] = self._state(key)
+            state = memory.dirty.get(key) or self._changing(memory.dirty, key)
             if self._unpublished(state):
                 self.learner.publish(key, state, *clock.now())
             memory.due.discard(key)
