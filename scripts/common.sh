@@ -52,6 +52,17 @@ terminate_pids() {
   done
 }
 
+# A daemon must not inherit its starter's file descriptors beyond stdio: a lock the caller holds
+# (flock around a test run) would stay held for the daemon's life. kafka.sh and flink.sh call this
+# first; 255 is the descriptor bash reads the script from.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 # Starts Kafka and Flink through their scripts; the ones that were not running before are stopped by
 # stop_started_services (call it from an EXIT trap). `start` also repairs a dead TaskManager.
 STARTED_SERVICES=()

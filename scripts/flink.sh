@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# A local standalone Flink cluster (one JobManager, one TaskManager) from the distribution inside the
-# apache-flink wheel, configured from conf/flink; REST on localhost:8081.
-# Usage: scripts/flink.sh start|stop|status
+# A local standalone Flink cluster (one JobManager, one or more TaskManagers) from the distribution
+# inside the apache-flink wheel, configured from conf/flink; REST on localhost:8081.
+# Usage: scripts/flink.sh start [--taskmanagers N] | stop | status
+#   start: starts what is missing until the JobManager and N TaskManagers (default 1) run; each
+#   TaskManager is a process of its own with its own slots and, in process mode, its own Python workers.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+close_inherited_fds
 
 RUN_DIR="$RUN_ROOT/flink"
 REST_URL="http://localhost:8081"
@@ -25,37 +28,56 @@ render_conf() {
   cp "$flink_home"/conf/log4j*.properties "$flink_home"/conf/masters "$flink_home"/conf/workers "$FLINK_CONF_DIR/"
 }
 
+taskmanager_pids() {
+  local pid
+  for pid in $(cat "$RUN_DIR"/flink-*-taskexecutor.pid 2>/dev/null); do pid_alive "$pid" && echo "$pid"; done
+}
+
+registered_taskmanagers() {
+  rest_overview | sed -n 's/.*"taskmanagers":\([0-9]*\).*/\1/p'
+}
+
 start() {
+  local wanted=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --taskmanagers) wanted="${2:-}"; shift 2 || die "--taskmanagers needs a number" ;;
+      *) die "flink.sh start: unknown option $1 (usage: flink.sh start [--taskmanagers N])" ;;
+    esac
+  done
+  [[ "$wanted" =~ ^[1-9][0-9]*$ ]] || die "flink.sh start --taskmanagers: expected a number >= 1, got '$wanted'"
   require_setup
   local flink_home
   flink_home=$(flink_home)
   compgen -G "$flink_home/lib/flink-sql-connector-kafka-*.jar" >/dev/null ||
     die "the Kafka connector is not in $flink_home/lib; run: bash scripts/setup.sh"
   prune_dead_pids "$RUN_DIR"/flink-*.pid
-  local jobmanager taskmanager
+  local jobmanager running
   jobmanager=$(cat "$RUN_DIR"/flink-*-standalonesession.pid 2>/dev/null || true)
-  taskmanager=$(cat "$RUN_DIR"/flink-*-taskexecutor.pid 2>/dev/null || true)
-  if [ -n "$jobmanager" ] && [ -n "$taskmanager" ]; then
-    echo "flink: already running at $REST_URL"
+  running=$(taskmanager_pids | wc -l)
+  if [ -n "$jobmanager" ] && [ "$running" -ge "$wanted" ]; then
+    echo "flink: already running at $REST_URL ($running TaskManagers)"
     return 0
   fi
   render_conf "$flink_home"
   # Daemons, and the Python workers they start, run in the run folder: from the project folder, a
   # worker would import the working tree's jobs/ and udfs/ instead of the code shipped with the job.
   cd "$RUN_DIR"
-  if [ -n "$jobmanager" ]; then
-    # The JobManager outlived its TaskManager (a crash, or a fault test): start a new one.
+  if [ -z "$jobmanager" ]; then
+    [ "$running" -eq 0 ] || stop
+    running=0
+    rest_overview >/dev/null && die "something else answers at $REST_URL; stop it first"
+    "$flink_home/bin/jobmanager.sh" start >"$RUN_DIR/log/start.log" 2>&1 ||
+      die "jobmanager.sh failed; see $RUN_DIR/log/start.log"
+  fi
+  # A JobManager that outlived TaskManagers (a crash, or a fault test) gets new ones.
+  for ((; running < wanted; running++)); do
     "$flink_home/bin/taskmanager.sh" start >>"$RUN_DIR/log/start.log" 2>&1 ||
       die "taskmanager.sh failed; see $RUN_DIR/log/start.log"
-  else
-    [ -z "$taskmanager" ] || stop
-    rest_overview >/dev/null && die "something else answers at $REST_URL; stop it first"
-    "$flink_home/bin/start-cluster.sh" >"$RUN_DIR/log/start.log" 2>&1 ||
-      die "start-cluster.sh failed; see $RUN_DIR/log/start.log"
-  fi
+  done
   local deadline=$((SECONDS + START_TIMEOUT_S))
-  until rest_overview | grep -q '"taskmanagers":[1-9]'; do
-    [ $SECONDS -lt $deadline ] || die "no TaskManager registered within ${START_TIMEOUT_S}s; see $RUN_DIR/log"
+  until [ "$(registered_taskmanagers)" -ge "$wanted" ] 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "$wanted TaskManagers not registered within ${START_TIMEOUT_S}s; see $RUN_DIR/log"
     sleep 0.5
   done
   echo "flink: started (pids $(daemon_pids | tr "\n" " " | xargs)) at $REST_URL"
@@ -96,8 +118,8 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--taskmanagers N] | stop | status" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 # Usage: scripts/kafka.sh start|stop|status
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+close_inherited_fds
 
 RUN_DIR="$RUN_ROOT/kafka"
 PID_FILE="$RUN_DIR/kafka.pid"

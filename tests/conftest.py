@@ -26,6 +26,21 @@ def services():
 
 
 @pytest.fixture
+def taskmanagers(services):
+    """taskmanagers(n): at least n TaskManagers (scripts/flink.sh start --taskmanagers n); those started
+    beyond the ones running before the test are killed by PID at its end."""
+    before = set(stack.taskmanager_daemon_pids())
+
+    def start(n):
+        stack.script("flink.sh", "start", "--taskmanagers", str(n))
+
+    yield start
+    for pid in [p for p in stack.taskmanager_daemon_pids() if p not in before][:len(stack.taskmanager_daemon_pids()) - max(1, len(before))]:
+        stack.kill_with_workers(pid)
+    stack.script("flink.sh", "start")
+
+
+@pytest.fixture
 def flink_job():
     """Submit jobs through scripts/submit.sh; every job submitted is cancelled at the end of the test."""
     job_ids = []

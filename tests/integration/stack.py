@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -44,6 +45,21 @@ def alive(pid: int) -> bool:
 def descendants(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [d for child in map(int, out) for d in (child, *descendants(child))]
+
+
+def taskmanager_daemon_pids() -> list[int]:
+    """The TaskManager daemons that run, from the pid file scripts/flink.sh keeps (not their workers)."""
+    run = os.path.join(PROJECT_DIR, "run", "flink")
+    return [int(pid) for name in os.listdir(run) if name.endswith("-taskexecutor.pid")
+            for pid in open(os.path.join(run, name)).read().split() if alive(int(pid))]
+
+
+def kill_with_workers(pid: int) -> None:
+    """SIGKILL a process and its descendants (a TaskManager and its Python workers), as a crash would."""
+    victims = [pid, *descendants(pid)]
+    for victim in victims:
+        os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not any(alive(v) for v in victims), 10, "the killed processes to go")
 
 
 def service_running(name: str) -> bool:
@@ -94,8 +110,9 @@ def produce_to_every_partition(topic: str, record: dict) -> None:
     producer.close()
 
 
-def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool = True) -> list:
-    """Read every partition from the start until `expected` records or the timeout; returns the records."""
+def read_topic(topic: str, expected: int | None, timeout_s: float, read_committed: bool = True) -> list:
+    """Read every partition from the start until `expected` records, or with `expected` None until
+    the end offsets of when it started (the last stable offsets, read_committed), or the timeout."""
     consumer = KafkaConsumer(
         bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
         isolation_level="read_committed" if read_committed else "read_uncommitted",
@@ -104,8 +121,15 @@ def read_topic(topic: str, expected: int, timeout_s: float, read_committed: bool
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions) if expected is None else None
+
+        def done():
+            if ends is None:
+                return len(records) >= expected
+            return all(consumer.position(tp) >= end for tp, end in ends.items())
+
         records, deadline = [], time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
         return records
@@ -118,7 +142,7 @@ def keyring(config: Config) -> Keyring:
     return SigningSettings.from_config(config).keyring()
 
 
-def read_snapshots(config: Config, expected: int = 10**9, timeout_s: float = 5) -> list[Snapshot]:
+def read_snapshots(config: Config, expected: int | None = 10**9, timeout_s: float = 5) -> list[Snapshot]:
     """The envelopes on the config's snapshot topic (as read_topic reads), verified with its keys."""
     keys = keyring(config)
     return [decode(r.value, keys) for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)]

@@ -7,23 +7,12 @@ job to finish, and compares what came out with plain River on the same rows.
 import json
 
 import pytest
-from river import datasets, evaluate
+from river import evaluate
 
 from jobs.config import load_config
 from tests.integration import stack
+from tests.integration.learner_rows import METRIC, MODEL, WINDOW_MS, bananas, events_for, latest_by_key, plain_river
 from udfs.model_spec import build_metric, build_model
-
-WINDOW_MS = 1000
-MODEL = {"steps": [
-    {"class": "preprocessing.StandardScaler"},
-    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
-]}
-METRIC = {"class": "metrics.LogLoss"}
-
-
-def bananas(n):
-    """(features, label) of the first n Bananas rows, named as the feature view names them."""
-    return [({"x1_avg": x["1"], "x2_avg": x["2"]}, y) for x, y in datasets.Bananas().take(n)]
 
 
 def run_job(tmp_path, flink_job, events, overrides=None):
@@ -41,33 +30,6 @@ def run_job(tmp_path, flink_job, events, overrides=None):
     predictions = [json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], 10**9, timeout_s=5)]
     snapshots = stack.read_snapshots(config)
     return config, predictions, snapshots
-
-
-def events_for(rows_by_key, per_window=1):
-    """One event per key and window (or `per_window` events sharing a window), in event-time order."""
-    events = []
-    for key, rows in rows_by_key.items():
-        for i, (x, y) in enumerate(rows):
-            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
-                           "ts": (i // per_window) * WINDOW_MS + 1})
-    return sorted(events, key=lambda e: e["ts"])
-
-
-def plain_river(rows):
-    """The model and progressive metric of plain River, test-then-train on one key's rows."""
-    model, metric = build_model(MODEL), build_metric(METRIC)
-    for x, y in rows:
-        metric.update(y, model.predict_proba_one(x))
-        model.learn_one(x, y)
-    return model, metric
-
-
-def latest_by_key(snapshots):
-    latest = {}
-    for s in snapshots:
-        if s.key not in latest or s.model_version > latest[s.key].model_version:
-            latest[s.key] = s
-    return latest
 
 
 @pytest.mark.timeout(300)

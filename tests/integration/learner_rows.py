@@ -1,0 +1,73 @@
+"""Feature rows for the learner job's tests, the events that make them, and what plain River learns from them.
+
+One event per key and window makes one feature row: its window's x1_avg and x2_avg are the event's
+x1 and x2 (sql/features.sql), so plain River on the rows is what the job must reproduce per key.
+
+>>> events_for({"a": bananas(2)})[1]["ts"]
+1001
+>>> plain_river(bananas(3))[0]["StandardScaler"].counts["x1_avg"]
+3
+>>> synthetic_events(["a", "b"], range(2))[3]["ts"]
+1001
+"""
+
+from river import datasets
+
+from udfs.model_spec import build_metric, build_model
+
+WINDOW_MS = 1000
+MODEL = {"steps": [
+    {"class": "preprocessing.StandardScaler"},
+    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
+]}
+METRIC = {"class": "metrics.LogLoss"}
+
+
+def bananas(n):
+    """(features, label) of the first n Bananas rows, named as the feature view names them."""
+    return [({"x1_avg": x["1"], "x2_avg": x["2"]}, y) for x, y in datasets.Bananas().take(n)]
+
+
+def events_for(rows_by_key, per_window=1):
+    """One event per key and window (or `per_window` events sharing a window), in event-time order."""
+    events = []
+    for key, rows in rows_by_key.items():
+        for i, (x, y) in enumerate(rows):
+            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
+                           "ts": (i // per_window) * WINDOW_MS + 1})
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def synthetic_row(k: int, w: int) -> tuple[dict, bool]:
+    """Key number k's feature row in window w, for streams of any length: deterministic, different
+    per key, both labels."""
+    x1, x2 = ((w * 7 + k) % 13) / 4.0 - 1.5, ((w * 3 + k * 5) % 17) / 8.0
+    return {"x1_avg": x1, "x2_avg": x2}, (x1 + x2 + ((w + k) % 5) * 0.3) > 1.2
+
+
+def synthetic_events(keys: list, windows) -> list[dict]:
+    """The events (one per key and window) whose feature rows are synthetic_row(k, w) of keys[k]."""
+    events = []
+    for w in windows:
+        for k, key in enumerate(keys):
+            x, y = synthetic_row(k, w)
+            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": w * WINDOW_MS + 1})
+    return events
+
+
+def plain_river(rows):
+    """The model and progressive metric of plain River, test-then-train on one key's rows."""
+    model, metric = build_model(MODEL), build_metric(METRIC)
+    for x, y in rows:
+        metric.update(y, model.predict_proba_one(x))
+        model.learn_one(x, y)
+    return model, metric
+
+
+def latest_by_key(snapshots):
+    """The newest snapshot of each key."""
+    latest = {}
+    for s in snapshots:
+        if s.key not in latest or s.model_version > latest[s.key].model_version:
+            latest[s.key] = s
+    return latest
