@@ -84,6 +84,8 @@ def key_by_shard(stream: DataStream, batch_type: TypeInformation) -> KeyedStream
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Online learning: one River model per key, in Flink state")
     parser.add_argument("--config", default="conf/job.yaml")
+    parser.add_argument("--parallelism", type=int, help="overrides the config's flink parallelism.default "
+                        "(scripts/rescale.sh passes it: a program's own configuration wins over flink run -p)")
     args = parser.parse_args(argv)
 
     try:
@@ -96,6 +98,11 @@ def main(argv=None):
     flink_config = Configuration()
     for key, value in (config.get("flink", {}) or {}).items():
         flink_config.set_string(key, str(value))
+    if args.parallelism is not None:
+        if not 1 <= args.parallelism <= int(flink_config.get_string("pipeline.max-parallelism", "32768")):
+            sys.exit(f"error: --parallelism {args.parallelism} is not between 1 and the max parallelism "
+                     f"(flink: pipeline.max-parallelism in {args.config})")
+        flink_config.set_string("parallelism.default", str(args.parallelism))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
