@@ -4,10 +4,11 @@
   record value of the snapshot topic (a well-trained key's model), or a model signed into one with
   `write_template`. It is verified with `signing.keys` and loaded through the allow-list of
   udfs/safe_pickle.py at submit time; a bare pickle is refused, as loading it could run any code.
-- `global`: a model every learner subtask trains on all the rows it sees, across its keys; a new key
-  starts from a copy of it. It is a cache, not Flink state: PyFlink has no operator state for
-  Python keyed functions, so after a restart it starts again (from the template when one is given).
-  It costs one more learn per row; a key's own model still learns only that key's rows.
+- `global`: a model trained on all the rows of a shard of the keys (`learner.shards`), across its
+  keys, in key order within a window; a new key starts from a copy of its shard's. It is Flink state
+  of the shard (udfs/learner_function.py), so it is the same model at any parallelism and after a
+  restore or a rescale. It costs one more learn per row; a key's own model still learns only that
+  key's rows.
 - `none`: a new key starts untrained.
 
 The trade-off: a prior predicts sensibly from a key's first row when keys share structure, but a key
@@ -102,7 +103,7 @@ def load_template(path: str, feature_names, error, keyring: Keyring, classes: Mo
 
 
 class Prior:
-    """Where the learner subtask's new keys start; `learn` sees every row when the prior is global."""
+    """Where a shard's new keys start; `learn` sees every row of the shard when the prior is global."""
 
     def __init__(self, settings: PriorSettings, template: bytes | None, build, classes: ModelClasses = ModelClasses()):
         self.settings = settings

@@ -286,7 +286,16 @@ class Learner:
         # The same choice as river.evaluate.progressive_val_score, so metrics agree with it exactly.
         self.predicts_proba = is_classifier(model) and not metric.requires_labels
         self.classifier = is_classifier(model)
-        self.prior = Prior(self.safety.cold_start, settings.prior_template, self.new_model, self.classes)
+        # Where new keys start; the Flink wrapper swaps in the prior of the shard it learns.
+        self.prior = self.shard_prior()
+
+    def shard_prior(self, global_model=None) -> Prior:
+        """A cold-start prior of its own for one shard of the keys, the `global` one's model restored
+        from the shard's state when there is one (udfs/learner_function.py keeps it per shard)."""
+        prior = Prior(self.safety.cold_start, self.settings.prior_template, self.new_model, self.classes)
+        if global_model is not None:
+            prior.global_model = global_model
+        return prior
 
     def new_model(self, role: str = "model"):
         return pickle.loads(self._prototypes[role])

@@ -59,6 +59,7 @@ def in_python_thread(function, *args):
 
 in_python_thread(importlib.import_module, "udfs.learner")
 from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
+from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
@@ -118,14 +119,16 @@ class StateCache:
 
 class ShardMemory:
     """What this process holds for one shard between calls: the states changed since they were written
-    to Flink state, the calls since then, the keys waiting for a timed snapshot, and the time of the
-    processing-time timer set for them (None: none set by this process)."""
+    to Flink state, the calls since then, the keys waiting for a timed snapshot, the time of the
+    processing-time timer set for them (None: none set by this process), and the shard's cold-start
+    prior."""
 
-    def __init__(self, due: DueKeys):
+    def __init__(self, due: DueKeys, prior: Prior):
         self.dirty: dict = {}
         self.calls_unwritten = 0
         self.due = due
         self.timer_ms: int | None = None
+        self.prior = prior
 
 
 # In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys).
@@ -152,6 +155,9 @@ class LearnerFunction(KeyedProcessFunction):
         # The same, one entry per key, as releases before the due-key index kept it: read once per shard.
         self.timed_keys = runtime_context.get_map_state(
             MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
+        # The shard's `global` cold-start prior's model, written with the states: a prior per shard,
+        # whatever the parallelism, that a restored or rescaled job carries on.
+        self.prior_models = runtime_context.get_state(ValueStateDescriptor("cold-start-prior", Types.PICKLED_BYTE_ARRAY()))
         # Batches that arrived before the watermark that closes their window.
         self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
         # Batches learned since the shard's states were last written to `states`. A key's state is not
@@ -236,7 +242,12 @@ class LearnerFunction(KeyedProcessFunction):
 
     def _learn(self, batch, memory: ShardMemory, clock, ctx):
         window_end_ms, dirty = batch[1], memory.dirty
-        for row in batch_rows(batch[2], batch[3], batch[4:]):
+        rows = batch_rows(batch[2], batch[3], batch[4:])
+        if memory.prior.learns:
+            # The prior learns every row of the shard: in key order within a window, so that it is the
+            # same model whatever order the rows arrived in (several upstream subtasks, partitions).
+            rows = sorted(rows, key=lambda row: row[0])
+        for row in rows:
             key = row[0]
             state = dirty.get(key) or self._changing(dirty, key)
             yield from self._process(key, state, row, window_end_ms, memory, clock, ctx)
@@ -251,12 +262,15 @@ class LearnerFunction(KeyedProcessFunction):
         date by learning again, silently, the batches it learned after its states were written (a
         restored job): their outputs went out before the checkpoint."""
         memory = self.shards.get(shard)
-        if memory is None:
+        if memory is not None:
+            self.learner.prior = memory.prior
+        else:
             due = DueKeys(self.due_keys.value())
             for key, due_ms in sorted(self.timed_keys.items(), key=lambda item: item[1]):
                 due.add(key, due_ms)  # a savepoint of a release before the due-key index
             self.timed_keys.clear()
-            memory = self.shards[shard] = ShardMemory(due)
+            memory = self.shards[shard] = ShardMemory(due, self.learner.shard_prior(self.prior_models.value()))
+            self.learner.prior = memory.prior
             learned = list(self.unwritten.get())  # in the order they were learned
             for batch in learned:
                 if batch[1] is TIMED:
@@ -281,6 +295,8 @@ class LearnerFunction(KeyedProcessFunction):
             self.due_keys.update(memory.due.as_dict())
         else:
             self.due_keys.clear()
+        if memory.prior.learns and memory.prior.global_model is not None:
+            self.prior_models.update(memory.prior.global_model)
         self.unwritten.clear()
         memory.calls_unwritten = 0
 

@@ -11,7 +11,8 @@ from river import evaluate
 
 from jobs.config import load_config
 from tests.integration import stack
-from tests.integration.learner_rows import METRIC, MODEL, WINDOW_MS, bananas, events_for, latest_by_key, plain_river
+from tests.integration.learner_rows import (METRIC, MODEL, WINDOW_MS, bananas, events_for, latest_by_key, plain_river,
+                                          synthetic_row)
 from udfs.model_spec import build_metric, build_model
 
 
@@ -223,3 +224,25 @@ def test_a_job_started_without_state_continues_each_key_from_its_newest_snapshot
         model, _ = plain_river(key_rows)
         probe = {"x1_avg": 0.3, "x2_avg": -0.7}
         assert final.model().predict_proba_one(probe)[True] == pytest.approx(model.predict_proba_one(probe)[True], abs=1e-12)
+
+
+@pytest.mark.timeout(400)
+def test_the_global_prior_is_per_shard_state_the_same_at_parallelism_1_and_2(services, flink_job, tmp_path):
+    # 24 keys, key k joining at window 2k: every new key starts from its shard's prior, which learned the
+    # shard's earlier rows in whatever order they arrived, from one or two upstream subtasks.
+    keys = [f"key-{k:02d}" for k in range(24)]
+    events = sorted(({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": w * WINDOW_MS + 1}
+                     for k, key in enumerate(keys) for w in range(2 * k, 60)
+                     for x, y in [synthetic_row(k, w)]), key=lambda e: e["ts"])
+    runs = {}
+    for parallelism in (1, 2):
+        _, predictions, _ = run_job(tmp_path / f"p{parallelism}", flink_job, events, {
+            "safety": {"cold_start": {"prior": "global"}},
+            "flink": {"parallelism.default": parallelism},
+        })
+        runs[parallelism] = {(p["model_key"], p["window_end_ms"]): p["prediction"] for p in predictions}
+    assert len(runs[1]) == len(events)
+    assert runs[2] == runs[1]
+    # The prior mattered: a key's first prediction is its shard prior's, not an untrained model's 0.5.
+    firsts = [runs[1][(key, (2 * k + 1) * WINDOW_MS)] for k, key in enumerate(keys) if k > 4]
+    assert all(p != 0.5 for p in firsts), firsts
