@@ -103,6 +103,13 @@ CONCURRENT_GOAL_SPEEDUP = 2
 BOUNDED_SOURCE = {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
 GUARDS_ON = {"safety": {"drift": {"enabled": True}, "gate": {"enabled": True, "rollback": True},
                         "challenger": {"enabled": True}, "quality": {"enabled": True}}}
+# The learner's variants measured beside the default configuration, each on its own copy of the topic.
+VARIANTS = {
+    "guards on": GUARDS_ON,
+    # Two learner subtasks on this 2-core machine: what a second core's worth of slots gives.
+    "parallelism 2": {"flink": {"parallelism.default": 2}},
+    "rocksdb": {"flink": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": True}},
+}
 PREDICT_GOAL_P99_MS = 5.0
 
 
@@ -320,6 +327,15 @@ class JobRun:
     peak_python_rss_mb: float
     other_jobs: int  # the most other jobs seen running at once
     vertices: list  # per task: name, records in and out, busy/idle/backpressured seconds
+    checkpoints: dict  # completed, and the largest checkpointed size (MB) and end-to-end duration (ms)
+
+
+def checkpoint_summary(job_id: str) -> dict:
+    stats = stack.rest(f"/jobs/{job_id}/checkpoints")
+    summary = stats.get("summary", {})
+    return {"completed": stats["counts"]["completed"],
+            "max_size_mb": summary.get("checkpointed_size", {}).get("max", 0) / 2**20,
+            "max_duration_ms": summary.get("end_to_end_duration", {}).get("max", 0)}
 
 
 def vertex_summary(info: dict) -> list:
@@ -358,7 +374,7 @@ def follow(job_id: str, label: str, events: int) -> tuple[dict, JobRun]:
         time.sleep(1)
     timestamps = info["timestamps"]
     seconds = (timestamps["FINISHED"] - timestamps["RUNNING"]) / 1000 if info["state"] == "FINISHED" else math.nan
-    return info, JobRun(job_id, seconds, peak_jvm, peak_python, others, vertex_summary(info))
+    return info, JobRun(job_id, seconds, peak_jvm, peak_python, others, vertex_summary(info), checkpoint_summary(job_id))
 
 
 def root_exception(job_id: str) -> str:
@@ -529,21 +545,22 @@ class Bench:
         runs = range(1, self.fixed_cost_runs + 1)
         return min(run_job(job, config, f"{label} fixed cost, run {i}", workload.events).seconds for i in runs)
 
-    def learner(self, keys: int, rows: int, fixed_cost_s: float, guards: bool = False) -> dict:
+    def learner(self, keys: int, rows: int, fixed_cost_s: float, variant: str | None = None) -> dict:
+        """The learner job against the plain loop on one topic; `variant` names a VARIANTS configuration."""
         # Two windows at least: a key's first row only creates its model, the second reads its state back.
-        name = f"learner-{keys}" + ("-guards" if guards else "")
+        name = f"learner-{keys}" + (f"-{variant.replace(' ', '-')}" if variant else "")
         config, workload = self.workload_topic(name, keys, windows=max(2, rows // keys),
-                                               overrides=GUARDS_ON if guards else None)
+                                               overrides=VARIANTS[variant] if variant else None)
         plain = run_plain_loop(config["topics.events.name"], workload.feature_rows)
-        label = f"pipeline, {keys:,} keys" + (", safety guards on" if guards else "")
+        label = f"pipeline, {keys:,} keys" + (f", {variant}" if variant else "")
         run = run_job(LEARNER_JOB, config, label, workload.events)
         pipeline = rate(workload.feature_rows, run, fixed_cost_s)
         ratio = None if pipeline is None else pipeline / plain["rows_per_s"]
         if ratio is not None:
             log(f"  pipeline {pipeline:,.0f} rows/s = {ratio:.2f} x the plain loop's {plain['rows_per_s']:,.0f}")
-        goal = None if guards else LEARNER_GOALS.get(keys)
-        return {"keys": keys, "guards": guards, "rows": workload.feature_rows, "windows": workload.windows, "plain": plain,
-                "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline}, "ratio": ratio,
+        goal = None if variant else LEARNER_GOALS.get(keys)
+        return {"keys": keys, "variant": variant, "rows": workload.feature_rows, "windows": workload.windows,
+                "plain": plain, "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline}, "ratio": ratio,
                 "goal_ratio": goal, "met": None if goal is None or ratio is None else ratio >= goal}
 
     def sql_stage(self, events: int, fixed_cost_s: float) -> dict:
@@ -732,14 +749,20 @@ def number(value, suffix: str = "", digits: int = 0) -> str:
 def table(results: dict) -> str:
     """The side-by-side table: one line per measurement made, nothing else."""
     header = ("measure", "measured on", "windows/key", "plain loop", "pipeline", "ratio", "goal", "met",
-              "plain RSS", "TM JVM RSS", "TM Python RSS", "other jobs")
+              "checkpoints: n, max size, max time", "plain RSS", "TM JVM RSS", "TM Python RSS", "other jobs")
     lines = []
+    default_rates = {row["keys"]: row["pipeline"]["rows_per_s"] for row in results["learner"] if not row.get("variant")}
     for row in results["learner"]:
-        plain, pipeline, goal = row["plain"], row["pipeline"], row["goal_ratio"]
-        guards = ", guards on" if row.get("guards") else ""
-        lines.append((f"learner, {row['keys']:,} keys{guards} (rows/s)", f"{row['rows']:,} rows", f"{row['windows']:,}",
+        plain, pipeline, goal, variant = row["plain"], row["pipeline"], row["goal_ratio"], row.get("variant")
+        beside = ""
+        if variant and default_rates.get(row["keys"]) and pipeline["rows_per_s"]:
+            beside = f"; {pipeline['rows_per_s'] / default_rates[row['keys']]:.2f}x the default's rate"
+        checkpoints = pipeline["checkpoints"]
+        lines.append((f"learner, {row['keys']:,} keys{', ' + variant if variant else ''} (rows/s{beside})",
+                      f"{row['rows']:,} rows", f"{row['windows']:,}",
                       f"{plain['rows_per_s']:,.0f}", number(pipeline["rows_per_s"]), number(row["ratio"], "x", 2),
                       "-" if goal is None else f">= {goal:.2f}x", yes_no(row["met"]),
+                      f"{checkpoints['completed']}, {checkpoints['max_size_mb']:,.1f} MB, {checkpoints['max_duration_ms']:,} ms",
                       f"{plain['peak_rss_mb']:,.0f} MB", f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
                       f"{pipeline['peak_python_rss_mb']:,.0f} MB", str(pipeline["other_jobs"])))
     if "sql_stage" in results:
@@ -747,26 +770,26 @@ def table(results: dict) -> str:
         lines.append(("SQL feature stage (events/s; plain: json format)", f"{sql['events']:,} events",
                       f"{sql['windows']:,}", number(sql["plain_json_events_per_s"]), number(sql["events_per_s"]),
                       number(sql["ratio"], "x", 2), f">= {sql['goal_events_per_s']:,}", yes_no(sql["met"]),
-                      "-", f"{run['peak_jvm_rss_mb']:,.0f} MB", f"{run['peak_python_rss_mb']:,.0f} MB",
+                      "-", "-", f"{run['peak_jvm_rss_mb']:,.0f} MB", f"{run['peak_python_rss_mb']:,.0f} MB",
                       str(run["other_jobs"])))
     if "live" in results:
         live = results["live"]
         fresh, predict, others = live["freshness_s"], live["predict_ms"], str(live["other_jobs"])
         lines.append(("freshness p50 / p99 (s)", f"{fresh['samples']:,} snapshots", "-", "-",
                       f"{fresh['p50']:.2f} / {fresh['p99']:.2f}", "-", f"p99 < {fresh['goal_p99']:g}",
-                      yes_no(fresh["met"]), "-", "-", "-", others))
+                      yes_no(fresh["met"]), "-", "-", "-", "-", others))
         lines.append(("freshness, quiet keys p50 / p99 (s)", f"{fresh['quiet_samples']:,} snapshots", "-", "-",
                       f"{fresh['quiet_p50']:.2f} / {fresh['quiet_p99']:.2f}", "-", f"p99 < {fresh['goal_p99']:g}",
-                      yes_no(fresh["quiet_met"]), "-", "-", "-", others))
+                      yes_no(fresh["quiet_met"]), "-", "-", "-", "-", others))
         lines.append(("  of which the job's: to Kafka (s)", "-", "-", "-",
-                      f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}", "-", "-", "-", "-", "-", "-", others))
+                      f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}", "-", "-", "-", "-", "-", "-", "-", others))
         lines.append(("serving predict p50 / p99 (ms)", f"{predict['requests']:,} requests", "-", "-",
                       f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed", "-",
-                      f"p99 < {predict['goal_p99']:g}, 0 failed", yes_no(predict["met"]), "-", "-", "-", others))
+                      f"p99 < {predict['goal_p99']:g}, 0 failed", yes_no(predict["met"]), "-", "-", "-", "-", others))
         for load in live.get("concurrent", []):
             lines.append((f"serving, {load['server']}, {load['connections']} connections", f"{load['requests']:,} requests",
                           "-", "-", f"{load['rps']:,}/s, p99 {load['p99_ms']:.2f} ms, {load['failed']} failed", "-",
-                          load.get("goal", "-"), yes_no(load.get("met")), "-", "-", "-", others))
+                          load.get("goal", "-"), yes_no(load.get("met")), "-", "-", "-", "-", others))
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def render(line) -> str:
@@ -800,6 +823,10 @@ def main(argv=None) -> int:
                         help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)")
     parser.add_argument("--guards-keys", type=int, default=10_000,
                         help="key count of the learner run with every safety guard on; 0 skips it")
+    parser.add_argument("--parallel-keys", type=int, default=10_000,
+                        help="key count of the learner run at parallelism 2 (beside parallelism 1); 0 skips it")
+    parser.add_argument("--rocksdb-keys", type=int, default=100_000,
+                        help="key count of the learner run on RocksDB, incremental checkpoints; 0 skips it")
     parser.add_argument("--fixed-cost-runs", type=int, default=2, help="runs on 100 events that time a job's fixed cost")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 10, 10,000 and 100,000 keys, 20,000 rows (two windows per key"
@@ -829,9 +856,10 @@ def main(argv=None) -> int:
             results["fixed_cost_s"]["learner"] = bench.fixed_cost(LEARNER_JOB, "learner")
         for keys in args.keys:
             results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"]))
-        if args.keys and args.guards_keys:
-            results["learner"].append(bench.learner(args.guards_keys, args.rows, results["fixed_cost_s"]["learner"],
-                                                    guards=True))
+        for variant, keys in (("guards on", args.guards_keys), ("parallelism 2", args.parallel_keys),
+                              ("rocksdb", args.rocksdb_keys)):
+            if args.keys and keys:
+                results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"], variant))
         if args.sql_events:
             results["fixed_cost_s"]["sql_stage"] = bench.fixed_cost(SQL_STAGE_JOB, "SQL stage")
             results["sql_stage"] = bench.sql_stage(args.sql_events, results["fixed_cost_s"]["sql_stage"])

@@ -3,8 +3,8 @@ its rows exactly once.
 
 - At parallelism 1, two kills: every version on the snapshot topic (the default at-least-once lane:
   published before the checkpoint that covers it) carries one model, however often it was published.
-- At parallelism 2 on two TaskManagers, five kills during 200,000 events over 1,000 keys, with every
-  sink exactly-once: one prediction per key and window, versions without gap or duplicate in the
+- At parallelism 2 on two TaskManagers, on RocksDB with incremental checkpoints, five kills during
+  200,000 events over 1,000 keys, with every sink exactly-once: one prediction per key and window, versions without gap or duplicate in the
   read_committed view, and each key's final metric that of plain River on its rows (a run without
   failures reproduces plain River to 1e-9: test_learner_job.py).
 """
@@ -157,17 +157,26 @@ KILL_WINDOWS = 200  # one event per key and window: 200,000 events
 KILLS = 5
 
 
-@pytest.mark.timeout(900)
-def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(services, taskmanagers, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+def exactly_once_config(tmp_path, idle_timeout: str, flink: dict | None = None):
+    """1 s windows, a snapshot every 5 rows, and every sink exactly-once, the snapshot lane too, so
+    that the read_committed view holds each version once. No partition is taken for idle within
+    `idle_timeout` while the job recovers and catches up (it would let the watermark run ahead)."""
+    return stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": idle_timeout},
         "window": {"size_seconds": 1},
         "model": MODEL, "metric": METRIC,
         "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
-        # Every sink exactly-once, the snapshot lane too: the read_committed view holds each version once.
         "sinks": {"snapshot_delivery": "exactly-once"},
-        "flink": {"parallelism.default": 2, "execution.checkpointing.interval": "2 s"},
+        "flink": flink or {},
     })
+
+
+@pytest.mark.timeout(900)
+def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(services, taskmanagers, flink_job, tmp_path):
+    # RocksDB with incremental checkpoints (the other fault tests run on the default hashmap backend).
+    config = exactly_once_config(tmp_path, "10 min", {
+        "parallelism.default": 2, "execution.checkpointing.interval": "2 s",
+        "state.backend.type": "rocksdb", "execution.checkpointing.incremental": True})
     topic = config["topics.events.name"]
     producing = threading.Event()
     producing.set()
@@ -243,13 +252,7 @@ def test_broker_outages_of_5_s_60_s_and_5_min_lose_and_duplicate_nothing(service
     """The broker stops three times mid-stream; the job (restarting with its exponential backoff, no
     attempt limit) and a replica ride them out: after each, the replica serves every key's newest
     version within 30 s of the job having published it, and in the end each row was learned once."""
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 min"},
-        "window": {"size_seconds": 1},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
-        "sinks": {"snapshot_delivery": "exactly-once"},
-    })
+    config = exactly_once_config(tmp_path, "60 min")
     topic = config["topics.events.name"]
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     replica = replicas(config, 18401)
