@@ -4,6 +4,7 @@ learning exactly as that release did; it serves every signed envelope's model wi
 predictions, and refuses every unsigned one for its signature, in serving and in the learner's start
 from snapshots alike."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -48,6 +49,17 @@ def test_every_released_schema_and_format_has_golden_bytes():
     assert {e["envelope_format"] for e in expected} == set(range(1, FORMAT_VERSION + 1))
     # A change of schema or format adds its release's files (tests/golden/make_golden.py says how).
     assert any((e["state_schema"], e["envelope_format"]) == (STATE_SCHEMA_VERSION, FORMAT_VERSION) for e in expected)
+
+
+def test_a_field_added_to_key_state_comes_with_a_new_schema_version():
+    """`migrate` fills the fields of older schemas only: a field added within the current schema would be
+    missing from every state restored from a release of that schema."""
+    declared = {f.name for f in dataclasses.fields(KeyState)}
+    for label in RELEASES:
+        expected = golden(label)[0]
+        if expected["state_schema"] == STATE_SCHEMA_VERSION:
+            missing = declared - set(expected["state"]["fields"])
+            assert not missing, f"{label} has no {sorted(missing)}: raise STATE_SCHEMA_VERSION and add a golden file"
 
 
 @pytest.mark.parametrize("label", RELEASES)
