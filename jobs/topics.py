@@ -72,11 +72,17 @@ def declared_topics(config: Config) -> list[NewTopic]:
 
 def ensure_topics(bootstrap_servers: str, topics: list[NewTopic]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created. A replication factor larger
-    than the cluster's brokers raises TopicError naming the topic, the brokers and the settings."""
+    than the cluster's brokers raises TopicError naming the topic, the brokers and the settings, before
+    any topic is created."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="topics-setup")
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t.name not in existing]
+        if any(t.replication_factor > 1 for t in missing):
+            brokers = len(admin.describe_cluster()["brokers"])
+            for topic in missing:
+                if topic.replication_factor > brokers:
+                    raise _too_few_brokers(topic, bootstrap_servers, brokers)
         created = []
         for topic in missing:
             try:
@@ -84,15 +90,17 @@ def ensure_topics(bootstrap_servers: str, topics: list[NewTopic]) -> list[str]:
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
-            except InvalidReplicationFactorError as e:
-                brokers = len(admin.describe_cluster().get("brokers", []))
-                raise TopicError(
-                    f"topic {topic.name!r}: replication factor {topic.replication_factor} needs as many brokers, "
-                    f"and the cluster at {bootstrap_servers} has {brokers}; lower kafka.replication_factor (or "
-                    f"the topic's replication_factor under topics:) in the config, or add brokers ({e})") from None
+            except InvalidReplicationFactorError:  # brokers left since they were counted
+                raise _too_few_brokers(topic, bootstrap_servers, len(admin.describe_cluster()["brokers"])) from None
         return created
     finally:
         admin.close()
+
+
+def _too_few_brokers(topic: NewTopic, bootstrap_servers: str, brokers: int) -> TopicError:
+    return TopicError(f"topic {topic.name!r}: replication factor {topic.replication_factor} needs as many brokers, "
+                      f"and the cluster at {bootstrap_servers} has {brokers}; lower kafka.replication_factor (or "
+                      f"the topic's replication_factor under topics:) in the config, or add brokers")
 
 
 def main(argv=None) -> int:

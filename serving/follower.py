@@ -142,8 +142,7 @@ class Follower(threading.Thread):
 
     def metrics(self):
         return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
-                self.freshness,
-                self.feature_rows, self.rejected_features]
+                self.freshness, self.feature_rows, self.rejected_features]
 
     def run(self):
         while not self.stopping.is_set():

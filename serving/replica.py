@@ -36,7 +36,7 @@ import argparse
 import logging
 import sys
 
-from jobs.config import load_config
+from jobs.config import ConfigError, load_config
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
 from serving.follower import Follower
@@ -133,7 +133,10 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    replica = Replica(load_config(args.config), partitions=args.partitions)
+    try:
+        replica = Replica(load_config(args.config), partitions=args.partitions)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")  # a wrong setting or option, named, rather than a traceback
     # The follower thread unpickles every new model while requests wait for the GIL: Python hands the
     # GIL over every 5 ms by default, which a request waiting behind a burst of swaps would pay.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
