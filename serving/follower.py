@@ -1,6 +1,7 @@
-"""Follows the snapshot and features topics: every partition from the earliest offset,
-read_committed, no consumer group (every replica sees every record); valid snapshots go to the model
-registry, feature rows to the feature store.
+"""Follows the snapshot and features topics: every partition (or the subset `serving.partitions`
+names, the same numbers of both topics) from the earliest offset, read_committed, no consumer group
+(every replica sees every record of what it follows); valid snapshots go to the model registry, feature
+rows to the feature store.
 
 Every snapshot's signature is verified before anything else is done with it (udfs/signing.py): one
 that is unsigned, signed with a key not in `signing.keys` or altered is rejected with reason
@@ -23,6 +24,7 @@ from kafka.errors import KafkaError
 
 from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Gauge, Histogram
+from serving.partitions import SETTING as PARTITIONS_SETTING, KeyPartitions
 from serving.registry import ModelRegistry
 from udfs.envelope import FORMAT_VERSION, MAGIC, EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, Snapshot, decode
 from udfs.feature_records import FeatureRecordError, decode_features
@@ -35,6 +37,37 @@ RETRY_S = 2.0
 
 class TopicMissing(LookupError):
     """A followed topic that does not exist (yet)."""
+
+
+class PartitioningError(ValueError):
+    """Topics a replica cannot follow a subset of: partitions that do not exist, or topics not
+    partitioned alike. Not retried: /healthz reports it until the config is fixed."""
+
+
+def partitions_to_follow(counts: dict[str, int], held: frozenset[int] | None) -> dict[str, list[int]]:
+    """The partitions to follow of each topic, given each topic's partition count.
+
+    >>> partitions_to_follow({"snapshots": 4, "features": 4}, frozenset({1, 3}))
+    {'snapshots': [1, 3], 'features': [1, 3]}
+    >>> partitions_to_follow({"snapshots": 4, "features": 2}, frozenset({1}))
+    Traceback (most recent call last):
+    ...
+    serving.follower.PartitioningError: serving.partitions needs topics partitioned alike, so that a key's model and features are on the same partition number: snapshots has 4 partitions, features 2 (give both the same 'partitions' under topics:)
+    """
+    if held is None:
+        return {topic: list(range(count)) for topic, count in counts.items()}
+    if len(set(counts.values())) > 1:
+        (first, first_count), *others = counts.items()
+        found = ", ".join([f"{first} has {first_count} partitions", *(f"{t} {c}" for t, c in others)])
+        raise PartitioningError(f"{PARTITIONS_SETTING} needs topics partitioned alike, so that a key's model and "
+                                f"features are on the same partition number: {found} (give both the same "
+                                f"'partitions' under topics:)")
+    count = next(iter(counts.values()))
+    missing = sorted(p for p in held if p >= count)
+    if missing:
+        raise PartitioningError(f"{PARTITIONS_SETTING}: partition(s) {', '.join(map(str, missing))} do not exist; "
+                                f"the topics have {count} partitions, 0 to {count - 1}")
+    return {topic: sorted(held) for topic in counts}
 
 
 class Rejected(ValueError):
@@ -81,12 +114,14 @@ def is_rollback(rollback, version: int) -> bool:
 class Follower(threading.Thread):
     def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str,
                  registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets,
-                 keyring: Keyring):
+                 keyring: Keyring, partitions: KeyPartitions | None = None):
+        """`partitions`: the partitions to follow (None: every one); its count is set once known."""
         super().__init__(name="topic-follower", daemon=True)
         self.bootstrap_servers = bootstrap_servers
         self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
         self.registry, self.features, self.schema_hash = registry, features, schema_hash
         self.keyring = keyring
+        self.partitions = partitions or KeyPartitions(None, snapshot_topic)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.error: str | None = None
@@ -95,7 +130,9 @@ class Follower(threading.Thread):
         self.rejected = Counter("serving_snapshots_rejected_total", "Snapshots refused, by reason.", labels=("reason",))
         self.rollbacks = Counter("serving_rollbacks_total", "Rollback records applied, by where their model came from.",
                                  labels=("source",))
-        self.lag = Gauge("serving_consumer_lag", "Records not yet read, over all partitions of both topics.")
+        self.lag = Gauge("serving_consumer_lag", "Records not yet read, over the followed partitions of both topics.")
+        self.followed = Gauge("serving_partitions_followed",
+                              "Partitions of the snapshot topic followed here (all unless serving.partitions).")
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
         self.rejected_features = Counter("serving_feature_rows_rejected_total", "Feature rows refused, by reason.",
@@ -104,8 +141,8 @@ class Follower(threading.Thread):
                                    "From the end of a model's last window to it being servable here.", freshness_buckets)
 
     def metrics(self):
-        return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.models, self.freshness,
-                self.feature_rows, self.rejected_features]
+        return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
+                self.freshness, self.feature_rows, self.rejected_features]
 
     def run(self):
         while not self.stopping.is_set():
@@ -128,12 +165,17 @@ class Follower(threading.Thread):
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                  isolation_level="read_committed", group_id=None, auto_offset_reset="earliest")
         try:
-            partitions = []
+            counts = {}
             for topic in (self.snapshot_topic, self.features_topic):
-                found = sorted(consumer.partitions_for_topic(topic) or [])
+                found = consumer.partitions_for_topic(topic) or set()
                 if not found:
                     raise TopicMissing(f"topic {topic!r} does not exist")
-                partitions += [TopicPartition(topic, p) for p in found]
+                counts[topic] = len(found)
+            followed = partitions_to_follow(counts, self.partitions.held)
+            partitions = [TopicPartition(topic, p) for topic, numbers in followed.items() for p in numbers]
+            # Where a key lives is its partition among all of the topic's, followed or not.
+            self.partitions.count = counts[self.snapshot_topic]
+            self.followed.set(len(followed[self.snapshot_topic]))
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             # Ready once caught up with what was committed when the replica started.

@@ -27,23 +27,31 @@ _KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "stri
 # UTF-8, and 503 over serving.max_concurrent_requests. 408, 431 and 503 come from the ASGI server only.
 _HEAD_LIMITS = {"408": _ERROR, "431": _ERROR}
 _LIMITS = {**_HEAD_LIMITS, "400": _ERROR, "411": _ERROR, "413": _ERROR, "503": _ERROR}
+# A replica holding a subset of the partitions (serving.partitions): a key living on another one.
+_MISDIRECTED = {"421": _json(_ref("Error"), "the key lives on a partition this replica does not hold; "
+                                            "'partition' names it")}
 
 
 def _post(summary: str, request: dict, answer: dict, params=()) -> dict:
     return {"post": {"summary": summary, "parameters": list(params),
                      "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
-                     "responses": {"200": _json(answer, "answered"), "404": _ERROR, **_LIMITS, "500": _ERROR}}}
+                     "responses": {"200": _json(answer, "answered"), "404": _ERROR, **_MISDIRECTED, **_LIMITS,
+                                   "500": _ERROR}}}
 
 
 def _get(summary: str, answer: dict, params=(), failure: str = "404", content: str = "application/json") -> dict:
     ok = _json(answer, "answered") if content == "application/json" else \
         {"description": "answered", "content": {content: {"schema": {"type": "string"}}}}
     return {"get": {"summary": summary, "parameters": list(params), "responses": {
-        "200": ok, **_HEAD_LIMITS, "503": _ERROR, failure: _json(answer if failure == "503" else _ref("Error"), "no")}}}
+        "200": ok, **_HEAD_LIMITS, "503": _ERROR, **(_MISDIRECTED if params else {}),
+        failure: _json(answer if failure == "503" else _ref("Error"), "no")}}}
 
 
 _SCHEMAS = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string"},
+        "partition": {"type": "integer", "description": "421: the partition the key lives on"},
+        "partitions": {"type": "integer", "description": "421: the snapshot topic's partition count"}}},
     "PredictRequest": {"type": "object", "required": ["key"], "properties": {
         "key": {"type": "string", "minLength": 1},
         "features": {**_NUMBER_MAP, "description": "finite numbers; any not sent come from the key's latest window"}}},
@@ -63,6 +71,8 @@ _SCHEMAS = {
         "candidates": {"type": "array", "items": {"type": "string"}}}},
     "Recommendation": {"type": "object", "properties": {
         "user": {}, "unscored": {"type": "array", "items": {"type": "string"}},
+        "elsewhere": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                      "description": "with serving.partitions: candidates living on other partitions, by partition"},
         "ranking": {"type": "array", "items": {"type": "object", "properties": {
             "key": {"type": "string"}, "score": {"type": "number"}, "model_version": {"type": "integer"}}}}}},
     "Model": {"type": "object", "description": "the served version, its metric, age, rollback, drift and "
@@ -102,7 +112,9 @@ DOCUMENT = {
                          {"type": "object", "properties": {"status": {"type": "string"}, "error": {"type": "string"}}},
                          failure="503"),
         "/readyz": _get("200 once caught up with the snapshot topic", {"type": "object", "properties": {
-            "ready": {"type": "boolean"}, "models": {"type": "integer"}}}, failure="503"),
+            "ready": {"type": "boolean"}, "models": {"type": "integer"},
+            "partitions": {"type": "array", "items": {"type": "integer"}, "description": "with serving.partitions"},
+            "partition_count": {"type": ["integer", "null"]}}}, failure="503"),
         "/metrics": _get("Prometheus text", {}, failure="500", content="text/plain; version=0.0.4"),
         "/openapi.json": _get("This document", {"type": "object"}, failure="500"),
         "/models/{key}": _get("The served model of a key", _ref("Model"), _KEY),

@@ -15,7 +15,11 @@
     GET  /v2/health/live, /v2/health/ready, /v2/models/{key}, /v2/models/{key}/ready,
     POST /v2/models/{key}/infer   the Open Inference Protocol (KServe V2; serving.v2)
 
-Run: python -m serving.replica --config conf/job.yaml --port 8000 [--server asgi|stdlib]
+Run: python -m serving.replica --config conf/job.yaml --port 8000 [--server asgi|stdlib] [--partitions 0,1]
+
+With `--partitions` (or `serving.partitions`) a replica follows only those partitions of both topics and
+so holds only their keys; a request for a key living on another partition is answered 421 with that
+partition (serving.partitions), for a router to send it to the replica holding it.
 
 The endpoints (serving.routes) are answered by uvicorn on one event loop (serving.asgi_server), within
 the limits under `serving:` in the config (serving.limits); `--server stdlib` answers them with the
@@ -32,12 +36,13 @@ import argparse
 import logging
 import sys
 
-from jobs.config import load_config
+from jobs.config import ConfigError, load_config
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
 from serving.follower import Follower
 from serving.limits import Limits
 from serving.metrics import Counter, Histogram, render
+from serving.partitions import KeyPartitions, held_partitions
 from serving.registry import ModelRegistry
 from serving.requests import Serving
 from serving.stdlib_server import make_stdlib_server
@@ -67,15 +72,18 @@ def model_registry(config) -> ModelRegistry:
 class Replica:
     """What the HTTP handlers need: the registry, its follower, settings and request metrics."""
 
-    def __init__(self, config, keyring: Keyring | None = None):
-        """`keyring`: the keys snapshots are verified with; by default those `signing.keys` names."""
+    def __init__(self, config, keyring: Keyring | None = None, partitions: str | None = None):
+        """`keyring`: the keys snapshots are verified with; by default those `signing.keys` names.
+        `partitions`: the `--partitions` option ("0,1"), which overrides `serving.partitions`."""
         keyring = keyring or SigningSettings.from_config(config).keyring(config.error)
+        held = KeyPartitions(held_partitions(config, partitions), config["topics.snapshots.name"])
         self.serving = Serving(
             registry=model_registry(config),
             features=FeatureStore(),
             feature_names=tuple(config["features.columns"]),
             fallback_key=config.get("serving.fallback_key", None),
             max_feature_age_s=float(config.get("serving.max_feature_age_s", float("inf"))),
+            partitions=held if held.held is not None else None,
         )
         self.registry, self.features = self.serving.registry, self.serving.features
         self.limits = Limits.from_config(config)
@@ -83,7 +91,7 @@ class Replica:
             config["kafka.bootstrap_servers"], config["topics.snapshots.name"], config["topics.features.name"],
             self.registry, self.features, feature_schema_hash(self.serving.feature_names),
             config.get("serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
-            keyring,
+            keyring, held,
         )
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
         self.stale_features = Counter("serving_stale_feature_predictions_total",
@@ -112,6 +120,9 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--server", choices=SERVERS, default="asgi",
                         help="asgi: uvicorn on an event loop; stdlib: a thread per connection, to compare")
+    parser.add_argument("--partitions", default=None, metavar="0,1",
+                        help="follow only these partitions of the snapshot and features topics, and so hold only "
+                             "their keys (overrides serving.partitions; default: every partition)")
     return parser.parse_args(argv)
 
 
@@ -122,7 +133,10 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    replica = Replica(load_config(args.config))
+    try:
+        replica = Replica(load_config(args.config), partitions=args.partitions)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")  # a wrong setting or option, named, rather than a traceback
     # The follower thread unpickles every new model while requests wait for the GIL: Python hands the
     # GIL over every 5 ms by default, which a request waiting behind a burst of swaps would pay.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

@@ -14,6 +14,7 @@ import math
 import time
 
 from serving.feature_store import FeatureStore
+from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica
 from serving.registry import ModelRegistry
 from udfs.learner import as_number
 from udfs.model_spec import is_classifier
@@ -27,6 +28,15 @@ class BadRequest(ValueError):
 
 class NotFound(LookupError):
     status = 404
+
+
+# What a request can be refused with; each carries its HTTP status.
+REQUEST_ERRORS = (BadRequest, NotFound, WrongReplica, PartitionsUnknown)
+
+
+def error_body(error: Exception) -> dict:
+    """A refused request's JSON answer: the reason, and where to ask instead for a key held elsewhere."""
+    return {"error": str(error), **getattr(error, "fields", {})}
 
 
 def check_features(features, names) -> dict:
@@ -55,12 +65,21 @@ class Serving:
     feature_names: tuple
     fallback_key: str | None = None
     max_feature_age_s: float = float("inf")
+    # A replica holding a subset of the partitions (serving.partitions): keys it has neither a model nor
+    # features for are checked against it, and those living elsewhere answered 421 with their partition.
+    partitions: KeyPartitions | None = None
+
+    def check_held(self, key: str) -> None:
+        """Raise WrongReplica when `key` lives on a partition this replica does not follow."""
+        if self.partitions is not None:
+            self.partitions.check(key)
 
 
 def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
     """The features to predict with: the key's stored row, overridden field by field by those sent."""
     stored = serving.features.get(key)
     if sent is None and stored is None:
+        serving.check_held(key)
         raise NotFound(f"no features stored for key '{key}' and none sent")
     if sent is not None and not isinstance(sent, dict):
         raise BadRequest(f"'features' must be an object, got {type(sent).__name__}")
@@ -92,6 +111,9 @@ def served_model(serving: Serving, key: str):
     """The model that answers for `key` (its own, else the fallback key's) and whether it is the fallback's."""
     served = serving.registry.get(key)
     used_fallback = False
+    if served is None:
+        # A held key has its model here; only keys without one pay for working out their partition.
+        serving.check_held(key)
     if served is None and serving.fallback_key is not None:
         served, used_fallback = serving.registry.get(serving.fallback_key), True
     if served is None:
@@ -132,14 +154,16 @@ def predict_batch(serving: Serving, body) -> dict:
     for item in body["requests"]:
         try:
             results.append(predict(serving, item))
-        except (BadRequest, NotFound) as e:
-            results.append({"error": str(e), "status": e.status})
+        except REQUEST_ERRORS as e:
+            results.append({**error_body(e), "status": e.status})
     return {"results": results}
 
 
 def recommend(serving: Serving, body) -> dict:
     """The top `n` candidates (default: every key with a model) by their models' predictions on their
-    latest window features. The ranking is the same for every user: models are per item."""
+    latest window features. The ranking is the same for every user: models are per item. On a replica
+    holding a subset of the partitions, candidates living elsewhere are listed by partition under
+    `elsewhere`, for the caller to rank there (README: Serving at scale)."""
     if not isinstance(body, dict):
         raise BadRequest(f"a recommend request must be an object, got {type(body).__name__}")
     n = body.get("n", 5)
@@ -148,13 +172,17 @@ def recommend(serving: Serving, body) -> dict:
     candidates = body.get("candidates", serving.registry.keys())
     if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
         raise BadRequest("'candidates' must be a list of keys")
-    scored, unscored = [], []
+    scored, unscored, elsewhere = [], [], {}
     for key in candidates:
         try:
             answer = predict(serving, {"key": key}, with_shadow=False)  # rankings use the champion only
         except NotFound:
             unscored.append(key)
             continue
+        except WrongReplica as e:
+            elsewhere.setdefault(str(e.fields["partition"]), []).append(key)
+            continue
         scored.append({"key": key, "score": answer["prediction"], "model_version": answer["model_version"]})
     scored.sort(key=lambda item: item["score"], reverse=True)
-    return {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored}
+    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored}
+    return answer if serving.partitions is None else {**answer, "elsewhere": elsewhere}

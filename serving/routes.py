@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from serving import v2
 from serving.json_body import parse_json
 from serving.openapi import DOCUMENT
-from serving.requests import BadRequest, NotFound, predict, predict_batch, recommend
+from serving.requests import REQUEST_ERRORS, NotFound, error_body, predict, predict_batch, recommend
 
 log = logging.getLogger("serving")
 
@@ -72,12 +72,15 @@ def _healthz(replica, key, body):
 
 def _readyz(replica, key, body):
     ready = replica.follower.ready.is_set()
-    return (200 if ready else 503), {"ready": ready, "models": len(replica.registry)}
+    partitions = replica.serving.partitions
+    return (200 if ready else 503), {"ready": ready, "models": len(replica.registry),
+                                     **(partitions.describe() if partitions else {})}
 
 
 def _model(replica, key, body):
     described = replica.registry.describe(key, time.time())
     if described is None:
+        replica.serving.check_held(key)
         raise NotFound(f"no model for key '{key}'")
     return 200, described
 
@@ -85,6 +88,7 @@ def _model(replica, key, body):
 def _features(replica, key, body):
     stored = replica.features.get(key)
     if stored is None:
+        replica.serving.check_held(key)
         raise NotFound(f"no features stored for key '{key}'")
     return 200, {"key": key, "features": stored.row.features, "window_end_ms": stored.row.window_end_ms,
                  "age_s": stored.age_s(time.time())}
@@ -188,8 +192,8 @@ def answer(replica, method: str, target: str, body: bytes) -> Reply:
     try:
         parsed = parse_json(body, limits.max_json_depth, limits.max_json_digits) if method == "POST" else None
         status, payload = endpoint.answer(replica, key, parsed)
-    except (BadRequest, NotFound) as e:
-        status, payload = e.status, {"error": str(e)}
+    except REQUEST_ERRORS as e:
+        status, payload = e.status, error_body(e)
     except Exception as e:
         # An answer, not a dropped connection: the client can tell a bad model from a network fault.
         log.exception("%s failed", target)

@@ -9,6 +9,10 @@ CREATE TABLE model_snapshots (
   'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
   'key.format' = 'raw',
   'key.fields' = 'model_key',
+  -- Kafka's own partitioner, murmur2 of the key: the snapshot and features topics put a key on the same
+  -- partition number, so a replica following some partitions of both (serving.partitions) holds its
+  -- model and its features, and a router computes where a key lives (serving/partitions.py).
+  'sink.partitioner' = 'default',
   'value.format' = 'raw',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${sinks.snapshot_delivery}',

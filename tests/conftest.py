@@ -57,11 +57,11 @@ def flink_job():
 
 @pytest.fixture
 def replicas():
-    """Start serving replicas with replicas(config, port); every one is stopped by PID at the end."""
+    """Start serving replicas with replicas(config, port, *options); every one is stopped by PID at the end."""
     started = []
 
-    def start(config, port):
-        replica = stack.Replica(config, port)
+    def start(config, port, *options):
+        replica = stack.Replica(config, port, *options)
         started.append(replica)
         return replica
 

@@ -4,6 +4,7 @@ convergence, catching up, refused snapshots, and no failed request while models 
 These tests need only the broker on 127.0.0.1:9092, not Flink, so they neither start nor stop services.
 """
 
+import collections
 import http.client
 import json
 import os
@@ -18,6 +19,7 @@ from river import datasets, linear_model, preprocessing
 
 from jobs.config import derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
+from serving.partitions import partition_of
 from tests.integration import stack
 from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
 
@@ -34,12 +36,13 @@ class Publisher:
 
     def __init__(self, config):
         self.topic = config["topics.snapshots.name"]
+        self.features_topic = config["topics.features.name"]
         self.features = config["features.columns"]
         self.schema_hash = feature_schema_hash(self.features)
         self.keyring = stack.keyring(config)
         self.producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP, transactional_id=f"test-{uuid.uuid4().hex}")
         self.producer.init_transactions()
-        self.committed = {key: set() for key in KEYS}
+        self.committed = collections.defaultdict(set)
 
     def model(self, version):
         """Trained on the first `version` Bananas samples, so a test can rebuild any version exactly."""
@@ -72,6 +75,15 @@ class Publisher:
         if commit:
             for key, version in versions.items():
                 self.committed[key].add(version)
+
+    def publish_features(self, rows: dict, window_end_ms: int):
+        """One feature row per key (its features by name), as the job's latest_features sink writes them."""
+        self.producer.begin_transaction()
+        for key, features in rows.items():
+            row = {"key": key, "window_end_ms": window_end_ms, "feature_schema_hash": self.schema_hash,
+                   "features": features}
+            self.producer.send(self.features_topic, key=key.encode(), value=json.dumps(row).encode())
+        self.producer.commit_transaction()
 
     def close(self):
         self.producer.close()
@@ -270,3 +282,58 @@ def test_a_rollback_record_brings_back_the_good_version_of_its_key_only(config, 
     assert forgetful.http("GET", "/models/book-1")[1]["rollback"]["source"] == "payload"
     assert forgetful.http("POST", "/predict", {"key": "book-1", "features": x})[1]["prediction"] == by_version[1]
     assert forgetful.metric('serving_rollbacks_total{source="payload"}') == 1
+
+
+@pytest.mark.timeout(150)
+def test_two_replicas_each_holding_half_the_partitions_serve_their_keys_and_route_the_others(replicas, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {"topics": {"snapshots": {"partitions": 4},
+                                                                         "features": {"partitions": 4}}})
+    by_partition = collections.defaultdict(list)
+    for key in (f"item-{i}" for i in range(100)):
+        if len(by_partition[partition_of(key, 4)]) < 3:
+            by_partition[partition_of(key, 4)].append(key)
+    keys = [key for p in range(4) for key in by_partition[p]]
+    assert len(keys) == 12
+    versions = {key: 2 + i for i, key in enumerate(keys)}  # a different model per key
+    features = {key: {"x1_avg": 0.1 * i - 0.5, "x2_avg": 0.3 - 0.05 * i} for i, key in enumerate(keys)}
+    publisher = Publisher(config)
+    try:
+        publisher.publish(versions)
+        publisher.publish_features(features, int(time.time() * 1000))
+    finally:
+        publisher.close()
+    # The broker put every record where partition_of says: the producer's partitioner, as the job's sinks.
+    for topic in (config["topics.snapshots.name"], config["topics.features.name"]):
+        placed = {r.key.decode(): r.partition for r in stack.read_topic(topic, len(keys), 15)}
+        assert placed == {key: partition_of(key, 4) for key in keys}, topic
+
+    low = replicas(config, 18208, "--partitions", "0,1")
+    high = replicas(stack.write_config(config, tmp_path / "high.yaml", {"serving": {"partitions": [2, 3]}}), 18209)
+    for replica, held in ((low, [0, 1]), (high, [2, 3])):
+        replica.wait_ready()
+        status, ready = replica.http("GET", "/readyz")
+        assert status == 200 and ready == {"ready": True, "models": 6, "partitions": held, "partition_count": 4}
+        # Its memory holds its half only, and its metrics count only what it follows.
+        assert replica.metric("serving_models") == 6
+        assert replica.metric("serving_feature_rows") == 6
+        assert replica.metric("serving_partitions_followed") == 2
+        assert replica.metric("serving_snapshots_applied_total") == 6
+        stack.wait_until(lambda: replica.metric("serving_consumer_lag") == 0, 10, f"no lag on port {replica.port}")
+
+    for key in keys:
+        partition = partition_of(key, 4)
+        right, wrong = (low, high) if partition < 2 else (high, low)
+        status, answer = right.http("POST", "/predict", {"key": key})  # with the key's stored features
+        expected = publisher.model(versions[key]).predict_proba_one(features[key])[True]
+        assert status == 200 and (answer["model_version"], answer["prediction"]) == (versions[key], expected), key
+        status, refused = wrong.http("POST", "/predict", {"key": key})
+        assert status == 421 and (refused["partition"], refused["partitions"]) == (partition, 4), key
+        assert f"key '{key}' is on partition {partition} of {config['topics.snapshots.name']}" in refused["error"]
+        assert wrong.http("GET", f"/models/{key}")[0] == 421
+        assert right.http("GET", f"/features/{key}")[1]["features"] == features[key]
+
+    # /recommend over every key: each replica ranks its own and names where the others live.
+    status, ranked = low.http("POST", "/recommend", {"n": 12, "candidates": keys})
+    assert status == 200 and sorted(r["key"] for r in ranked["ranking"]) == sorted(by_partition[0] + by_partition[1])
+    assert ranked["elsewhere"] == {"2": by_partition[2], "3": by_partition[3]}
+    assert low.metric('serving_requests_total{path="/predict",status="421"}') == 6
