@@ -170,14 +170,15 @@ def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flin
     def event(w, x1=1.0):
         return {"entity": "a", "x1": x1, "x2": 0.5, "label": w % 2 == 0, "ts": w * 1000 + 1}
 
+    stack.produce_json(topic, [event(w) for w in range(12)], key_field="entity")
+    stack.read_topic(config["topics.predictions.name"], expected=11, timeout_s=120)  # windows 0 .. 10 closed
+    # The bad events after the watermark passed their ts (5 s), so that none of them, nor the valid
+    # events, is also late; then two late events, each with its own delay in the reason, one counter.
     producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP)
     for payload in BAD:
         producer.send(topic, payload)
     producer.flush()
     producer.close()
-    stack.produce_json(topic, [event(w) for w in range(12)], key_field="entity")
-    stack.read_topic(config["topics.predictions.name"], expected=11, timeout_s=120)  # windows 0 .. 10 closed
-    # Two late events, each with its own measured delay in the reason, and one counter for both.
     stack.produce_json(topic, [event(0, x1=99.0), event(1, x1=98.0)] + [event(w) for w in range(12, 15)],
                        key_field="entity")
     dead = stack.read_topic(config["topics.dead_letters.name"], expected=len(BAD) + 2, timeout_s=60)
