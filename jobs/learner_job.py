@@ -105,6 +105,11 @@ def main(argv=None):
         flink_config.set_string("parallelism.default", str(args.parallelism))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
+    # Table options (table.local-time-zone among them) go onto the TableConfig too: read through the
+    # environment alone, TableConfig.getLocalTimeZone() still answers the JVM's zone.
+    for key in flink_config.key_set():
+        if key.startswith("table."):
+            table_env.get_config().set(key, flink_config.get_string(key, ""))
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
     # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
     # carries over.

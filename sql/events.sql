@@ -9,8 +9,9 @@ CREATE TABLE events_raw (
   source_partition INT METADATA FROM 'partition' VIRTUAL,
   source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   -- An out-of-range ts (sql/functions.sql) counts as 0 here, so that it never moves the watermark:
-  -- sql/checked_events.sql dead-letters the event.
-  event_time AS TO_TIMESTAMP_LTZ(EVENT_TIME_MILLIS(JSON_FIELDS(payload, 'ts')[1], ${events.max_ahead_seconds}), 3),
+  -- sql/checked_events.sql dead-letters the event. A TIMESTAMP(3) holding UTC, not a TIMESTAMP_LTZ, so
+  -- that windows never follow a local clock (sql/functions.sql, UTC_TIMESTAMP_OF).
+  event_time AS UTC_TIMESTAMP_OF(EVENT_TIME_MILLIS(JSON_FIELDS(payload, 'ts')[1], ${events.max_ahead_seconds})),
   WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
 ) WITH (
   'connector' = 'kafka',

@@ -12,7 +12,7 @@ One array per column, not an array of ROWs: `ARRAY_AGG(ROW(...))` in Flink 2.3 f
 with the last row repeated (its row objects are reused).
 
 >>> print(select_batches("features", "entity", "window_start", "window_end", "label", ["x1", "x2"], shards=4))
-SELECT `shard`, UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`) AS window_end_ms,
+SELECT `shard`, UTC_MILLIS(`window_end`) AS window_end_ms,
   ARRAY_AGG(`entity`) AS `keys`, ARRAY_AGG(`label`) AS `labels`, ARRAY_AGG(`x1`) AS `x1`, ARRAY_AGG(`x2`) AS `x2`
 FROM (SELECT *, MOD(MOD(HASH_CODE(`entity`), 4) + 4, 4) AS `shard` FROM `features`)
 GROUP BY `shard`, `window_start`, `window_end`
@@ -27,9 +27,10 @@ BATCH_COLUMNS = ("shard", "window_end_ms", "keys", "labels")
 
 
 def window_end_ms(column: str) -> str:
-    """Epoch milliseconds of a window end: a TIMESTAMP in the session time zone, as the window TVF
-    makes it, read back in that same zone."""
-    return f"UNIX_TIMESTAMP(CAST(`{column}` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `{column}`)"
+    """Epoch milliseconds of a window end: the window TVF's TIMESTAMP(3) on the job's UTC rowtime
+    (sql/events.sql), read as UTC by UTC_MILLIS (sql/functions.sql), never through the session time
+    zone, which under daylight saving maps the repeated autumn hour onto the hour before it."""
+    return f"UTC_MILLIS(`{column}`)"
 
 
 def select_batches(view: str, key: str, window_start: str, window_end: str, label: str, feature_names,

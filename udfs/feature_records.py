@@ -6,7 +6,7 @@ serving replicas decode them so that a caller can ask for a prediction by key al
 >>> print(select_records("features", "entity", "window_end", ["views", "price"], "f00d"))
 SELECT `entity` AS model_key, CAST(JSON_OBJECT(
   'key' VALUE `entity`,
-  'window_end_ms' VALUE UNIX_TIMESTAMP(CAST(`window_end` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `window_end`),
+  'window_end_ms' VALUE UTC_MILLIS(`window_end`),
   'feature_schema_hash' VALUE 'f00d',
   'features' VALUE JSON_OBJECT('views' VALUE `views`, 'price' VALUE `price`)) AS BYTES) AS record
 FROM `features`

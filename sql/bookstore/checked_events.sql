@@ -14,11 +14,11 @@ SELECT
     WHEN ts IS NULL THEN 'ts missing or not an integer'
     WHEN ts < 0 THEN 'ts is negative'
     -- EVENT_TIME_MILLIS (sql/events.sql) gave the event time 0 for a ts too far ahead of the clock.
-    WHEN ts > 0 AND event_time = TO_TIMESTAMP_LTZ(0, 3)
+    WHEN ts > 0 AND event_time = UTC_TIMESTAMP_OF(0)
       THEN 'ts more than ${events.max_ahead_seconds} s ahead of the clock'
     -- Late: its tumbling window (sql/features.sql) ended before the watermark, so the window would drop
     -- it. The watermark here is never behind the windows', so what passes is never dropped there.
-    WHEN TO_TIMESTAMP_LTZ(ts - MOD(ts, ${window.size_seconds} * 1000) + ${window.size_seconds} * 1000 - 1, 3)
+    WHEN UTC_TIMESTAMP_OF(ts - MOD(ts, ${window.size_seconds} * 1000) + ${window.size_seconds} * 1000 - 1)
          <= CURRENT_WATERMARK(event_time)
       THEN CONCAT('late: ', CAST(TIMESTAMPDIFF(SECOND, event_time, CURRENT_WATERMARK(event_time)) AS STRING),
                   ' s behind the watermark')

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -165,6 +166,21 @@ def rest(path: str, method: str = "GET") -> dict:
     with urllib.request.urlopen(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else {}
+
+
+def job_metrics(job_id: str, prefix: str) -> dict[str, float]:
+    """The running job's operator metrics whose names start with `prefix`, from the REST API, each
+    summed over the subtasks and operators that have it (REST names them `<subtask>.<operator>.<name>`)."""
+    totals: dict[str, float] = {}
+    for vertex in rest(f"/jobs/{job_id}")["vertices"]:
+        path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+        ids = [m["id"] for m in rest(path) if m["id"].rsplit(".", 1)[-1].startswith(prefix)]
+        for start in range(0, len(ids), 20):  # a short query string per request
+            query = urllib.parse.urlencode({"get": ",".join(ids[start:start + 20])})
+            for metric in rest(f"{path}?{query}"):
+                name = metric["id"].rsplit(".", 1)[-1]
+                totals[name] = totals.get(name, 0.0) + float(metric["value"])
+    return totals
 
 
 def job_state(job_id: str) -> str:

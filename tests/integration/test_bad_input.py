@@ -1,8 +1,10 @@
 """Bad events never stop the job and are never silently dropped: they reach the dead-letter topic
 with their original bytes and a reason, and the valid events give exactly a clean run's results."""
 
+import collections
 import json
 import math
+import urllib.request
 
 import pytest
 from kafka import KafkaProducer
@@ -37,6 +39,22 @@ BAD = {
     b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": 5001, "pad": "' + b"x" * 20000 + b'"}':
         "oversized: more than 10000 characters",
     b"[1, 2, 3]": "malformed JSON",
+}
+
+
+# The exported counter of each reason (java/realtime_learning/DeadLetterReason.java): the reason's text
+# before its first colon names it, so measured details after the colon stay one counter.
+COUNTER = {
+    "malformed JSON": "dead_letters_malformed_json",
+    "x1 is not a finite number": "dead_letters_x1_is_not_a_finite_number",
+    "x2 is not a finite number": "dead_letters_x2_is_not_a_finite_number",
+    "ts is negative": "dead_letters_ts_is_negative",
+    "ts more than 60 s ahead of the clock": "dead_letters_ts_more_than_60_s_ahead_of_the_clock",
+    "x1 missing or not a number": "dead_letters_x1_missing_or_not_a_number",
+    "missing key: entity": "dead_letters_missing_key",
+    "label is not a boolean": "dead_letters_label_is_not_a_boolean",
+    "ts missing or not an integer": "dead_letters_ts_missing_or_not_an_integer",
+    "oversized: more than 10000 characters": "dead_letters_oversized",
 }
 
 
@@ -120,3 +138,56 @@ def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_wind
     # The quarantined row is predicted as null and not learned: the next window's prediction is a number.
     big = dict(by_key["big"])
     assert sorted(big) == [2000, 3000, 4000] and big[3000] is None and math.isfinite(big[4000])
+
+
+def prometheus_counters(job_id: str, prefix: str) -> dict[str, float]:
+    """The job's `prefix` operator counters as the TaskManagers' Prometheus reporters serve them
+    (conf/flink/config.yaml: the first free port of 9250-9260 each), summed over subtasks."""
+    totals: dict[str, float] = {}
+    for port in range(9250, 9261):
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name.startswith(f"flink_taskmanager_job_task_operator_{prefix}") and f'job_id="{job_id}"' in rest:
+                short = name.removeprefix("flink_taskmanager_job_task_operator_")
+                totals[short] = totals.get(short, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+@pytest.mark.timeout(300)
+def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flink_job, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "window": {"size_seconds": 1},
+    })
+    job_id = flink_job("jobs/learner_job.py", "--config", config.source)
+    topic = config["topics.events.name"]
+
+    def event(w, x1=1.0):
+        return {"entity": "a", "x1": x1, "x2": 0.5, "label": w % 2 == 0, "ts": w * 1000 + 1}
+
+    stack.produce_json(topic, [event(w) for w in range(12)], key_field="entity")
+    stack.read_topic(config["topics.predictions.name"], expected=11, timeout_s=120)  # windows 0 .. 10 closed
+    # The bad events after the watermark passed their ts (5 s), so that none of them, nor the valid
+    # events, is also late; then two late events, each with its own delay in the reason, one counter.
+    producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP)
+    for payload in BAD:
+        producer.send(topic, payload)
+    producer.flush()
+    producer.close()
+    stack.produce_json(topic, [event(0, x1=99.0), event(1, x1=98.0)] + [event(w) for w in range(12, 15)],
+                       key_field="entity")
+    dead = stack.read_topic(config["topics.dead_letters.name"], expected=len(BAD) + 2, timeout_s=60)
+
+    reasons = [dict(r.headers)["reason"].decode() for r in dead]
+    assert len(reasons) == len(BAD) + 2 and sum(r.startswith("late: ") for r in reasons) == 2, reasons
+    expected = collections.Counter("dead_letters_late" if r.startswith("late: ") else COUNTER[r] for r in reasons)
+    assert len(expected) == len(set(BAD.values())) + 1  # ten classes and late
+    # REST metrics are fetched every few seconds (metrics.fetcher.update-interval): wait for them.
+    stack.wait_until(lambda: stack.job_metrics(job_id, "dead_letters_") == expected, 60,
+                     lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(expected)}")
+    assert prometheus_counters(job_id, "dead_letters_") == expected
