@@ -29,12 +29,12 @@ PLAIN_JSON_EVENTS = """CREATE TABLE events (
   x2 DOUBLE,
   label BOOLEAN,
   ts BIGINT,
-  event_time AS TO_TIMESTAMP_LTZ(ts, 3),
+  event_time AS UTC_TIMESTAMP_OF(ts),
   WATERMARK FOR event_time AS event_time - INTERVAL '${source.watermark_delay_seconds}' SECOND
 ) WITH ('format' = 'json')
 LIKE events_raw (EXCLUDING ALL OVERWRITING OPTIONS)"""
 # What the plain source needs of the job's DDL, in order: events_raw (and the functions it calls),
-# then the feature view over `events`.
+# then the feature view over `events`; its rowtime is the job's, a UTC wall clock (UTC_TIMESTAMP_OF).
 SOURCE_DDL, FEATURES_DDL = ("functions.sql", "events.sql"), "features.sql"
 
 
