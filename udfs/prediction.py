@@ -11,8 +11,9 @@ Three numbers-and-names describe any answer, whatever the model kind:
 - `probabilities`: every known class's probability, by class name, None for a regressor (and for
   the few classifiers that predict labels only, `multiclass.OneVsOneClassifier` say).
 
-`ModelKind.of(model)` is worked out once per model (asking River on every row costs); `predict` asks
-the model what its kind allows, `published` turns River's outputs into the three values.
+`kind_of(model)` says what the model can be asked (cached per class of its last step: asking River
+on every row costs); `predict` asks the model what its kind allows, `published` turns River's
+outputs into the three values.
 
 >>> from river import linear_model, tree
 >>> binary = linear_model.LogisticRegression()
