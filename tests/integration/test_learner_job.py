@@ -180,7 +180,7 @@ TOPIC_LABELS = {
 
 def three_topics(n, seed):
     """n rows of a seeded 3-class stream (River's RandomRBF), its classes named by TOPICS."""
-    stream = datasets.synth.RandomRBF(seed_model=7, seed_sample=seed, n_classes=3, n_features=2, n_centroids=6)
+    stream = datasets.synth.RandomRBF(seed_model=42, seed_sample=seed, n_classes=3, n_features=2, n_centroids=6)
     return [({"x1_avg": x[0], "x2_avg": x[1]}, TOPICS[y]) for x, y in stream.take(n)]
 
 

@@ -134,7 +134,7 @@ TOPICS = ("fiction", "science", "history")
 
 def three_classes(n, label=lambda c: TOPICS[c]):
     """n rows of a seeded 3-class stream, features named as `settings` names them, labels made by `label`."""
-    stream = datasets.synth.RandomRBF(seed_model=7, seed_sample=7, n_classes=3, n_features=2, n_centroids=6)
+    stream = datasets.synth.RandomRBF(seed_model=42, seed_sample=7, n_classes=3, n_features=2, n_centroids=6)
     return [({"1": x[0], "2": x[1]}, label(y)) for x, y in stream.take(n)]
 
 
