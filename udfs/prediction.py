@@ -58,9 +58,13 @@ class ModelKind:
 
 
 def kind_of(model) -> ModelKind:
-    """`ModelKind.of(model)`, cheaper for the usual shapes: a plain model or a pipeline of plain models."""
-    final = model._last_step if isinstance(model, compose.Pipeline) else model
-    return _kind_of_final(type(final)) if not isinstance(final, compose.Pipeline) else ModelKind.of(model)
+    """`ModelKind.of(model)`, cheaper for the usual shapes (it is asked on every row): a plain model or a
+    pipeline of plain models."""
+    if type(model) is compose.Pipeline:
+        model = model._last_step
+        if isinstance(model, compose.Pipeline):  # nested pipelines: rare
+            return ModelKind.of(model)
+    return _kind_of_final(type(model))
 
 
 @functools.cache
@@ -108,13 +112,13 @@ def published(probabilities: dict | None, label, kind: ModelKind) -> Published:
     predicted = None if label is None else class_name(label)
     if not probabilities:
         return Published(None, predicted, None)
-    named = {class_name(c): float(p) for c, p in probabilities.items()}
-    if all(isinstance(c, bool) for c in probabilities):
+    # The classes of one label column are of one type: the first key tells which.
+    if type(next(iter(probabilities))) is bool:
+        named = {("true" if c else "false"): float(p) for c, p in probabilities.items()}
         # Binary: the positive class's probability, as it always was (0.0 while only False was seen).
-        value = named.get("true", 0.0)
-    else:
-        value = named.get(predicted) if predicted is not None else None
-    return Published(value, predicted, named)
+        return Published(named.get("true", 0.0), predicted, named)
+    named = {str(c): float(p) for c, p in probabilities.items()}
+    return Published(named.get(predicted) if predicted is not None else None, predicted, named)
 
 
 def predict(model, x: dict, kind: ModelKind) -> Published:
