@@ -8,12 +8,12 @@ import json
 import os
 
 import pytest
-from river import datasets, evaluate
+from river import evaluate
 
 from jobs.config import load_config
 from tests.integration import stack
-from tests.integration.learner_rows import (METRIC, MODEL, WINDOW_MS, bananas, events_for, latest_by_key, plain_river,
-                                          synthetic_row)
+from tests.integration.learner_rows import (METRIC, MODEL, TOPICS, WINDOW_MS, bananas, events_for, latest_by_key,
+                                          plain_river, synthetic_row, three_topics)
 from udfs.model_spec import build_metric, build_model
 
 
@@ -166,7 +166,6 @@ def test_window_size_and_a_new_feature_column_need_no_python_change(services, fl
     assert set(final.model()["StandardScaler"].means) == {"x1_avg", "x2_avg", "x1_max"}
 
 
-TOPICS = ("fiction", "science", "history")
 TREE = {"steps": [{"class": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}]}
 # The event's label as text (one of TOPICS) through the checks, and a window's label its (one) event's.
 TOPIC_LABELS = {
@@ -176,12 +175,6 @@ TOPIC_LABELS = {
         ("label_text = 'true' AS label", "label_text AS label")],
     "sql/features.sql": [("MAX(CAST(label AS INT)) = 1 AS label", "MAX(label) AS label")],
 }
-
-
-def three_topics(n, seed):
-    """n rows of a seeded 3-class stream (River's RandomRBF), its classes named by TOPICS."""
-    stream = datasets.synth.RandomRBF(seed_model=42, seed_sample=seed, n_classes=3, n_features=2, n_centroids=6)
-    return [({"x1_avg": x[0], "x2_avg": x[1]}, TOPICS[y]) for x, y in stream.take(n)]
 
 
 @pytest.mark.timeout(300)
