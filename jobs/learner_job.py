@@ -37,7 +37,7 @@ from udfs.learner_function import (
     SNAPSHOTS,
     LearnerFunction,
 )
-from udfs.model_spec import ModelSpecError
+from udfs.model_spec import ModelSpecError, build_model, label_type_error
 
 
 def fingerprint(statements) -> str:
@@ -55,6 +55,25 @@ def compute_once(table_env, view: str, rowtime: str) -> None:
     stream = table_env.to_data_stream(table_env.from_path(view))
     table_env.create_temporary_view(view, table_env.from_data_stream(
         stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build()))
+
+
+def check_label(table_env, config, settings: LearnerSettings) -> None:
+    """The feature view's label column exists and its SQL type suits the model's kind (and the challenger's),
+    checked at submit time: a string label for a regressor or a binary-only model would fail the job's
+    first row, and again at every restart."""
+    view, label = config["sql.features_view"], config["features.label"]
+    schema = table_env.from_path(view)._j_table.getResolvedSchema()
+    column = schema.getColumn(label)
+    if not column.isPresent():
+        raise config.error("features.label", f"names no column of view {view} (it has {', '.join(schema.getColumnNames())})")
+    logical = column.get().getDataType().getLogicalType()
+    models = [("model", settings.model)]
+    if settings.safety.challenger.enabled:
+        models.append(("safety.challenger.model", settings.safety.challenger.model))
+    for path, spec in models:
+        if reason := label_type_error(build_model(spec, path), logical.getTypeRoot().name(), logical.asSummaryString()):
+            whose = f" (for {path})" if path != "model" else ""
+            raise config.error("features.label", f"(column {label} of view {view}) {reason}{whose}")
 
 
 def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
@@ -118,6 +137,10 @@ def main(argv=None):
     table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
     for statement in ddl:
         table_env.execute_sql(statement)
+    try:
+        check_label(table_env, config, settings)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
 
     compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]

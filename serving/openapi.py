@@ -56,7 +56,12 @@ _SCHEMAS = {
         "key": {"type": "string", "minLength": 1},
         "features": {**_NUMBER_MAP, "description": "finite numbers; any not sent come from the key's latest window"}}},
     "Prediction": {"type": "object", "properties": {
-        "key": {"type": "string"}, "prediction": {"type": ["number", "null"]}, "model_key": {"type": "string"},
+        "key": {"type": "string"}, "model_key": {"type": "string"},
+        "prediction": {"type": ["number", "null"], "description": "a regressor's value; a classifier of booleans: "
+                       "the probability of true; of other classes: the probability of the predicted class"},
+        "predicted": {"type": ["string", "null"], "description": "classifiers: the predicted class"},
+        "probabilities": {"type": ["object", "null"], "additionalProperties": {"type": "number"},
+                          "description": "classifiers: each known class's probability, by class name"},
         "model_version": {"type": "integer"}, "model_age_s": {"type": "number"}, "fallback": {"type": "boolean"},
         "features_window_end_ms": {"type": "integer"}, "features_age_s": {"type": "number"},
         "features_stale": {"type": "boolean"},
@@ -68,7 +73,9 @@ _SCHEMAS = {
             "error": {"type": "string"}, "status": {"type": "integer"}}}]}}}},
     "RecommendRequest": {"type": "object", "properties": {
         "user": {}, "n": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
-        "candidates": {"type": "array", "items": {"type": "string"}}}},
+        "candidates": {"type": "array", "items": {"type": "string"}},
+        "class": {"type": ["string", "integer", "boolean"],
+                  "description": "classifiers: rank by this class's probability instead of by prediction"}}},
     "Recommendation": {"type": "object", "properties": {
         "user": {}, "unscored": {"type": "array", "items": {"type": "string"}},
         "elsewhere": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},

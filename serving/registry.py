@@ -39,7 +39,7 @@ import dataclasses
 from typing import Any
 
 from udfs.envelope import RIVER_ONLY, Snapshot
-from udfs.model_spec import is_classifier
+from udfs.prediction import ModelKind, kind_of
 from udfs.safe_pickle import ModelClasses
 
 
@@ -66,7 +66,7 @@ class ServedModel:
     # The last rollback applied to this key here; later versions keep showing it.
     rollback: Rollback | None = None
     # Worked out once per version: asking River on every prediction costs about 2 microseconds of 8.
-    classifier: bool = False
+    kind: ModelKind = ModelKind(classifier=False)
 
     def describe(self, now: float) -> dict:
         s = self.snapshot
@@ -154,7 +154,7 @@ class ModelRegistry:
             applied_at,
             shadow=snapshot.challenger(self.classes) if self.shadow_challenger else None,
             rollback=rollback,
-            classifier=is_classifier(model),
+            kind=kind_of(model),
         )
         self._held[snapshot.key] = (*self._held.get(snapshot.key, ()), served)[-self.history_per_key:]
         return served

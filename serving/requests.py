@@ -16,8 +16,7 @@ import time
 from serving.feature_store import FeatureStore
 from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica
 from serving.registry import ModelRegistry
-from udfs.learner import as_number
-from udfs.model_spec import is_classifier
+from udfs.prediction import class_name, kind_of, predict as model_answer
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +91,20 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
     return check_features(merged, serving.feature_names), info
 
 
-def score(model, x: dict, classifier: bool) -> float:
-    """A model's answer: the positive class's probability for a classifier, else the predicted value."""
-    return as_number(model.predict_proba_one(x) if classifier else model.predict_one(x))
+def answer_fields(model, x: dict, kind) -> dict:
+    """A model's answer as the predictions topic has it (udfs/prediction.py): `prediction`, and for a
+    classifier `predicted` and `probabilities` too."""
+    answer = model_answer(model, x, kind)
+    if not kind.classifier:
+        return {"prediction": answer.prediction}
+    return {"prediction": answer.prediction, "predicted": answer.predicted, "probabilities": answer.probabilities}
 
 
 def shadow_score(served, x: dict) -> dict:
     """The challenger's answer next to the champion's; a challenger that fails must not fail the answer."""
     role = (served.snapshot.extra.get("challenger") or {}).get("role")
     try:
-        return {"prediction": score(served.shadow, x, is_classifier(served.shadow)), "role": role}
+        return {**answer_fields(served.shadow, x, kind_of(served.shadow)), "role": role}
     except Exception as e:  # noqa: BLE001 - any failure of the shadow is reported in its place
         log.warning("shadow model of key %r v%d failed: %r", served.snapshot.key, served.snapshot.model_version, e)
         return {"error": f"{type(e).__name__}: {e}", "role": role}
@@ -134,7 +137,7 @@ def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     served, used_fallback = served_model(serving, key)
     answer = {
         "key": key,
-        "prediction": score(served.model, x, served.classifier),
+        **answer_fields(served.model, x, served.kind),
         "model_key": served.snapshot.key,
         "model_version": served.snapshot.model_version,
         "model_age_s": round(time.time() - served.snapshot.window_end_ms / 1000, 3),
@@ -161,9 +164,11 @@ def predict_batch(serving: Serving, body) -> dict:
 
 def recommend(serving: Serving, body) -> dict:
     """The top `n` candidates (default: every key with a model) by their models' predictions on their
-    latest window features. The ranking is the same for every user: models are per item. On a replica
-    holding a subset of the partitions, candidates living elsewhere are listed by partition under
-    `elsewhere`, for the caller to rank there (README: Serving at scale)."""
+    latest window features: with `class`, by the probability of that class (0 for a model that has not
+    seen it); without, by `prediction` (a regressor's value, a boolean classifier's probability of true).
+    The ranking is the same for every user: models are per item. Keys without an answer are unscored. On
+    a replica holding a subset of the partitions, candidates living elsewhere are listed by partition
+    under `elsewhere`, for the caller to rank there (README: Serving at scale)."""
     if not isinstance(body, dict):
         raise BadRequest(f"a recommend request must be an object, got {type(body).__name__}")
     n = body.get("n", 5)
@@ -172,6 +177,10 @@ def recommend(serving: Serving, body) -> dict:
     candidates = body.get("candidates", serving.registry.keys())
     if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
         raise BadRequest("'candidates' must be a list of keys")
+    wanted = body.get("class")
+    if wanted is not None and not isinstance(wanted, (str, bool, int)):
+        raise BadRequest(f"'class' must be a class name (a string, a whole number or a boolean), got {wanted!r}")
+    wanted = None if wanted is None else class_name(wanted)
     scored, unscored, elsewhere = [], [], {}
     for key in candidates:
         try:
@@ -182,7 +191,17 @@ def recommend(serving: Serving, body) -> dict:
         except WrongReplica as e:
             elsewhere.setdefault(str(e.fields["partition"]), []).append(key)
             continue
-        scored.append({"key": key, "score": answer["prediction"], "model_version": answer["model_version"]})
+        if wanted is None:
+            score = answer["prediction"]
+        elif "probabilities" not in answer:
+            raise BadRequest(f"'class' ranks by a class's probability; the model of key '{key}' is a regressor")
+        else:
+            probabilities = answer["probabilities"]
+            score = None if probabilities is None else probabilities.get(wanted, 0.0)
+        if score is None:  # a model that cannot answer yet (a tree that has seen no row)
+            unscored.append(key)
+            continue
+        scored.append({"key": key, "score": score, "model_version": answer["model_version"]})
     scored.sort(key=lambda item: item["score"], reverse=True)
     answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored}
     return answer if serving.partitions is None else {**answer, "elsewhere": elsewhere}

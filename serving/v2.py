@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import time
 
-from serving.requests import BadRequest, Serving, check_features, score, served_model
+from serving.requests import BadRequest, Serving, check_features, served_model
+from udfs.prediction import predict
 
 NUMERIC = ("FP64", "FP32", "INT64", "INT32")
 PLATFORM = "river"
@@ -86,7 +87,7 @@ def infer(serving: Serving, key: str, body) -> dict:
             x = check_features({name: data[i] for name, data in columns.items()}, serving.feature_names)
         except BadRequest as e:
             raise BadRequest(f"row {i}: {e}") from None
-        predictions.append(score(served.model, x, served.classifier))
+        predictions.append(predict(served.model, x, served.kind).prediction)
     answer = {"model_name": key, "model_version": str(served.snapshot.model_version),
               "outputs": [{"name": "prediction", "shape": [len(predictions)], "datatype": "FP64", "data": predictions}]}
     if "id" in body:  # the protocol echoes a request's id

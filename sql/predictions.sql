@@ -1,9 +1,14 @@
--- Every prediction the learner makes, before it learns from the row.
+-- Every prediction the learner makes, before it learns from the row (udfs/prediction.py): `prediction`
+-- is a regressor's value, a boolean classifier's probability of true, or another classifier's
+-- probability of its predicted class; `predicted` the class and `probabilities` every known class's
+-- probability by name (both null for a regressor).
 CREATE TABLE predictions (
   model_key STRING,
   window_end_ms BIGINT,
   prediction DOUBLE,
-  model_version BIGINT
+  model_version BIGINT,
+  predicted STRING,
+  probabilities MAP<STRING, DOUBLE>
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${topics.predictions.name}',

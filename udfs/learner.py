@@ -12,8 +12,8 @@ a module of their own and are off unless `safety:` in the job's config turns the
 ...     Keyring({"k1": b"s" * 32}, signing_key_id="k1"))
 >>> state = learner.new_state()
 >>> first = learner.process(state, {"x": 1.0}, True, window_end_ms=1000).prediction
->>> (first.prediction, first.model_version, state.n_learned, state.model_version, state.generation)
-(0.0, 0, 1, 1, 1700000000000)
+>>> (first.prediction, first.predicted, first.model_version, state.n_learned, state.model_version, state.generation)
+(0.5, 'false', 0, 1, 1, 1700000000000)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from udfs.drift import DriftSettings, DriftWatch, prediction_error
 from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
 from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
+from udfs.prediction import kind_of, published, raw_prediction
 from udfs.quality import FeatureStats, QualitySettings, check
 from udfs.safe_pickle import ModelClasses, declared_classes
 from udfs.signing import Keyring, SigningSettings
@@ -78,9 +79,13 @@ class KeyState:
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
+    """One published prediction: `prediction`, `predicted` and `probabilities` as udfs/prediction.py makes them."""
+
     window_end_ms: int
     prediction: float | None
     model_version: int
+    predicted: str | None = None
+    probabilities: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,15 +241,6 @@ def migrate(state: KeyState) -> KeyState:
     return state
 
 
-def as_number(y_pred) -> float | None:
-    """A prediction as one number: the positive class's probability, or the regression value."""
-    if isinstance(y_pred, dict):
-        return float(y_pred.get(True, y_pred.get(1, 0.0))) if y_pred else None
-    if y_pred is None:
-        return None
-    return float(y_pred)
-
-
 def non_finite(x: dict, prediction: float | None) -> str | None:
     """Why a row must not be learned because a number in it is not finite, or None.
 
@@ -286,6 +282,9 @@ class Learner:
         # The same choice as river.evaluate.progressive_val_score, so metrics agree with it exactly.
         self.predicts_proba = is_classifier(model) and not metric.requires_labels
         self.classifier = is_classifier(model)
+        if self.predicts_proba and not kind_of(model).has_probabilities:
+            raise ModelSpecError(f"metric.class: {type(metric).__name__} scores probabilities, which "
+                                 f"{type(model).__name__} does not give; choose a metric of labels (metrics.Accuracy)")
         # Where new keys start; the Flink wrapper swaps in the prior of the shard it learns.
         self.prior = self.shard_prior()
 
@@ -322,7 +321,14 @@ class Learner:
                         last_window_end_ms=snapshot.window_end_ms, prior="snapshot", generation=snapshot.generation)
 
     def predict(self, model, x: dict):
-        return model.predict_proba_one(x) if self.predicts_proba else model.predict_one(x)
+        """What the metric scores: probabilities or a label, as progressive_val_score asks for them."""
+        return self._outputs(model, x)[0]
+
+    def _outputs(self, model, x: dict):
+        """(what the metric scores, what is published) for one row, from as few calls into the model as its kind allows."""
+        kind = kind_of(model)
+        probabilities, label = raw_prediction(model, x, kind)
+        return (probabilities if self.predicts_proba else label), published(probabilities, label, kind)
 
     def process(self, state: KeyState, x: dict, label, window_end_ms: int) -> Step:
         """Predict on one feature row, then learn what its label allows.
@@ -333,13 +339,14 @@ class Learner:
             state.replayed_windows += 1
             return Step(None)
         self._add_missing_guards(state)
-        y_pred = self.predict(state.model, x)
-        prediction = Prediction(window_end_ms, as_number(y_pred), state.model_version)
+        y_pred, answer = self._outputs(state.model, x)
+        prediction = Prediction(window_end_ms, answer.prediction, state.model_version, answer.predicted,
+                                answer.probabilities)
         state.last_window_end_ms = window_end_ms
         if reason := non_finite(x, prediction.prediction):
             # The last line behind the SQL checks (an average can overflow): learning it would turn the
             # model's weights into NaN for good.
-            return Step(dataclasses.replace(prediction, prediction=None), quarantined=reason)
+            return Step(Prediction(window_end_ms, None, state.model_version), quarantined=reason)
         if state.quality is not None:
             state.quality.observe(x)
             if reason := check(self.safety.quality, state.quality, x):

@@ -64,9 +64,10 @@ from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
+# sql/predictions.sql's columns, in its order.
 PREDICTION_TYPE = Types.ROW_NAMED(
-    ["model_key", "window_end_ms", "prediction", "model_version"],
-    [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.LONG()],
+    ["model_key", "window_end_ms", "prediction", "model_version", "predicted", "probabilities"],
+    [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.MAP(Types.STRING(), Types.DOUBLE())],
 )
 SNAPSHOT_TYPE = Types.ROW_NAMED(["model_key", "envelope"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 SNAPSHOTS = OutputTag("model-snapshots", SNAPSHOT_TYPE)
@@ -319,7 +320,7 @@ class LearnerFunction(KeyedProcessFunction):
             memory.due.add(key, clock.now()[1] + self.learner.snapshot_wait_ms)
             self._set_publish_timer(memory, ctx)
         p = step.prediction
-        yield Row(key, p.window_end_ms, p.prediction, p.model_version)
+        yield Row(key, p.window_end_ms, p.prediction, p.model_version, p.predicted, p.probabilities)
 
     def _set_publish_timer(self, memory: ShardMemory, ctx) -> None:
         if memory.due and memory.timer_ms is None:

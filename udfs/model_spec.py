@@ -22,6 +22,13 @@ LogLoss: 0.
 Traceback (most recent call last):
     ...
 udfs.model_spec.ModelSpecError: model.steps[0].class: unknown River class 'optim.SDG' (did you mean 'optim.SGD'?)
+
+The label column's SQL type must suit the model's kind (`label_type_error`):
+
+>>> label_type_error(model, "VARCHAR", "STRING")
+'is of type STRING, but LogisticRegression is a binary classifier, which learns BOOLEAN labels (or 0/1 integers); a multiclass model (tree.HoeffdingTreeClassifier, say) learns string classes'
+>>> label_type_error(build_model({"steps": [{"class": "tree.HoeffdingTreeClassifier"}]}), "VARCHAR", "STRING") is None
+True
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ import river
 from river import base, compose, utils
 from river.metrics.base import Metric
 
-__all__ = ["ModelSpecError", "build_detector", "build_metric", "build_model", "is_classifier"]
+__all__ = ["ModelSpecError", "build_detector", "build_metric", "build_model", "is_classifier", "label_type_error",
+           "model_kind"]
 
 OPTIONS_MODULE = "udfs.model_options"
 
@@ -73,6 +81,10 @@ def build_model(spec, path: str = "model"):
             raise ModelSpecError(f"{step_path}: {name} is not a transformer; only the last step may be a model")
         if i == len(steps) - 1 and not hasattr(estimator, "predict_one"):
             raise ModelSpecError(f"{step_path}: {name} cannot predict (no predict_one); the last step must be a model")
+        if i == len(steps) - 1 and not isinstance(utils.inspect.extract_relevant(estimator), (base.Classifier, base.Regressor)):
+            # A clusterer or a multi-output model: the learner gives every row one label, from one SQL column.
+            raise ModelSpecError(f"{step_path}: {name} is neither a classifier nor a regressor; the last step must "
+                                 "learn one label per row")
         built.append(estimator)
     return built[0] if len(built) == 1 else compose.Pipeline(*built)
 
@@ -97,6 +109,39 @@ def is_classifier(model) -> bool:
     A classifier is asked for `predict_proba_one`, anything else for `predict_one`.
     """
     return utils.inspect.isclassifier(model)
+
+
+# SQL type roots (Flink's LogicalTypeRoot names) of the labels each kind of model learns.
+_INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
+_LABEL_TYPES = {
+    "regressor": _INTEGER_TYPES + ("FLOAT", "DOUBLE"),
+    "binary classifier": ("BOOLEAN",) + _INTEGER_TYPES,
+    "multiclass classifier": ("BOOLEAN",) + _INTEGER_TYPES + ("CHAR", "VARCHAR"),
+}
+_WHAT_IT_LEARNS = {
+    "regressor": "learns numbers (an integer type, FLOAT or DOUBLE; CAST a DECIMAL AS DOUBLE)",
+    "binary classifier": "learns BOOLEAN labels (or 0/1 integers); a multiclass model "
+                         "(tree.HoeffdingTreeClassifier, say) learns string classes",
+    "multiclass classifier": "learns classes: BOOLEAN, an integer type or a string",
+}
+
+
+def model_kind(model) -> str:
+    """'regressor', 'binary classifier' (River's binary-only models: answers False/True) or 'multiclass classifier'."""
+    if not is_classifier(model):
+        return "regressor"
+    return "multiclass classifier" if utils.inspect.extract_relevant(model)._multiclass else "binary classifier"
+
+
+def label_type_error(model, type_root: str, type_name: str) -> str | None:
+    """Why a label column of this SQL type (its `LogicalTypeRoot` name, and as the DDL spells it) does not
+    suit the model, or None. A float label for a classifier, a string or a boolean for a regressor, a
+    string for a binary-only model would fail on the first row, or learn nonsense."""
+    kind = model_kind(model)
+    if type_root in _LABEL_TYPES[kind]:
+        return None
+    final = type(utils.inspect.extract_relevant(model)).__name__
+    return f"is of type {type_name}, but {final} is a {kind}, which {_WHAT_IT_LEARNS[kind]}"
 
 
 def _build(spec, path: str, kind: type, kind_name: str):

@@ -9,6 +9,8 @@ x1 and x2 (sql/features.sql), so plain River on the rows is what the job must re
 3
 >>> synthetic_events(["a", "b"], range(2))[3]["ts"]
 1001
+>>> sorted({y for _, y in three_topics(300, seed=1)})
+['fiction', 'history', 'science']
 """
 
 from river import datasets
@@ -26,6 +28,17 @@ METRIC = {"class": "metrics.LogLoss"}
 def bananas(n):
     """(features, label) of the first n Bananas rows, named as the feature view names them."""
     return [({"x1_avg": x["1"], "x2_avg": x["2"]}, y) for x, y in datasets.Bananas().take(n)]
+
+
+# The classes of the multiclass rows.
+TOPICS = ("fiction", "science", "history")
+
+
+def three_topics(n, seed):
+    """n rows of a seeded 3-class stream (River's RandomRBF), its classes named by TOPICS; with
+    seed_model 42 a Hoeffding tree comes to predict each of the three."""
+    stream = datasets.synth.RandomRBF(seed_model=42, seed_sample=seed, n_classes=3, n_features=2, n_centroids=6)
+    return [({"x1_avg": x[0], "x2_avg": x[1]}, TOPICS[y]) for x, y in stream.take(n)]
 
 
 def events_for(rows_by_key, per_window=1):

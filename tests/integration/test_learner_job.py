@@ -5,15 +5,34 @@ job to finish, and compares what came out with plain River on the same rows.
 """
 
 import json
+import os
 
 import pytest
 from river import evaluate
 
 from jobs.config import load_config
 from tests.integration import stack
-from tests.integration.learner_rows import (METRIC, MODEL, WINDOW_MS, bananas, events_for, latest_by_key, plain_river,
-                                          synthetic_row)
+from tests.integration.learner_rows import (METRIC, MODEL, TOPICS, WINDOW_MS, bananas, events_for, latest_by_key,
+                                          plain_river, synthetic_row, three_topics)
 from udfs.model_spec import build_metric, build_model
+
+
+def edited_ddl(tmp_path, edits: dict) -> list:
+    """conf/job.yaml's DDL files, those named in `edits` ({path: [(old, new), ...]}) replaced by edited
+    copies in tmp_path, as a user adapts the job by editing sql/."""
+    ddl = []
+    for path in load_config(os.path.join(stack.PROJECT_DIR, "conf/job.yaml"))["sql.ddl"]:
+        if path in edits:
+            with open(os.path.join(stack.PROJECT_DIR, path)) as f:
+                sql = f.read()
+            for old, new in edits[path]:
+                assert old in sql, f"{path} no longer has {old!r}"
+                sql = sql.replace(old, new)
+            path = str(tmp_path / os.path.basename(path))
+            with open(path, "w") as f:
+                f.write(sql)
+        ddl.append(path)
+    return ddl
 
 
 def run_job(tmp_path, flink_job, events, overrides=None):
@@ -133,11 +152,8 @@ def test_delayed_labels_learn_each_row_once_with_its_own_label(services, flink_j
 
 @pytest.mark.timeout(300)
 def test_window_size_and_a_new_feature_column_need_no_python_change(services, flink_job, tmp_path):
-    features_sql = (stack.PROJECT_DIR + "/sql/features.sql")
-    sql = open(features_sql).read().replace("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n")
-    (tmp_path / "features.sql").write_text(sql)
+    ddl = edited_ddl(tmp_path, {"sql/features.sql": [("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n")]})
     rows = bananas(200)
-    ddl = [path.replace("sql/features.sql", str(tmp_path / "features.sql")) for path in load_config("conf/job.yaml")["sql.ddl"]]
     _, predictions, snapshots = run_job(tmp_path, flink_job, events_for({"wide": rows}, per_window=2), {
         "window": {"size_seconds": 2},
         "features": {"columns": ["x1_avg", "x2_avg", "x1_max"]},
@@ -148,6 +164,79 @@ def test_window_size_and_a_new_feature_column_need_no_python_change(services, fl
     assert final.n_learned == len(rows) // 4
     assert len(predictions) == len(rows) // 4
     assert set(final.model()["StandardScaler"].means) == {"x1_avg", "x2_avg", "x1_max"}
+
+
+TREE = {"steps": [{"class": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}]}
+# The event's label as text (one of TOPICS) through the checks, and a window's label its (one) event's.
+TOPIC_LABELS = {
+    "sql/checked_events.sql": [
+        ("WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'",
+         "WHEN label_text IS NULL OR label_text NOT IN ('fiction', 'science', 'history') THEN 'label is not a topic'"),
+        ("label_text = 'true' AS label", "label_text AS label")],
+    "sql/features.sql": [("MAX(CAST(label AS INT)) = 1 AS label", "MAX(label) AS label")],
+}
+
+
+@pytest.mark.timeout(300)
+def test_a_multiclass_tree_on_string_labels_matches_river_and_is_served_with_its_probabilities(
+        services, flink_job, replicas, tmp_path):
+    by_key = {"shelf-a": three_topics(300, seed=1), "shelf-b": three_topics(300, seed=2)}
+    metric = {"class": "metrics.LogLoss"}
+    config, predictions, snapshots = run_job(tmp_path, flink_job, events_for(by_key), {
+        "model": TREE, "metric": metric, "sql": {"ddl": edited_ddl(tmp_path, TOPIC_LABELS)}})
+
+    latest = latest_by_key(snapshots)
+    published = {(p["model_key"], p["window_end_ms"]): p for p in predictions}
+    assert len(published) == len(predictions) == sum(map(len, by_key.values()))
+    for key, rows in by_key.items():
+        expected = evaluate.progressive_val_score(rows, build_model(TREE), build_metric(metric)).get()
+        assert (latest[key].n_learned, latest[key].metric_name) == (len(rows), "LogLoss")
+        assert latest[key].metric_value == pytest.approx(expected, abs=1e-9)
+        # Each row's published class and probabilities are plain River's, test-then-train.
+        model = build_model(TREE)
+        for i, (x, y) in enumerate(rows):
+            p, river_says = published[(key, (i + 1) * WINDOW_MS)], model.predict_proba_one(x)
+            if not river_says:  # the first row: the tree knows no class yet
+                assert (p["prediction"], p["predicted"], p["probabilities"]) == (None, None, None)
+            else:
+                assert p["probabilities"] == pytest.approx(river_says, abs=1e-12)
+                assert p["predicted"] == model.predict_one(x) and p["prediction"] == p["probabilities"][p["predicted"]]
+            model.learn_one(x, y)
+    assert {p["predicted"] for p in predictions} == {None, *TOPICS}
+
+    # A replica serves the trees (their payloads pass the allow-list) with their class probabilities.
+    replica = replicas(config, 18401)
+    replica.wait_ready()
+    stack.wait_until(lambda: all(replica.http("GET", f"/models/{key}")[1].get("model_version") == len(rows)
+                                 for key, rows in by_key.items()), 60, "the replica to serve every key's last version")
+    probe = {"x1_avg": 0.4, "x2_avg": 0.6}
+    for key in by_key:
+        status, answer = replica.http("POST", "/predict", {"key": key, "features": probe})
+        final = latest[key].model().predict_proba_one(probe)
+        assert status == 200 and answer["probabilities"] == pytest.approx(final, abs=1e-12)
+        assert answer["predicted"] == max(final, key=final.get)
+    science = {key: latest[key].model().predict_proba_one(rows[-1][0])["science"] for key, rows in by_key.items()}
+    status, ranked = replica.http("POST", "/recommend", {"class": "science", "candidates": list(by_key)})
+    assert status == 200
+    expected_ranking = sorted(science, key=science.get, reverse=True)
+    assert [r["key"] for r in ranked["ranking"]] == expected_ranking
+    assert [r["score"] for r in ranked["ranking"]] == pytest.approx([science[k] for k in expected_ranking], abs=1e-12)
+
+
+def test_a_label_type_the_model_cannot_learn_is_refused_at_submit(services, tmp_path):
+    # sql/features.sql's label is BOOLEAN: a regressor would learn True as 1.0, a mistake in the config.
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "model": {"steps": [{"class": "linear_model.LinearRegression"}]}, "metric": {"class": "metrics.MAE"},
+    })
+    jobs_before = stack.rest("/jobs/overview")["jobs"]
+    with pytest.raises(RuntimeError) as failure:
+        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
+    # One line names the file, the setting, the column's type and what the model learns.
+    errors = [line for line in str(failure.value).splitlines() if "features.label" in line]
+    assert errors == [f"error: {os.path.basename(config.source)}: 'features.label' (column label of view features) "
+                      "is of type BOOLEAN, but LinearRegression is a regressor, which learns numbers (an integer type, "
+                      "FLOAT or DOUBLE; CAST a DECIMAL AS DOUBLE)"]
+    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
 
 
 @pytest.mark.timeout(300)

@@ -10,8 +10,8 @@ from river import datasets, evaluate
 from jobs.config import Config, ConfigError
 from tests.unit.models import KEYRING, SIGNING
 from udfs.envelope import decode
-from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, as_number, migrate
-from udfs.model_spec import build_metric, build_model
+from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, migrate
+from udfs.model_spec import ModelSpecError, build_metric, build_model
 
 MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
 
@@ -129,10 +129,58 @@ def test_a_key_started_from_a_snapshot_goes_on_from_its_version_and_window():
     assert (started.model_version, started.prior) == (21, "snapshot")
 
 
-def test_as_number():
-    assert as_number({False: 0.25, True: 0.75}) == 0.75
-    assert as_number({}) is None
-    assert as_number(3) == 3.0
+TOPICS = ("fiction", "science", "history")
+
+
+def three_classes(n, label=lambda c: TOPICS[c]):
+    """n rows of a seeded 3-class stream, features named as `settings` names them, labels made by `label`."""
+    stream = datasets.synth.RandomRBF(seed_model=42, seed_sample=7, n_classes=3, n_features=2, n_centroids=6)
+    return [({"1": x[0], "2": x[1]}, label(y)) for x, y in stream.take(n)]
+
+
+@pytest.mark.parametrize("metric", ["metrics.Accuracy", "metrics.LogLoss", "metrics.MacroF1"])
+@pytest.mark.parametrize("label", [lambda c: TOPICS[c], int, lambda c: c == 2], ids=["string", "int", "bool"])
+def test_a_multiclass_tree_learns_any_label_type_as_progressive_val_score_does(metric, label):
+    tree = {"steps": [{"class": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}]}
+    rows = three_classes(400, label)
+    learner = Learner(settings(model=tree, metric={"class": metric}), KEYRING)
+    state = learner.new_state()
+    steps = [learner.process(state, x, y, window_end_ms=(i + 1) * 1000) for i, (x, y) in enumerate(rows)]
+
+    expected = evaluate.progressive_val_score(rows, build_model(tree), build_metric({"class": metric}))
+    assert state.metric.get() == pytest.approx(expected.get(), abs=1e-12)
+    last = steps[-1].prediction
+    names = {str(y).lower() if isinstance(y, bool) else str(y) for _, y in rows}
+    assert set(last.probabilities) == names
+    assert sum(last.probabilities.values()) == pytest.approx(1.0)
+    assert last.predicted == max(last.probabilities, key=last.probabilities.get)
+    # Booleans publish the probability of true, as binary models always did; other classes the predicted one's.
+    assert last.prediction == last.probabilities["true" if "true" in names else last.predicted]
+    assert steps[0].prediction.prediction is None and steps[0].prediction.predicted is None  # knows no class yet
+
+
+def test_a_regressor_publishes_its_value_and_no_class():
+    regressor = {"steps": [{"class": "linear_model.LinearRegression"}]}
+    learner = Learner(settings(model=regressor, metric={"class": "metrics.MAE"}), KEYRING)
+    state, plain = learner.new_state(), build_model(regressor)
+    for i in range(5):
+        x = {"1": float(i), "2": 1.0}
+        published = learner.process(state, x, 2.0 * i, window_end_ms=(i + 1) * 1000).prediction
+        assert (published.prediction, published.predicted, published.probabilities) == (plain.predict_one(x), None, None)
+        plain.learn_one(x, 2.0 * i)
+    assert published.prediction != 0.0
+
+
+def test_a_probability_metric_for_a_model_without_probabilities_fails_at_submit():
+    voting = {"steps": [{"class": "multiclass.OneVsOneClassifier", "params": {
+        "classifier": {"class": "linear_model.LogisticRegression"}}}]}
+    with pytest.raises(ModelSpecError, match="metric.class: LogLoss scores probabilities, which OneVsOneClassifier"):
+        Learner(settings(model=voting), KEYRING)
+    learner = Learner(settings(model=voting, metric={"class": "metrics.Accuracy"}), KEYRING)
+    state = learner.new_state()
+    for i, (x, y) in enumerate(three_classes(50)):
+        step = learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+    assert step.prediction.predicted in TOPICS and step.prediction.probabilities is None
 
 
 def test_state_from_an_older_version_is_migrated_not_reset():

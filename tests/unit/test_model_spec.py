@@ -7,7 +7,7 @@ import pytest
 import yaml
 from river import compose, datasets, ensemble, evaluate, linear_model, metrics, optim, preprocessing, tree
 
-from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
+from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier, label_type_error, model_kind
 
 CONFIG = yaml.safe_load("""
 model:
@@ -155,6 +155,36 @@ def test_a_metric_must_be_a_river_metric():
 ])
 def test_is_classifier_looks_at_the_final_estimator(spec, expected):
     assert is_classifier(build_model(spec)) is expected
+
+
+# What each kind of model learns, by the label column's SQL type (LogicalTypeRoot, as the DDL spells it).
+
+TREE = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "tree.HoeffdingTreeClassifier"}]}
+REGRESSOR = {"steps": [{"class": "linear_model.LinearRegression"}]}
+SQL_TYPES = {"BOOLEAN": "BOOLEAN", "INTEGER": "INT", "BIGINT": "BIGINT", "VARCHAR": "STRING", "DOUBLE": "DOUBLE",
+             "DECIMAL": "DECIMAL(10, 2)"}
+
+
+@pytest.mark.parametrize("spec, kind, accepted", [
+    (CONFIG["model"], "binary classifier", {"BOOLEAN", "INTEGER", "BIGINT"}),
+    (TREE, "multiclass classifier", {"BOOLEAN", "INTEGER", "BIGINT", "VARCHAR"}),
+    (REGRESSOR, "regressor", {"INTEGER", "BIGINT", "DOUBLE"}),
+])
+def test_the_label_type_is_checked_against_the_model_kind(spec, kind, accepted):
+    model = build_model(spec)
+    assert model_kind(model) == kind
+    for root, name in SQL_TYPES.items():
+        reason = label_type_error(model, root, name)
+        assert (reason is None) == (root in accepted), (root, reason)
+        if reason is not None:
+            assert reason.startswith(f"is of type {name}, but ") and f"is a {kind}, which learns" in reason
+
+
+@pytest.mark.parametrize("final", ["cluster.KMeans", "multioutput.ClassifierChain"])
+def test_a_last_step_that_learns_no_single_label_is_refused(final):
+    params = {"model": {"class": "linear_model.LogisticRegression"}} if "Chain" in final else {}
+    with pytest.raises(ModelSpecError, match=rf"^model.steps\[0\]: {final} is neither a classifier nor a regressor"):
+        build_model({"steps": [{"class": final, "params": params}]})
 
 
 # Errors name the config path.

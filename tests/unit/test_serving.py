@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from river import linear_model, tree
 
 from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Histogram, render
@@ -134,3 +135,45 @@ def test_recommend_ranks_keys_by_prediction_on_their_stored_features():
     assert ranking["unscored"] == ["no-features"]
     with pytest.raises(BadRequest, match="'n' must be a whole number"):
         recommend(serving, {"n": 0})
+
+
+def topic_tree(science_share: float):
+    """A Hoeffding tree that has seen science, fiction and history with about these shares of science."""
+    model = tree.HoeffdingTreeClassifier()
+    for i in range(60):
+        label = "science" if i % 100 < science_share * 100 else ("fiction", "history")[i % 2]
+        model.learn_one({"x1": 0.1 * (i % 7), "x2": 1.0}, label)
+    return model
+
+
+def test_a_multiclass_model_answers_its_class_and_probabilities_and_recommend_ranks_by_a_named_class():
+    rows = [FeatureRow(k, 1, "h", {"x1": 0.3, "x2": 1.0}) for k in ("sci", "mixed", "fic")]
+    models = {"sci": topic_tree(0.9), "mixed": topic_tree(0.5), "fic": topic_tree(0.1)}
+    serving = serving_with(*(snapshot(k, 1, m) for k, m in models.items()), rows=rows)
+
+    answer = predict(serving, {"key": "sci"})
+    expected = models["sci"].predict_proba_one({"x1": 0.3, "x2": 1.0})
+    assert answer["probabilities"] == expected and answer["predicted"] == "science"
+    assert answer["prediction"] == expected["science"]  # the predicted class's probability
+    ranking = recommend(serving, {"class": "science", "n": 3})["ranking"]
+    assert [item["key"] for item in ranking] == ["sci", "mixed", "fic"]
+    assert ranking[0]["score"] == expected["science"]
+    assert [item["key"] for item in recommend(serving, {"class": "fiction"})["ranking"]][0] == "fic"
+    assert recommend(serving, {"class": "poetry"})["ranking"][0]["score"] == 0.0  # a class no model has seen
+    with pytest.raises(BadRequest, match="'class' must be a class name"):
+        recommend(serving, {"class": 1.5})
+
+
+def test_boolean_classes_are_named_as_json_spells_them_and_a_regressor_takes_no_class():
+    regressor = linear_model.LinearRegression()
+    regressor.learn_one({"x1": 1.0, "x2": 0.0}, 3.0)
+    serving = serving_with(snapshot("b", 1, trained(50)), snapshot("r", 1, regressor),
+                           rows=[FeatureRow("b", 1, "h", {"x1": 0.5, "x2": 0.5}), FeatureRow("r", 1, "h", {"x1": 1.0, "x2": 0.0})])
+    binary = predict(serving, {"key": "b"})
+    assert set(binary["probabilities"]) == {"true", "false"} and binary["prediction"] == binary["probabilities"]["true"]
+    by_true = recommend(serving, {"class": True, "candidates": ["b"]})["ranking"][0]["score"]
+    assert by_true == recommend(serving, {"class": "true", "candidates": ["b"]})["ranking"][0]["score"] == binary["prediction"]
+    value = predict(serving, {"key": "r"})
+    assert "predicted" not in value and value["prediction"] == regressor.predict_one({"x1": 1.0, "x2": 0.0})
+    with pytest.raises(BadRequest, match="the model of key 'r' is a regressor"):
+        recommend(serving, {"class": "true", "candidates": ["r"]})

@@ -210,7 +210,9 @@ def test_shadow_predictions_are_answered_and_counted(start):
     x = {"x1": 0.5, "x2": 1.0}
     status, answer = request("POST", "/predict", {"key": "book-1", "features": x})
     assert status == 200 and answer["prediction"] == champion.predict_proba_one(x)[True]
-    assert answer["shadow"] == {"prediction": challenger.predict_proba_one(x)[True], "role": "challenger"}
+    shadow = challenger.predict_proba_one(x)
+    assert answer["shadow"] == {"prediction": shadow[True], "predicted": "true" if shadow[True] > shadow[False] else "false",
+                                "probabilities": {"true": shadow[True], "false": shadow[False]}, "role": "challenger"}
     request("POST", "/predict/batch", {"requests": [{"key": "book-1", "features": x}] * 2})
     text = request("GET", "/metrics")[1]
     assert 'serving_shadow_predictions_total{outcome="ok"} 3.0' in text

@@ -144,7 +144,9 @@ def test_shadow_scoring_answers_with_the_champion_and_adds_the_challengers_predi
     serving.registry.offer(with_challenger(1, champion, challenger), applied_at=1.0)
     answer = predict(serving, {"key": "k", "features": X})
     assert answer["prediction"] == champion.predict_proba_one(X)[True]
-    assert answer["shadow"] == {"prediction": challenger.predict_proba_one(X)[True], "role": "challenger"}
+    shadow = challenger.predict_proba_one(X)
+    assert answer["shadow"] == {"prediction": shadow[True], "predicted": "true" if shadow[True] > shadow[False] else "false",
+                                "probabilities": {"true": shadow[True], "false": shadow[False]}, "role": "challenger"}
     assert answer["prediction"] != answer["shadow"]["prediction"]
     results = predict_batch(serving, {"requests": [{"key": "k", "features": X}, {"key": "nope", "features": X}]})
     assert results["results"][0]["shadow"] == answer["shadow"] and "shadow" not in results["results"][1]
