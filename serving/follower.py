@@ -33,6 +33,8 @@ from udfs.signing import Keyring
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+RECONNECT_BACKOFF_MAX_MS = 1000
+LAG_LOOKUP_TIMEOUT_MS = 1000
 
 
 class TopicMissing(LookupError):
@@ -162,8 +164,11 @@ class Follower(threading.Thread):
     def follow(self):
         # Offsets out of range (records deleted while behind) restart from the earliest: skipping to the
         # latest would miss the newest version of every key not written since.
+        # After a broker outage, reconnect within a second of its return (kafka-python's backoff otherwise
+        # grows to 30 s between attempts, and the replica would serve old models that long).
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                 isolation_level="read_committed", group_id=None, auto_offset_reset="earliest")
+                                 isolation_level="read_committed", group_id=None, auto_offset_reset="earliest",
+                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
         try:
             counts = {}
             for topic in (self.snapshot_topic, self.features_topic):
@@ -193,7 +198,8 @@ class Follower(threading.Thread):
                         self.ready.set()
                         log.info("caught up: %d models, %d feature rows", len(self.registry), len(self.features))
                     try:
-                        ends = consumer.end_offsets(partitions)
+                        # Bounded: while the broker is away, a lag lookup must not hold up the polling.
+                        ends = consumer.end_offsets(partitions, timeout_ms=LAG_LOOKUP_TIMEOUT_MS)
                     except KafkaError as e:
                         # The broker being away is no reason to stop serving; poll() reconnects.
                         log.warning("consumer lag unknown: %s", e)

@@ -219,8 +219,9 @@ def check_each_row_once(config, keys, windows) -> None:
     expected_rows = windows * len(keys)
     stack.wait_until(lambda: published_up_to(config, keys, windows // 5 * 5), 300,
                      f"every key at version {windows // 5 * 5}")
+    # Committed with the same checkpoint as the snapshots, but by another sink: read until all are there.
     predictions = [json.loads(r.value) for r in
-                   stack.read_topic(config["topics.predictions.name"], None, timeout_s=120)]
+                   stack.read_topic(config["topics.predictions.name"], expected_rows, timeout_s=120)]
     per_window = {}
     for p in predictions:
         per_window[(p["model_key"], p["window_end_ms"])] = per_window.get((p["model_key"], p["window_end_ms"]), 0) + 1
@@ -278,7 +279,8 @@ def test_broker_outages_of_5_s_60_s_and_5_min_lose_and_duplicate_nothing(service
         stack.wait_until(lambda: stack.job_state(job_id) == "RUNNING" and published_up_to(config, OUTAGE_KEYS, expected),
                          240, f"the job back after a {outage_s} s outage, every key at version {expected}")
         stack.wait_until(lambda: set(served_versions().values()) == {expected}, CONVERGE_S,
-                         lambda: f"the replica to serve version {expected} within {CONVERGE_S} s: {served_versions()}")
+                         lambda: f"the replica to serve version {expected} within {CONVERGE_S} s: "
+                                 f"{sorted(set(served_versions().values()))}, /healthz {replica.http('GET', '/healthz')}")
     produce(produced, PHASE_WINDOWS)
     produced += PHASE_WINDOWS
     stack.produce_to_every_partition(topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False,
