@@ -322,7 +322,8 @@ class Learner:
 
     def predict(self, model, x: dict):
         """What the metric scores: probabilities or a label, as progressive_val_score asks for them."""
-        return self._outputs(model, x)[0]
+        probabilities, label = raw_prediction(model, x, kind_of(model))
+        return probabilities if self.predicts_proba else label
 
     def _outputs(self, model, x: dict):
         """(what the metric scores, what is published) for one row, from as few calls into the model as its kind allows."""
