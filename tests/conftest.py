@@ -35,7 +35,9 @@ def taskmanagers(services):
         stack.script("flink.sh", "start", "--taskmanagers", str(n))
 
     yield start
-    for pid in [p for p in stack.taskmanager_daemon_pids() if p not in before][:len(stack.taskmanager_daemon_pids()) - max(1, len(before))]:
+    running = stack.taskmanager_daemon_pids()
+    surplus = len(running) - max(1, len(before))
+    for pid in [pid for pid in running if pid not in before][:surplus]:
         stack.kill_with_workers(pid)
     stack.script("flink.sh", "start")
 

@@ -10,9 +10,7 @@ its rows exactly once.
 """
 
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -29,12 +27,6 @@ CHECKPOINT_S = 3
 # Each kill comes this long after a checkpoint completed, before the next one: the rows learned in
 # between are learned again by the restored job, and the versions they made published again.
 KILL_AFTER_CHECKPOINT_S = 1.5
-
-
-def taskmanager_pids():
-    """The TaskManagers and their Python workers."""
-    pids = stack.taskmanager_daemon_pids()
-    return pids + [child for pid in pids for child in stack.descendants(pid)]
 
 
 def completed_checkpoints(job_id):
@@ -78,10 +70,8 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
             stack.wait_until(lambda: completed_checkpoints(job_id) >= checkpoints + 1, 90, "one more checkpoint")
             time.sleep(KILL_AFTER_CHECKPOINT_S)
             restored = restores(job_id)  # before the kill: the recovery may finish while flink.sh starts
-            killed = taskmanager_pids()
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
-            stack.wait_until(lambda: not any(stack.alive(pid) for pid in killed), 10, "the killed processes to go")
+            for pid in stack.taskmanager_daemon_pids():
+                stack.kill_with_workers(pid)
             stack.script("flink.sh", "start")  # a new TaskManager, as a supervisor would start
             stack.wait_until(lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
                              120, f"recovery after kill {kill + 1}")
