@@ -1,9 +1,10 @@
 """Rescale the learner through savepoints, parallelism 1 -> 2 -> 4 -> 1, on two TaskManagers with
 events flowing (scripts/rescale.sh), on RocksDB with incremental checkpoints (the fault tests run on
 the default hashmap backend): every key's model, n_learned and version sequence carry over, with no
-gap and no reset, and each key ends with plain River's metric on its rows, which is what a run that
-never rescaled gives (test_learner_job.py)."""
+gap and no reset, one prediction per key and window, and each key ends with plain River's metric on
+its rows, which is what a run that never rescaled gives (test_learner_job.py)."""
 
+import json
 import threading
 import time
 
@@ -75,6 +76,11 @@ def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers,
                                                  "ts": (WINDOWS + 100) * 1000})
         stack.wait_until(lambda: learned_windows(config) >= WINDOWS, 240,
                          lambda: f"every key to learn {WINDOWS} windows (the fewest: {learned_windows(config)})")
+        # Predictions are exactly-once, committed with the checkpoint after their window; snapshots go
+        # out at once (the at-least-once lane). So read them while the job runs: a job cancelled before
+        # that checkpoint never commits its last windows' predictions (a restore would send them again).
+        predictions = [json.loads(r.value) for r in
+                       stack.read_topic(config["topics.predictions.name"], WINDOWS * len(KEYS), timeout_s=60)]
     finally:
         producer.join(timeout=120)
         for job in jobs[1:]:
@@ -89,3 +95,5 @@ def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers,
         assert versions[key] == [(v, v) for v in range(1, WINDOWS + 1)], f"{key}: {versions[key][:5]}...{versions[key][-5:]}"
         _, metric = plain_river([synthetic_row(k, w) for w in range(WINDOWS)])
         assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9), key
+    assert sorted((p["model_key"], p["window_end_ms"]) for p in predictions) == sorted(
+        (key, (w + 1) * 1000) for key in KEYS for w in range(WINDOWS))
