@@ -100,6 +100,20 @@ def key_by_shard(stream: DataStream, batch_type: TypeInformation) -> KeyedStream
     return KeyedStream(j_keyed, batch_type, stream)
 
 
+def side_output(stream: DataStream, tag) -> DataStream:
+    """The side output of the Python operator `stream` tagged `tag`, typed by the tag, in the JVM.
+
+    PyFlink's `get_side_output` adds an identity map in Python behind it: one more Python operator,
+    whose calls, in thread mode, wait for the same interpreter lock as the learner's. The map is also
+    what makes PyFlink tell the operator of its side output (it finds side outputs from the
+    environment's operators when the job is built, and a stream read only by SQL is not one of them),
+    so that is done here."""
+    j_tag = tag.get_java_output_tag()
+    operator = stream._j_data_stream.getTransformation().getOperatorFactory().getOperator()
+    operator.addSideOutputTags(get_gateway().jvm.java.util.Collections.singletonList(j_tag))
+    return DataStream(stream._j_data_stream.getSideOutput(j_tag))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Online learning: one River model per key, in Flink state")
     parser.add_argument("--config", default="conf/job.yaml")
@@ -157,9 +171,7 @@ def main(argv=None):
         # tasks of their own, on another core, rather than inside its calls into Python.
         .disable_chaining()
     )
-    snapshots = predictions.get_side_output(SNAPSHOTS)
-    drifts = predictions.get_side_output(DRIFTS)
-    quarantined = predictions.get_side_output(QUARANTINED)
+    snapshots, drifts, quarantined = (side_output(predictions, tag) for tag in (SNAPSHOTS, DRIFTS, QUARANTINED))
     # In SQL, from the feature view: its windows are aggregated once more beside the batches, which costs
     # less than turning the batches back into rows (Flink copies a whole batch for each row UNNEST
     # makes of it); in Python it would cost every row a call.
