@@ -12,6 +12,10 @@
 Traceback (most recent call last):
 ...
 jobs.config.ConfigError: job.yaml: missing setting 'kafka.acks'
+>>> whole_number(Config({"learner": {"shards": "4"}}, "job.yaml"), "learner.shards", 4, minimum=1)
+Traceback (most recent call last):
+...
+jobs.config.ConfigError: job.yaml: 'learner.shards' must be a whole number >= 1, not '4'
 """
 
 from __future__ import annotations
@@ -59,6 +63,22 @@ class Config:
     def file_path(self, path: str) -> str:
         """A file the config names, relative to the project folder unless absolute."""
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
+
+def whole_number(config: Config, path: str, default: int, minimum: int) -> int:
+    """A whole-number setting, checked: a bool, a float or text is refused, naming the setting."""
+    value = config.get(path, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise config.error(path, f"must be a whole number >= {minimum}, not {value!r}")
+    return value
+
+
+def seconds(config: Config, path: str, default: float) -> float:
+    """A positive duration setting; a bool, text or a number <= 0 is refused, naming the setting."""
+    value = config.get(path, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise config.error(path, f"must be a number of seconds > 0, not {value!r}")
+    return float(value)
 
 
 def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:
