@@ -34,7 +34,8 @@ EXTRAS_REQUIRE = {
     "job": ["apache-flink==2.3.0", "pyarrow==16.1.0"],
     # The demo (scripts/demo.py) plots freshness and rank over time.
     "demo": ["matplotlib==3.9.4"],
-    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0"],
+    # The tests, and the linter scripts/test.sh runs first (ruff.toml).
+    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.6"],
 }
 
 setup(

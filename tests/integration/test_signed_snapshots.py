@@ -11,7 +11,6 @@ versions.
 import json
 import pickle
 import struct
-import time
 
 import pytest
 from kafka import KafkaProducer
