@@ -12,16 +12,10 @@ from river import preprocessing
 from jobs.config import Config, ConfigError
 from serving.replica import SERVERS, Replica, make_server
 from serving.routes import ENDPOINTS, route
-from tests.unit.models import MODEL, SIGNING, trained
-from udfs.envelope import Snapshot, dump_model
+from tests.unit.models import MODEL, SIGNING, snapshot, trained
+from udfs.envelope import dump_model
 
 FEATURES = ["x1", "x2"]
-
-
-def snapshot(key, version, model):
-    return Snapshot(key=key, model_version=version, n_learned=10 * version, metric_name="LogLoss", metric_value=0.4,
-                    window_end_ms=5_000, watermark_ms=4_999, emitted_at_ms=5_100, feature_schema_hash="h",
-                    payload=dump_model(model))
 
 
 def config(**serving):
@@ -76,15 +70,15 @@ def start(request):
 def test_predict_and_describe_a_served_model(start):
     replica, request = start()
     model = trained(60)
-    replica.registry.offer(snapshot("book-1", 3, model), applied_at=6.0)
+    replica.registry.offer(snapshot("book-1", 3, model, n_learned=30, metric_value=0.4), applied_at=6.0)
     status, answer = request("POST", "/predict", {"key": "book-1", "features": {"x1": 0.5, "x2": 1}})
     assert status == 200
     assert answer["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": 1.0})[True]
     assert (answer["key"], answer["model_version"]) == ("book-1", 3) and answer["model_age_s"] > 0
     status, described = request("GET", "/models/book-1")
     assert status == 200
-    assert (described["model_version"], described["n_learned"], described["window_end_ms"]) == (3, 30, 5_000)
-    assert described["metric"] == {"name": "LogLoss", "value": 0.4} and described["freshness_s"] == 1.0
+    assert (described["model_version"], described["n_learned"], described["window_end_ms"]) == (3, 30, 1_000)
+    assert described["metric"] == {"name": "LogLoss", "value": 0.4} and described["freshness_s"] == 5.0
     assert request("GET", "/models/book-2") == (404, {"error": "no model for key 'book-2'"})
 
 
