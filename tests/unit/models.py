@@ -16,6 +16,8 @@ from river import datasets, linear_model, preprocessing
 from udfs.envelope import Snapshot, dump_model, feature_schema_hash
 from udfs.signing import SigningSettings
 
+# The project folder, which a test runs the project's commands in.
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The features `trained` models read.
 FEATURES = ("x1", "x2")
 

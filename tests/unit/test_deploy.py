@@ -12,8 +12,8 @@ import pyflink.version
 import yaml
 
 from jobs.learner_job import main as learner_main  # noqa: F401 - the module -pym runs must import
+from tests.unit.models import PROJECT_DIR
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(PROJECT_DIR, "deploy", "kubernetes")
 
 
