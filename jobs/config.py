@@ -12,13 +12,18 @@
 Traceback (most recent call last):
 ...
 jobs.config.ConfigError: job.yaml: missing setting 'kafka.acks'
+>>> whole_number(Config({"learner": {"shards": "4"}}, "job.yaml"), "learner.shards", 4, minimum=1)
+Traceback (most recent call last):
+...
+jobs.config.ConfigError: job.yaml: 'learner.shards' must be a whole number >= 1, not '4'
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import yaml
 
@@ -27,6 +32,17 @@ _MISSING = object()
 
 class ConfigError(ValueError):
     """A configuration file is missing a setting or has a wrong value."""
+
+
+# An entry point's exit code for a config, option or input mistake (argparse's own, for a bad option).
+USAGE_EXIT_CODE = 2
+
+
+def exit_with(error: Exception) -> NoReturn:
+    """End an entry point on a config or input mistake: one line naming the file and setting, on stderr,
+    and exit code 2, rather than a traceback."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
 
 
 class Config:
@@ -59,6 +75,49 @@ class Config:
     def file_path(self, path: str) -> str:
         """A file the config names, relative to the project folder unless absolute."""
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
+
+def whole_number(config: Config, path: str, default: int, minimum: int) -> int:
+    """A whole-number setting, checked: a bool, a float or text is refused, naming the setting."""
+    value = config.get(path, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise config.error(path, f"must be a whole number >= {minimum}, not {value!r}")
+    return value
+
+
+def seconds(config: Config, path: str, default: float) -> float:
+    """A positive duration setting; a bool, text or a number <= 0 is refused, naming the setting."""
+    value = config.get(path, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise config.error(path, f"must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+def text(config: Config, path: str, default: Any = _MISSING) -> str:
+    """A non-empty text setting (a topic, a server list); a number or a list is refused, naming the setting."""
+    value = config.get(path, default)
+    if not isinstance(value, str) or not value:
+        raise config.error(path, f"must be non-empty text, not {value!r}")
+    return value
+
+
+def column_names(config: Config, path: str) -> tuple[str, ...]:
+    """A non-empty list of distinct column names."""
+    value = config[path]
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value) \
+            or len(set(value)) != len(value):
+        raise config.error(path, f"must be a non-empty list of distinct column names, not {value!r}")
+    return tuple(value)
+
+
+def increasing_seconds(config: Config, path: str, default: list) -> list[float]:
+    """A non-empty list of durations > 0 in increasing order (histogram buckets)."""
+    value = config.get(path, default)
+    if not isinstance(value, list) or not value or \
+            any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value) or \
+            any(a >= b for a, b in zip(value, value[1:])):
+        raise config.error(path, f"must be a non-empty list of seconds > 0 in increasing order, not {value!r}")
+    return [float(v) for v in value]
 
 
 def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:

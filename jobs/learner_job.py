@@ -15,7 +15,6 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 
 import argparse
 import hashlib
-import sys
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
@@ -23,9 +22,9 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col, row
 
-from jobs.config import ConfigError, load_config
+from jobs.config import ConfigError, exit_with, load_config
 from jobs.shipped_code import ShippedCode
-from jobs.sql import ddl_statements
+from jobs.sql import ddl_statements, execute_sql_files
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
 from udfs.feature_records import select_records
@@ -126,15 +125,15 @@ def main(argv=None):
         settings = LearnerSettings.from_config(config)
         Learner(settings, settings.signing.keyring(config.error))  # a bad model spec fails here, at submit time
     except (ConfigError, ModelSpecError) as e:
-        sys.exit(f"error: {e}")
+        exit_with(e)
 
     flink_config = Configuration()
     for key, value in (config.get("flink", {}) or {}).items():
         flink_config.set_string(key, str(value))
     if args.parallelism is not None:
         if not 1 <= args.parallelism <= int(flink_config.get_string("pipeline.max-parallelism", "32768")):
-            sys.exit(f"error: --parallelism {args.parallelism} is not between 1 and the max parallelism "
-                     f"(flink: pipeline.max-parallelism in {args.config})")
+            exit_with(f"--parallelism {args.parallelism} is not between 1 and the max parallelism "
+                      f"(flink: pipeline.max-parallelism in {args.config})")
         flink_config.set_string("parallelism.default", str(args.parallelism))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
@@ -149,12 +148,12 @@ def main(argv=None):
     ddl = ddl_statements(config)
     table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
-    for statement in ddl:
-        table_env.execute_sql(statement)
     try:
+        # A statement Flink rejects stops here, before any job starts, named by its file and line.
+        execute_sql_files(table_env, config)
         check_label(table_env, config, settings)
     except ConfigError as e:
-        sys.exit(f"error: {e}")
+        exit_with(e)
 
     compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]

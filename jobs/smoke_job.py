@@ -10,7 +10,7 @@ import argparse
 
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
-from jobs.config import load_config
+from jobs.config import ConfigError, exit_with, load_config
 from jobs.sql import execute_sql_files
 
 
@@ -19,10 +19,13 @@ def main(argv=None):
     parser.add_argument("--config", default="conf/smoke.yaml")
     args = parser.parse_args(argv)
 
-    config = load_config(args.config)
     table_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     table_env.get_config().set("pipeline.name", "smoke-pipeline")
-    execute_sql_files(table_env, config)
+    try:
+        config = load_config(args.config)
+        execute_sql_files(table_env, config)
+    except ConfigError as e:  # a DDL statement Flink rejects too, by its file and line
+        exit_with(e)
     table_env.from_path(config["sql.insert.from"]).execute_insert(config["sql.insert.into"])
 
 

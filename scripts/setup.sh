@@ -35,7 +35,7 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$pkg_stamp" ]; then
   echo "setup: installing the package and its pinned dependencies from PyPI"
   .venv/bin/pip install --quiet --upgrade pip
   # compat mode puts the project folder on sys.path, so packages added later import without a reinstall.
-  .venv/bin/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+  .venv/bin/pip install --quiet -e '.[job,demo,dev]' --config-settings editable_mode=compat
   echo "$pkg_stamp" >.venv/.installed
 fi
 

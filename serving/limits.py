@@ -14,15 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from udfs.learner import whole_number
-
-
-def seconds(config, path: str, default: float) -> float:
-    """A positive duration setting; a bool, text or a number <= 0 is refused, naming the setting."""
-    value = config.get(path, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise config.error(path, f"must be a number of seconds > 0, not {value!r}")
-    return float(value)
+from jobs.config import seconds, whole_number
 
 
 @dataclasses.dataclass(frozen=True)

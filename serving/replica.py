@@ -36,7 +36,7 @@ import argparse
 import logging
 import sys
 
-from jobs.config import ConfigError, load_config
+from jobs.config import (ConfigError, column_names, exit_with, increasing_seconds, load_config, seconds, text)
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
 from serving.follower import Follower
@@ -76,21 +76,25 @@ class Replica:
         """`keyring`: the keys snapshots are verified with; by default those `signing.keys` names.
         `partitions`: the `--partitions` option ("0,1"), which overrides `serving.partitions`."""
         keyring = keyring or SigningSettings.from_config(config).keyring(config.error)
-        held = KeyPartitions(held_partitions(config, partitions), config["topics.snapshots.name"])
+        snapshots_topic = text(config, "topics.snapshots.name")
+        held = KeyPartitions(held_partitions(config, partitions), snapshots_topic)
+        fallback_key = config.get("serving.fallback_key", None)
+        if fallback_key is not None:
+            fallback_key = text(config, "serving.fallback_key")
         self.serving = Serving(
             registry=model_registry(config),
             features=FeatureStore(),
-            feature_names=tuple(config["features.columns"]),
-            fallback_key=config.get("serving.fallback_key", None),
-            max_feature_age_s=float(config.get("serving.max_feature_age_s", float("inf"))),
+            feature_names=column_names(config, "features.columns"),
+            fallback_key=fallback_key,
+            max_feature_age_s=seconds(config, "serving.max_feature_age_s", float("inf")),
             partitions=held if held.held is not None else None,
         )
         self.registry, self.features = self.serving.registry, self.serving.features
         self.limits = Limits.from_config(config)
         self.follower = Follower(
-            config["kafka.bootstrap_servers"], config["topics.snapshots.name"], config["topics.features.name"],
+            text(config, "kafka.bootstrap_servers"), snapshots_topic, text(config, "topics.features.name"),
             self.registry, self.features, feature_schema_hash(self.serving.feature_names),
-            config.get("serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
+            increasing_seconds(config, "serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
             keyring, held,
         )
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
@@ -113,11 +117,18 @@ def make_server(replica: Replica, host: str, port: int, server: str = "asgi"):
     return make_stdlib_server(replica, host, port) if server == "stdlib" else AsgiServer(replica, host, port)
 
 
+def port_number(value: str) -> int:
+    """--port: 0 (any free port) to 65535; argparse names the option in its one-line error."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0 to 65535)")
+    return int(value)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Serve per-key River models from the snapshot topic")
     parser.add_argument("--config", default="conf/job.yaml")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000)
     parser.add_argument("--server", choices=SERVERS, default="asgi",
                         help="asgi: uvicorn on an event loop; stdlib: a thread per connection, to compare")
     parser.add_argument("--partitions", default=None, metavar="0,1",
@@ -136,12 +147,15 @@ def main(argv=None):
     try:
         replica = Replica(load_config(args.config), partitions=args.partitions)
     except ConfigError as e:
-        sys.exit(f"error: {e}")  # a wrong setting or option, named, rather than a traceback
+        exit_with(e)  # a wrong setting or option, named in one line, rather than a traceback
     # The follower thread unpickles every new model while requests wait for the GIL: Python hands the
     # GIL over every 5 ms by default, which a request waiting behind a burst of swaps would pay.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    try:
+        server = make_server(replica, args.host, args.port, args.server)
+    except OSError as e:  # the port is taken, or the host is not this machine's
+        exit_with(f"--host {args.host} --port {args.port}: cannot listen there: {e.strerror}")
     replica.follower.start()
-    server = make_server(replica, args.host, args.port, args.server)
     log.info("serving on http://%s:%d (%s server)", args.host, server.server_address[1], args.server)
     try:
         server.serve_forever()

@@ -27,6 +27,7 @@ from typing import Any
 
 import cloudpickle
 
+from jobs.config import whole_number
 from udfs.bootstrap import BOOTSTRAP_MODES
 from udfs.challenger import ChallengerSettings, Duel, challenger_wins
 from udfs.cold_start import Prior, PriorSettings, load_template
@@ -206,14 +207,6 @@ class LearnerSettings:
             signing=signing,
             model_classes=classes,
         )
-
-
-def whole_number(config, path: str, default: int, minimum: int) -> int:
-    """A whole-number setting, checked: a bool, a float or text is refused, naming the setting."""
-    value = config.get(path, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise config.error(path, f"must be a whole number >= {minimum}, not {value!r}")
-    return value
 
 
 class StateSchemaError(RuntimeError):

@@ -15,13 +15,10 @@ x1 and x2 (sql/features.sql), so plain River on the rows is what the job must re
 
 from river import datasets
 
+from tests.unit.models import SGD_MODEL as MODEL
 from udfs.model_spec import build_metric, build_model
 
 WINDOW_MS = 1000
-MODEL = {"steps": [
-    {"class": "preprocessing.StandardScaler"},
-    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
-]}
 METRIC = {"class": "metrics.LogLoss"}
 
 

@@ -214,13 +214,14 @@ def cancel(job_id: str) -> None:
 
 
 class Replica:
-    """A serving replica process on 127.0.0.1:port, stopped by PID."""
+    """A serving replica process on 127.0.0.1:port, stopped by PID; `command` starts it another way than
+    the project venv's `python -m serving.replica` (an installed `serving-replica`, say)."""
 
-    def __init__(self, config: Config, port: int, *args: str):
+    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None):
         self.port = port
+        command = command or [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica"]
         self.process = subprocess.Popen(
-            [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica",
-             "--config", config.source, "--port", str(port), *args],
+            [*command, "--config", config.source, "--port", str(port), *args],
             cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def http(self, method: str, path: str, body=None) -> tuple[int, object]:

@@ -124,7 +124,7 @@ def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_
         # A committed record on every partition closes the segment holding the aborted one above: the
         # cleaner compacts every segment but the active one.
         rolls = {f"roll-{p}": p for p in range(config["topics.snapshots.partitions"])}
-        for roll, partition in rolls.items():
+        for roll in rolls:
             envelope, version = keys.envelope(roll)
             committed[roll] = (envelope, version)
         transactions.write([(roll, committed[roll][0], partition) for roll, partition in rolls.items()], commit=True)

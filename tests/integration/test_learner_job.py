@@ -19,7 +19,7 @@ from udfs.model_spec import build_metric, build_model
 
 def edited_ddl(tmp_path, edits: dict) -> list:
     """conf/job.yaml's DDL files, those named in `edits` ({path: [(old, new), ...]}) replaced by edited
-    copies in tmp_path, as a user adapts the job by editing sql/."""
+    copies in tmp_path/sql/ (the sql/ of a config in tmp_path/conf/), as a user adapts the job by editing sql/."""
     ddl = []
     for path in load_config(os.path.join(stack.PROJECT_DIR, "conf/job.yaml"))["sql.ddl"]:
         if path in edits:
@@ -28,7 +28,8 @@ def edited_ddl(tmp_path, edits: dict) -> list:
             for old, new in edits[path]:
                 assert old in sql, f"{path} no longer has {old!r}"
                 sql = sql.replace(old, new)
-            path = str(tmp_path / os.path.basename(path))
+            path = str(tmp_path / path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(sql)
         ddl.append(path)
@@ -272,6 +273,27 @@ def test_a_key_short_of_n_updates_is_published_within_the_max_wait(services, fli
     # own window never closes.) Reading for one record more shows that nothing else is published.
     published = sorted((s.key, s.n_learned) for s in stack.read_snapshots(config, expected=5, timeout_s=40))
     assert published == [("busy", 10), ("busy", 20), ("busy", 23), ("quiet", 3)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("edit, reported", [
+    # A reserved word as a column name: Flink's parser rejects it.
+    (("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS day,\n"),
+     'sql/features.sql line 9: SQL parse failed. Encountered "day" (column 14)'),
+    # A column the events view does not have: Flink's validator rejects it.
+    (("  AVG(x2) AS x2_avg,\n", "  AVG(x3) AS x2_avg,\n"),
+     "sql/features.sql line 9: Column 'x3' not found in any table (column 7)"),
+])
+def test_a_ddl_statement_flink_rejects_is_named_by_file_and_line_before_any_job_starts(services, tmp_path, edit,
+                                                                                        reported):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
+        "sql": {"ddl": edited_ddl(tmp_path, {"sql/features.sql": [edit]})}})
+    jobs_before = stack.rest("/jobs/overview")["jobs"]
+    with pytest.raises(RuntimeError) as failure:
+        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
+    assert [line for line in str(failure.value).splitlines() if "features.sql" in line] == [f"error: {reported}"]
+    assert "Py4JJavaError" not in str(failure.value)
+    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
 
 
 def test_a_bad_model_spec_fails_at_submit_time(services, tmp_path):

@@ -11,12 +11,9 @@ import random
 import pytest
 
 from tests.integration import stack
+from tests.unit.models import SGD_MODEL as MODEL
 
 WINDOW_MS = 1000
-MODEL = {"steps": [
-    {"class": "preprocessing.StandardScaler"},
-    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
-]}
 
 
 def concept(x1, x2):

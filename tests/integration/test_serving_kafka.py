@@ -21,7 +21,8 @@ from jobs.config import derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
 from serving.partitions import partition_of
 from tests.integration import stack
-from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+from tests.unit.models import snapshot
+from udfs.envelope import dump_model, encode, feature_schema_hash
 
 KEYS = ["book-1", "book-2", "book-3"]
 
@@ -53,10 +54,9 @@ class Publisher:
 
     def envelope(self, key, version, **changes):
         now_ms = int(time.time() * 1000)
-        fields = dict(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
-                      window_end_ms=now_ms, watermark_ms=now_ms - 1, emitted_at_ms=now_ms,
+        fields = dict(window_end_ms=now_ms, watermark_ms=now_ms - 1, emitted_at_ms=now_ms,
                       feature_schema_hash=self.schema_hash, payload=dump_model(self.model(version)))
-        return encode(Snapshot(**{**fields, **changes}), self.keyring)
+        return encode(snapshot(key, version, **{**fields, **changes}), self.keyring)
 
     def transaction(self, records, commit=True):
         """records: (key, envelope bytes) pairs, written in one transaction that is committed or aborted."""

@@ -11,13 +11,13 @@ versions.
 import json
 import pickle
 import struct
-import time
 
 import pytest
 from kafka import KafkaProducer
 
 from tests.integration import stack
-from udfs.envelope import EnvelopeError, Snapshot, decode, encode, feature_schema_hash
+from tests.unit.models import snapshot
+from udfs.envelope import EnvelopeError, decode, encode, feature_schema_hash
 from udfs.signing import Keyring
 
 KEYS = ["a", "b", "c"]
@@ -53,13 +53,13 @@ def served(replica):
 
 def forged_records(config, marker):
     """(what, envelope) records that must not be served, each at version 2**62."""
-    fields = dict(model_version=2**62, n_learned=1, metric_name="LogLoss", metric_value=0.1, window_end_ms=0,
-                  watermark_ms=0, emitted_at_ms=0, feature_schema_hash=feature_schema_hash(config["features.columns"]),
-                  payload=pickle.dumps(RunsCode(marker)), generation=2**62)
-    meta = json.dumps({**Snapshot(key="a", **fields).metadata(), "format_version": 2}).encode()
-    unsigned = struct.pack(">4sBI", b"RTML", 2, len(meta)) + meta + fields["payload"]
-    wrong_key = encode(Snapshot(key="b", **fields), Keyring({"local": b"a guess at the local key, 32 bytes"}, "local"))
-    forbidden = encode(Snapshot(key="c", **fields), stack.keyring(config))
+    payload = pickle.dumps(RunsCode(marker))
+    fields = dict(version=2**62, n_learned=1, generation=2**62, payload=payload,
+                  feature_schema_hash=feature_schema_hash(config["features.columns"]))
+    meta = json.dumps({**snapshot("a", **fields).metadata(), "format_version": 2}).encode()
+    unsigned = struct.pack(">4sBI", b"RTML", 2, len(meta)) + meta + payload
+    wrong_key = encode(snapshot("b", **fields), Keyring({"local": b"a guess at the local key, 32 bytes"}, "local"))
+    forbidden = encode(snapshot("c", **fields), stack.keyring(config))
     return [("a", unsigned), ("b", wrong_key), ("c", forbidden)]
 
 

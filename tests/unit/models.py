@@ -1,11 +1,25 @@
-"""Models the serving unit tests serve: River pipelines trained on the first rows of Bananas; the
-unit tests' signing keys."""
+"""The tests' factories, one per test object (unit and integration tests alike): River pipelines trained on
+the first rows of Bananas, the model specs a config declares, the snapshots the job publishes, and the unit
+tests' signing keys.
+
+>>> snapshot("book-1", 3).model().predict_proba_one({"x1": 0.1, "x2": 0.2}) == trained(3).predict_proba_one(
+...     {"x1": 0.1, "x2": 0.2})
+True
+>>> logistic_spec(optimizer=sgd(lr=0.01))["steps"][1]
+{'class': 'linear_model.LogisticRegression', 'params': {'optimizer': {'class': 'optim.SGD', 'params': {'lr': 0.01}}}}
+"""
 
 import os
 
 from river import datasets, linear_model, preprocessing
 
+from udfs.envelope import Snapshot, dump_model, feature_schema_hash
 from udfs.signing import SigningSettings
+
+# The project folder, which a test runs the project's commands in.
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The features `trained` models read.
+FEATURES = ("x1", "x2")
 
 
 def trained(n):
@@ -16,8 +30,39 @@ def trained(n):
     return model
 
 
-# The `signing:` section of unit tests' configs, and its keys: a key for tests only, committed with them.
-SIGNING = {"key_id": "test", "keys": {"test": os.path.join(os.path.dirname(os.path.abspath(__file__)), "signing-test.key")}}
-KEYRING = SigningSettings(tuple(SIGNING["keys"].items()), SIGNING["key_id"]).keyring()
+def logistic_spec(**params) -> dict:
+    """StandardScaler | LogisticRegression as a config's `model:` declares it, with `params` for the
+    LogisticRegression (none: River's defaults, what `trained` builds)."""
+    logistic = {"class": "linear_model.LogisticRegression"}
+    if params:
+        logistic["params"] = params
+    return {"steps": [{"class": "preprocessing.StandardScaler"}, logistic]}
+
+
+def sgd(**params) -> dict:
+    """An `optim.SGD` spec with these params (none: a learning rate of 0.05)."""
+    return {"class": "optim.SGD", "params": params or {"lr": 0.05}}
+
+
 # What `trained` builds, as a config declares it.
-MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
+MODEL = logistic_spec()
+# The learner tests' model: plain SGD at 0.05, which learns Bananas-like rows within a few dozen windows.
+SGD_MODEL = logistic_spec(optimizer=sgd())
+
+
+def snapshot(key="k", version=1, model=None, **changes) -> Snapshot:
+    """A snapshot as the job publishes it: `key`'s model `version` (by default `trained(version)`), one row
+    learned per version, its window ending at 1 s and features named `FEATURES`; `changes` set any other
+    field (`payload`, `extra`, `generation`, ...)."""
+    fields = dict(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
+                  window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100,
+                  feature_schema_hash=feature_schema_hash(FEATURES))
+    if "payload" not in changes:
+        fields["payload"] = dump_model(model if model is not None else trained(version))
+    return Snapshot(**{**fields, **changes})
+
+
+# The `signing:` section of unit tests' configs, and its keys: a key for tests only, committed with them.
+SIGNING = {"key_id": "test", "keys": {"test": os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                           "signing-test.key")}}
+KEYRING = SigningSettings(tuple(SIGNING["keys"].items()), SIGNING["key_id"]).keyring()

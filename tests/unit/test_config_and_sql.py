@@ -5,7 +5,7 @@ import re
 import pytest
 
 from jobs.config import Config, ConfigError, derive_config, load_config
-from jobs.sql import load_sql, render_sql
+from jobs.sql import load_sql, rejected, render_sql, statements
 from jobs.topics import declared_topics
 
 
@@ -64,6 +64,22 @@ def test_a_comment_ending_in_a_semicolon_does_not_end_a_statement(tmp_path):
     (tmp_path / "two.sql").write_text("-- first;\nCREATE VIEW a AS\n  -- a note;\n  SELECT 1;\nCREATE VIEW b AS SELECT 2;\n")
     config = Config({}, str(tmp_path / "job.yaml"))
     assert load_sql(str(tmp_path / "two.sql"), config) == ["CREATE VIEW a AS\n\n  SELECT 1", "CREATE VIEW b AS SELECT 2"]
+
+
+def test_each_statement_knows_the_file_line_it_starts_on_and_a_rejection_is_reported_there(tmp_path):
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "views.sql").write_text("-- views;\n\nCREATE VIEW a AS\n  SELECT ${x};\n\n\n  CREATE VIEW b AS\n"
+                                        "  SELECT nope\n  FROM a;\n")
+    config = Config({"x": 1}, str(tmp_path / "conf" / "job.yaml"))
+    a, b = statements("sql/views.sql", config)
+    assert (a.text, a.line, b.line) == ("CREATE VIEW a AS\n  SELECT 1", 3, 7)
+    # Flink's validation message counts lines from the statement's first: line 2 of b is the file's line 8.
+    message = "From line 2, column 10 to line 2, column 13: Column 'nope' not found in any table"
+    assert rejected(b, message) == "sql/views.sql line 8: Column 'nope' not found in any table (column 10)"
+    # An absolute path inside the config's project folder is shown from there too.
+    assert statements(str(tmp_path / "sql" / "views.sql"), config)[0].path == "sql/views.sql"
+    assert rejected(a, "Could not execute CreateTable in path `a`\nCaused by: ...") == \
+        "sql/views.sql line 3: Could not execute CreateTable in path `a`"
 
 
 def test_the_jobs_topics_carry_the_replication_settings_of_the_local_broker():

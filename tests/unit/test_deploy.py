@@ -12,8 +12,8 @@ import pyflink.version
 import yaml
 
 from jobs.learner_job import main as learner_main  # noqa: F401 - the module -pym runs must import
+from tests.unit.models import PROJECT_DIR
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(PROJECT_DIR, "deploy", "kubernetes")
 
 
@@ -70,7 +70,7 @@ def test_the_image_holds_the_project_the_venv_and_the_jars_the_local_stack_uses(
     text = dockerfile()
     copied = set(re.findall(r"^COPY (\w+) /opt/realtime/\1$", text, re.M))
     assert {"jobs", "udfs", "serving", "conf", "sql"} <= copied
-    assert "python3.11 -m venv /opt/venv" in text and "pip install --no-cache-dir /opt/realtime" in text
+    assert "python3.11 -m venv /opt/venv" in text and "pip install --no-cache-dir '/opt/realtime[job]'" in text
     with open(os.path.join(PROJECT_DIR, "scripts", "maven", "flink-jars.xml")) as f:
         version = re.search(r"<flink.kafka.connector.version>(.+)</flink.kafka.connector.version>", f.read())[1]
     assert f"ARG KAFKA_CONNECTOR_VERSION={version}" in text

@@ -8,13 +8,10 @@ import pytest
 from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
-from tests.unit.models import KEYRING, SIGNING
+from tests.unit.models import KEYRING, MODEL, SIGNING
 from udfs.envelope import decode
 from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, migrate
 from udfs.model_spec import ModelSpecError, build_metric, build_model
-
-MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
-
 
 def settings(**changes):
     base = dict(model=MODEL, metric={"class": "metrics.LogLoss"}, feature_names=("1", "2"), window_ms=1000)

@@ -8,18 +8,15 @@ import pytest
 from river import linear_model
 
 from jobs.config import Config, ConfigError
-from tests.unit.models import KEYRING, SIGNING
+from tests.unit.models import KEYRING, SIGNING, snapshot
+from tests.unit.models import SGD_MODEL as MODEL
 from udfs.cold_start import write_template
-from udfs.envelope import decode, encode, dump_model, feature_schema_hash, Snapshot
+from udfs.envelope import decode, encode, dump_model, feature_schema_hash
 from udfs.learner import Learner, LearnerSettings, migrate
 from udfs.model_spec import ModelSpecError, build_model
 from udfs.signing import Keyring
 
 FEATURES = ["x1_avg", "x2_avg"]
-MODEL = {"steps": [
-    {"class": "preprocessing.StandardScaler"},
-    {"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}},
-]}
 
 
 def learner(safety=None, tmp_path=None, **config):
@@ -147,9 +144,7 @@ def test_template_prior_from_a_signed_model_file_or_an_envelope(tmp_path):
     for x, y in rows(1, 300):
         trained.learn_one(x, y)
     write_template(trained, str(tmp_path / "model.rtml"), FEATURES, KEYRING)
-    envelope = encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="Accuracy", metric_value=1.0,
-                               window_end_ms=0, watermark_ms=0, emitted_at_ms=0,
-                               feature_schema_hash=feature_schema_hash(FEATURES), payload=dump_model(trained)), KEYRING)
+    envelope = encode(snapshot(model=trained, feature_schema_hash=feature_schema_hash(FEATURES)), KEYRING)
     (tmp_path / "snapshot.bin").write_bytes(envelope)
     x = {"x1_avg": 0.5, "x2_avg": 0.4}
     for name in ("model.rtml", "snapshot.bin"):
@@ -160,9 +155,7 @@ def test_template_prior_from_a_signed_model_file_or_an_envelope(tmp_path):
 
 
 def template(payload, keyring=KEYRING, features=FEATURES):
-    return encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="m", metric_value=None, window_end_ms=0,
-                           watermark_ms=0, emitted_at_ms=0, feature_schema_hash=feature_schema_hash(features),
-                           payload=payload), keyring)
+    return encode(snapshot(payload=payload, feature_schema_hash=feature_schema_hash(features)), keyring)
 
 
 class RunsCode:
@@ -178,9 +171,7 @@ class RunsCode:
      "is not signed with a key in signing.keys: signature does not match key 'test'"),
     (template(pickle.dumps(RunsCode())), "model payload refused: the payload names builtins.exec"),
     (template(pickle.dumps({"a": 1})), "holds a dict, not a River model"),
-    (encode(Snapshot(key="k", model_version=1, n_learned=1, metric_name="m", metric_value=None, window_end_ms=0,
-                     watermark_ms=0, emitted_at_ms=0, feature_schema_hash=feature_schema_hash(["other"]),
-                     payload=dump_model(linear_model.LogisticRegression())), KEYRING), "other feature columns"),
+    (template(dump_model(linear_model.LogisticRegression()), features=["other"]), "other feature columns"),
 ])
 def test_a_bad_template_fails_at_submit_time(tmp_path, content, message):
     path = tmp_path / "prior.bin"

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from river import compose, datasets, ensemble, evaluate, linear_model, metrics, optim, preprocessing, tree
 
+from tests.unit.models import logistic_spec, sgd
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier, label_type_error, model_kind
 
 CONFIG = yaml.safe_load("""
@@ -19,15 +20,6 @@ model:
         l2: 0.0
 metric: {class: metrics.LogLoss}
 """)
-
-
-def logistic(optimizer_params=None, **params):
-    """The example's model spec with its LogisticRegression params replaced."""
-    return {"steps": [
-        {"class": "preprocessing.StandardScaler"},
-        {"class": "linear_model.LogisticRegression", "params": params or {
-            "optimizer": {"class": "optim.SGD", "params": optimizer_params or {"lr": 0.05}}}},
-    ]}
 
 
 def phishing(n=200):
@@ -92,7 +84,8 @@ def test_params_may_be_empty_and_may_hold_lists_of_declarations():
 # Learning-rate schedules are nested declarations.
 
 def test_nested_inverse_scaling_scheduler():
-    spec = logistic({"lr": {"class": "optim.schedulers.InverseScaling", "params": {"learning_rate": 0.1, "power": 1.0}}})
+    spec = logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.InverseScaling",
+                                           "params": {"learning_rate": 0.1, "power": 1.0}}))
     model = build_model(spec)
     optimizer = model["LogisticRegression"].optimizer
     assert isinstance(optimizer.lr, optim.schedulers.InverseScaling)
@@ -107,8 +100,8 @@ def test_nested_inverse_scaling_scheduler():
 
 
 def test_nested_optimal_scheduler_with_a_nested_loss():
-    spec = logistic({"lr": {"class": "optim.schedulers.Optimal", "params": {
-        "loss": {"class": "optim.losses.Log"}, "alpha": 0.01}}})
+    spec = logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.Optimal", "params": {
+        "loss": {"class": "optim.losses.Log"}, "alpha": 0.01}}))
     schedule = build_model(spec)["LogisticRegression"].optimizer.lr
     assert isinstance(schedule, optim.schedulers.Optimal) and isinstance(schedule.loss, optim.losses.Log)
     # Bottou's 1 / (alpha (t0 + t)), which is eta0 / (1 + eta0 alpha t) with eta0 set by alpha and the loss.
@@ -117,7 +110,8 @@ def test_nested_optimal_scheduler_with_a_nested_loss():
 
 
 def test_intercept_lr_takes_a_scheduler_too():
-    model = build_model(logistic(intercept_lr={"class": "optim.schedulers.Constant", "params": {"learning_rate": 0.2}}))
+    model = build_model(logistic_spec(intercept_lr={"class": "optim.schedulers.Constant",
+                                                    "params": {"learning_rate": 0.2}}))
     assert model["LogisticRegression"].intercept_lr.learning_rate == 0.2
 
 
@@ -191,7 +185,7 @@ def test_a_last_step_that_learns_no_single_label_is_refused(final):
 
 def test_unknown_nested_class_names_its_path_and_suggests_a_match():
     with pytest.raises(ModelSpecError) as error:
-        build_model(logistic(optimizer={"class": "optim.SDG", "params": {"lr": 0.05}}))
+        build_model(logistic_spec(optimizer={"class": "optim.SDG", "params": {"lr": 0.05}}))
     assert str(error.value) == (
         "model.steps[1].params.optimizer.class: unknown River class 'optim.SDG' (did you mean 'optim.SGD'?)")
     assert isinstance(error.value, ValueError)
@@ -242,19 +236,19 @@ def test_names_outside_river_are_rejected(name, reason):
 
 def test_rejected_names_in_nested_params_too():
     with pytest.raises(ModelSpecError, match=r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.class: unknown River class 'os\.system'$"):
-        build_model(logistic({"lr": {"class": "os.system", "params": {"command": "true"}}}))
+        build_model(logistic_spec(optimizer=sgd(lr={"class": "os.system", "params": {"command": "true"}})))
 
 
 def test_unknown_parameter_names_its_path_and_what_the_class_takes():
     with pytest.raises(ModelSpecError) as error:
-        build_model(logistic(optimiser={"class": "optim.SGD"}))
+        build_model(logistic_spec(optimiser={"class": "optim.SGD"}))
     message = str(error.value)
     assert message.startswith(
         "model.steps[1].params.optimiser: linear_model.LogisticRegression has no parameter 'optimiser' "
         "(did you mean 'optimizer'? it takes: optimizer, loss, l2, l1, ")
     with pytest.raises(ModelSpecError, match=r"^model\.steps\[1\]\.params\.optimizer\.params\.learning_rate: "
                                              r"optim\.SGD has no parameter 'learning_rate' \(it takes: lr\)$"):
-        build_model(logistic({"learning_rate": 0.1}))
+        build_model(logistic_spec(optimizer=sgd(learning_rate=0.1)))
     with pytest.raises(ModelSpecError, match=r"^model\.steps\[0\]\.params\.scale: .*has no parameter 'scale'"):
         build_model({"steps": [{"class": "preprocessing.StandardScaler", "params": {"scale": True}},
                                {"class": "linear_model.LogisticRegression"}]})
@@ -263,16 +257,17 @@ def test_unknown_parameter_names_its_path_and_what_the_class_takes():
 def test_missing_required_parameter():
     with pytest.raises(ModelSpecError, match=r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: "
                                              r"optim\.schedulers\.InverseScaling needs 'learning_rate'$"):
-        build_model(logistic({"lr": {"class": "optim.schedulers.InverseScaling"}}))
+        build_model(logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.InverseScaling"})))
 
 
 @pytest.mark.parametrize("spec, message", [
     # River's own checks, whatever they raise, come back as spec errors at the right path.
-    (logistic(l1=0.1, l2=0.1),
+    (logistic_spec(l1=0.1, l2=0.1),
      r"^model\.steps\[1\]\.params: linear_model\.LogisticRegression rejected its parameters: NotImplementedError: "),
-    (logistic({"lr": {"class": "optim.schedulers.Optimal", "params": {"loss": {"class": "optim.losses.Log"}, "alpha": 0}}}),
+    (logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.Optimal",
+                                     "params": {"loss": {"class": "optim.losses.Log"}, "alpha": 0}})),
      r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its parameters: ZeroDivisionError"),
-    (logistic({"lr": {"class": "optim.schedulers.Optimal", "params": {"loss": "log"}}}),
+    (logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.Optimal", "params": {"loss": "log"}})),
      r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its parameters: AttributeError"),
     ({"steps": [{"class": "tree.HoeffdingTreeRegressor", "params": {
         "splitter": {"class": "tree.splitter.QOSplitter", "params": {"radius": 0}}}}]},
@@ -288,7 +283,7 @@ def test_bad_parameter_values(spec, message):
 def test_a_river_class_given_as_a_plain_string_is_an_error_not_a_silent_string():
     with pytest.raises(ModelSpecError, match=r"^model\.steps\[1\]\.params\.optimizer: 'optim\.SGD' is a string; "
                                              r"declare the object as \{class: optim\.SGD, params: \{\.\.\.\}\}$"):
-        build_model(logistic(optimizer="optim.SGD"))
+        build_model(logistic_spec(optimizer="optim.SGD"))
     # Strings that are not River class paths are ordinary values.
     model = build_model({"steps": [{"class": "tree.HoeffdingTreeClassifier", "params": {"split_criterion": "gini"}}]})
     assert model.split_criterion == "gini"
@@ -307,7 +302,7 @@ def test_a_river_class_given_as_a_plain_string_is_an_error_not_a_silent_string()
      r"^model\.steps\[0\]: unexpected key\(s\) 'param'; expected 'class' and optional 'params'$"),
     ({"steps": [{"class": "linear_model.LogisticRegression", "params": [0.1]}]},
      r"^model\.steps\[0\]\.params: expected a mapping of parameter names to values, got \[0\.1\]$"),
-    (logistic(optimizer={"params": {"lr": 0.1}}), r"^model\.steps\[1\]\.params\.optimizer: missing 'class'"),
+    (logistic_spec(optimizer={"params": {"lr": 0.1}}), r"^model\.steps\[1\]\.params\.optimizer: missing 'class'"),
 ])
 def test_malformed_specs(spec, message):
     with pytest.raises(ModelSpecError, match=message):

@@ -9,17 +9,10 @@ from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Histogram, render
 from serving.registry import ModelRegistry
 from serving.requests import BadRequest, NotFound, Serving, check_features, predict, predict_batch, recommend
-from tests.unit.models import trained
-from udfs.envelope import Snapshot, dump_model
+from tests.unit.models import snapshot, trained
 from udfs.feature_records import FeatureRow
 
 FEATURES = ("x1", "x2")
-
-
-def snapshot(key, version, model):
-    return Snapshot(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.6,
-                    window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100, feature_schema_hash="h",
-                    payload=dump_model(model))
 
 
 def serving_with(*snapshots, fallback_key=None, rows=(), max_feature_age_s=float("inf")):

@@ -1,6 +1,5 @@
 """The follower's handling of one snapshot record, without Kafka: what is served, refused or skipped."""
 
-import dataclasses
 import logging
 import pickle
 import random
@@ -11,21 +10,13 @@ import pytest
 from serving.feature_store import FeatureStore
 from serving.follower import Follower, Rejected, check_snapshot
 from serving.registry import ModelRegistry
-from tests.unit.models import KEYRING, trained
+from tests.unit.models import KEYRING, snapshot, trained
 from tests.unit.test_envelope import RunsCode
-from udfs.envelope import Snapshot, dump_model, encode, feature_schema_hash
+from udfs.envelope import encode, feature_schema_hash
 from udfs.signing import Keyring
 
 FEATURES = ("x1", "x2")
 SCHEMA = feature_schema_hash(FEATURES)
-
-
-def snapshot(key="k", version=1, model=None, **changes):
-    return dataclasses.replace(
-        Snapshot(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
-                 window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100, feature_schema_hash=SCHEMA,
-                 payload=dump_model(model or trained(version))),
-        **changes)
 
 
 def record(value, key="k", offset=0):

@@ -4,6 +4,8 @@ from both servers (`--server asgi`, the default, and `--server stdlib`): they an
 import dataclasses
 import http.client
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -12,16 +14,10 @@ from river import preprocessing
 from jobs.config import Config, ConfigError
 from serving.replica import SERVERS, Replica, make_server
 from serving.routes import ENDPOINTS, route
-from tests.unit.models import MODEL, SIGNING, trained
-from udfs.envelope import Snapshot, dump_model
+from tests.unit.models import MODEL, PROJECT_DIR, SIGNING, snapshot, trained
+from udfs.envelope import dump_model
 
 FEATURES = ["x1", "x2"]
-
-
-def snapshot(key, version, model):
-    return Snapshot(key=key, model_version=version, n_learned=10 * version, metric_name="LogLoss", metric_value=0.4,
-                    window_end_ms=5_000, watermark_ms=4_999, emitted_at_ms=5_100, feature_schema_hash="h",
-                    payload=dump_model(model))
 
 
 def config(**serving):
@@ -76,15 +72,15 @@ def start(request):
 def test_predict_and_describe_a_served_model(start):
     replica, request = start()
     model = trained(60)
-    replica.registry.offer(snapshot("book-1", 3, model), applied_at=6.0)
+    replica.registry.offer(snapshot("book-1", 3, model, n_learned=30, metric_value=0.4), applied_at=6.0)
     status, answer = request("POST", "/predict", {"key": "book-1", "features": {"x1": 0.5, "x2": 1}})
     assert status == 200
     assert answer["prediction"] == model.predict_proba_one({"x1": 0.5, "x2": 1.0})[True]
     assert (answer["key"], answer["model_version"]) == ("book-1", 3) and answer["model_age_s"] > 0
     status, described = request("GET", "/models/book-1")
     assert status == 200
-    assert (described["model_version"], described["n_learned"], described["window_end_ms"]) == (3, 30, 5_000)
-    assert described["metric"] == {"name": "LogLoss", "value": 0.4} and described["freshness_s"] == 1.0
+    assert (described["model_version"], described["n_learned"], described["window_end_ms"]) == (3, 30, 1_000)
+    assert described["metric"] == {"name": "LogLoss", "value": 0.4} and described["freshness_s"] == 5.0
     assert request("GET", "/models/book-2") == (404, {"error": "no model for key 'book-2'"})
 
 
@@ -227,6 +223,43 @@ def test_wrong_safety_settings_name_themselves(setting, value, message):
     with pytest.raises(ConfigError) as error:
         Replica(config(**{setting: value}))
     assert str(error.value) == f"serving-test.yaml: {message}"
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("max_feature_age_s", "5m", "'serving.max_feature_age_s' must be a number of seconds > 0, not '5m'"),
+    ("freshness_buckets", [1, 0.5], "'serving.freshness_buckets' must be a non-empty list of seconds > 0 in "
+                                    "increasing order, not [1, 0.5]"),
+    ("fallback_key", 7, "'serving.fallback_key' must be non-empty text, not 7"),
+])
+def test_wrong_serving_settings_name_themselves(setting, value, message):
+    with pytest.raises(ConfigError) as error:
+        Replica(config(**{setting: value}))
+    assert str(error.value) == f"serving-test.yaml: {message}"
+
+
+def test_wrong_feature_columns_and_topics_name_themselves():
+    for section, value, message in [
+        ("features", {"columns": "x1"}, "'features.columns' must be a non-empty list of distinct column names, not 'x1'"),
+        ("kafka", {"bootstrap_servers": 9092}, "'kafka.bootstrap_servers' must be non-empty text, not 9092"),
+    ]:
+        with pytest.raises(ConfigError) as error:
+            Replica(Config({**config().data, section: value}, "serving-test.yaml"))
+        assert str(error.value) == f"serving-test.yaml: {message}"
+
+
+@pytest.mark.parametrize("options, setting, line", [
+    ([], {"serving": {"request_timeout_s": "ten"}},
+     "error: replica.yaml: 'serving.request_timeout_s' must be a number of seconds > 0, not 'ten'"),
+    (["--port", "80a"], {}, "argument --port: '80a' is not a port number (0 to 65535)"),
+])
+def test_the_command_ends_a_wrong_setting_or_option_in_one_line_and_exit_code_2(tmp_path, options, setting, line):
+    path = tmp_path / "conf" / "replica.yaml"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**config().data, **setting}))  # JSON is YAML
+    result = subprocess.run([sys.executable, "-m", "serving.replica", "--config", str(path), *options],
+                            capture_output=True, text=True, timeout=60, cwd=PROJECT_DIR)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(line) and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("body, message", [

@@ -13,11 +13,10 @@ from jobs.config import Config, ConfigError, load_config
 from serving.follower import PartitioningError, partitions_to_follow
 from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica, held_partitions, partition_of
 from serving.requests import NotFound, predict, predict_batch, recommend
-from tests.unit.models import trained
+from tests.unit.models import PROJECT_DIR, trained
 from tests.unit.test_serving import serving_with, snapshot
 from udfs.feature_records import FeatureRow
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYS = [f"book-{i}" for i in range(200)] + ["", "ü/ключ", "a" * 300]
 
 

@@ -8,7 +8,8 @@ from river import datasets, linear_model, preprocessing
 from serving.feature_store import FeatureStore
 from serving.registry import ModelRegistry
 from serving.requests import Serving, predict
-from udfs.envelope import Snapshot, dump_model
+from tests.unit.models import snapshot
+from udfs.envelope import dump_model
 
 FEATURES = ("x1", "x2")
 X = {"x1": 0.3, "x2": -0.8}
@@ -20,12 +21,6 @@ def trained(model, n):
     return model
 
 
-def snapshot(version, payload):
-    return Snapshot(key="k", model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
-                    window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100, feature_schema_hash="h",
-                    payload=payload)
-
-
 def test_readers_see_whole_versions_in_order_while_the_writer_swaps():
     # Versions cycle through differently trained models, so an answer's prediction tells which model made it.
     models = [trained(preprocessing.StandardScaler() | linear_model.LogisticRegression(), n) for n in (5, 50, 500)]
@@ -33,7 +28,7 @@ def test_readers_see_whole_versions_in_order_while_the_writer_swaps():
     expected = [m.predict_proba_one(X)[True] for m in models]
     assert len(set(expected)) == len(expected)
     serving = Serving(ModelRegistry(), FeatureStore(), FEATURES)
-    serving.registry.offer(snapshot(1, payloads[1]), applied_at=0.0)
+    serving.registry.offer(snapshot(version=1, payload=payloads[1]), applied_at=0.0)
     swapped = threading.Event()
     seen, problems = [], []
 
@@ -57,7 +52,7 @@ def test_readers_see_whole_versions_in_order_while_the_writer_swaps():
     for reader in readers:
         reader.start()
     for version in range(2, 100):
-        serving.registry.offer(snapshot(version, payloads[version % 3]), applied_at=float(version))
+        serving.registry.offer(snapshot(version=version, payload=payloads[version % 3]), applied_at=float(version))
         time.sleep(0.001)  # lets readers in between swaps, as snapshots arriving from Kafka would
     swapped.set()
     for reader in readers:
@@ -71,7 +66,7 @@ def test_readers_see_whole_versions_in_order_while_the_writer_swaps():
 def test_predictions_leave_the_served_model_as_it_was():
     model = trained(preprocessing.StandardScaler() | linear_model.LogisticRegression(), 100)
     serving = Serving(ModelRegistry(), FeatureStore(), FEATURES)
-    serving.registry.offer(snapshot(1, dump_model(model)), applied_at=0.0)
+    serving.registry.offer(snapshot(version=1, payload=dump_model(model)), applied_at=0.0)
     served = serving.registry.get("k").model
     before = dump_model(served)
     for i in range(50):
@@ -82,6 +77,6 @@ def test_predictions_leave_the_served_model_as_it_was():
 def test_a_regression_model_answers_with_predict_one():
     model = trained(preprocessing.StandardScaler() | linear_model.LinearRegression(), 100)
     serving = Serving(ModelRegistry(), FeatureStore(), FEATURES)
-    serving.registry.offer(snapshot(3, dump_model(model)), applied_at=0.0)
+    serving.registry.offer(snapshot(version=3, payload=dump_model(model)), applied_at=0.0)
     answer = predict(serving, {"key": "k", "features": X})
     assert answer["prediction"] == model.predict_one(X) and answer["model_version"] == 3
