@@ -3,9 +3,5 @@
 # are passed on, e.g. --quick), then stops the services it started.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-cd "$PROJECT_DIR"
-
-bash scripts/setup.sh
-trap stop_started_services EXIT
-start_stack
+set_up_and_start_stack
 "$VENV_PYTHON" scripts/bench.py "$@"

@@ -74,6 +74,15 @@ start_stack() {
   done
 }
 
+# The preamble of the commands that need the whole local stack (run.sh, bench.sh): set the machine up
+# if needed, then start Kafka and Flink; what this started stops when the calling script exits.
+set_up_and_start_stack() {
+  cd "$PROJECT_DIR"
+  bash scripts/setup.sh
+  trap stop_started_services EXIT
+  start_stack
+}
+
 stop_started_services() {
   local i
   for ((i = ${#STARTED_SERVICES[@]} - 1; i >= 0; i--)); do

@@ -3,11 +3,7 @@
 # (scripts/demo.py), then stops everything it started. Extra arguments go to scripts/demo.py.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-cd "$PROJECT_DIR"
-
-bash scripts/setup.sh
-trap stop_started_services EXIT
-start_stack
+set_up_and_start_stack
 
 # The bookstore story: submits the learner job, starts two serving replicas, runs the story, stops
 # the job and the replicas, prints the new book's time to the top N and writes run/demo/bookstore.png.
