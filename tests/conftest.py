@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 
 
 def pytest_collection_modifyitems(items):

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from kafka import KafkaProducer
 
-from tests.integration import stack
+from scripts import stack
 
 KEYS = ["a", "b", "c"]
 WINDOWS = 80

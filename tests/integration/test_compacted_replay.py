@@ -15,7 +15,7 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from tests.integration import stack
+from scripts import stack
 from udfs.envelope import decode
 from udfs.learner import Learner, LearnerSettings
 

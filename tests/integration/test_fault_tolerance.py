@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 from tests.integration.learner_rows import METRIC, MODEL, latest_by_key, plain_river, synthetic_events, synthetic_row
 
 KEYS = [f"k{i}" for i in range(5)]

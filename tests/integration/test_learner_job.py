@@ -11,7 +11,7 @@ import pytest
 from river import evaluate
 
 from jobs.config import load_config
-from tests.integration import stack
+from scripts import stack
 from tests.integration.learner_rows import (METRIC, MODEL, TOPICS, WINDOW_MS, bananas, events_for, latest_by_key,
                                           plain_river, synthetic_row, three_topics)
 from udfs.model_spec import build_metric, build_model

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 from tests.unit.models import SGD_MODEL as MODEL
 
 WINDOW_MS = 1000

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 from tests.integration.learner_rows import METRIC, MODEL, latest_by_key, plain_river, synthetic_events, synthetic_row
 
 KEYS = [f"item-{k:03d}" for k in range(200)]

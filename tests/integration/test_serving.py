@@ -7,7 +7,7 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from tests.integration import stack
+from scripts import stack
 
 KEYS = ["book-1", "book-2", "book-3"]
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 from tests.integration.test_serving_kafka import Publisher
 
 # What the job and the demo extras bring and a serving host must not get.

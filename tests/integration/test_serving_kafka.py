@@ -20,7 +20,7 @@ from river import datasets, linear_model, preprocessing
 from jobs.config import derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
 from serving.partitions import partition_of
-from tests.integration import stack
+from scripts import stack
 from tests.unit.models import snapshot
 from udfs.envelope import dump_model, encode, feature_schema_hash
 

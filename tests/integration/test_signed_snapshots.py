@@ -15,7 +15,7 @@ import struct
 import pytest
 from kafka import KafkaProducer
 
-from tests.integration import stack
+from scripts import stack
 from tests.unit.models import snapshot
 from udfs.envelope import EnvelopeError, decode, encode, feature_schema_hash
 from udfs.signing import Keyring

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 
 
 @pytest.mark.timeout(240)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 
 
 def _pid_file(path):

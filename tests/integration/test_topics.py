@@ -13,7 +13,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from jobs.config import load_config
 from jobs.topics import TopicError, declared_topics, ensure_topics, main
-from tests.integration import stack
+from scripts import stack
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 
 KEYS = [f"u{i}" for i in range(4)]
 WINDOW_MS = 1000

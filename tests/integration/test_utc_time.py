@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 from tests.integration.learner_rows import synthetic_row
 
 WINDOW_MS = 60_000

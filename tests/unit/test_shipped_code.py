@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.integration.stack import PROJECT_DIR
+from scripts.stack import PROJECT_DIR
 
 CHILD = textwrap.dedent("""
     import sys

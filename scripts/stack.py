@@ -1,4 +1,10 @@
-"""Helpers for tests against the real stack: services, topics, job submission, reading results."""
+"""The local stack as the tests, the benchmark and the scripts reach it: the project's scripts, processes,
+Kafka topics (produce, read to the end, snapshots), Flink's REST API (jobs, their states, metrics,
+the root exception, cancel) and serving replicas (start, HTTP, metrics, stop by PID).
+
+>>> os.path.isfile(os.path.join(PROJECT_DIR, "scripts", "stack.py"))
+True
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from jobs.topics import declared_topics, ensure_topics
 from udfs.envelope import Snapshot, decode
 from udfs.signing import Keyring, SigningSettings
 
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOTSTRAP = "127.0.0.1:9092"
 FLINK_REST = "http://localhost:8081"
 
@@ -41,6 +47,18 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def proc_status_kb(pid, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status; 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -196,9 +214,23 @@ def wait_for_job_state(job_id: str, state: str, timeout_s: float) -> None:
         if current in ("FAILED", "CANCELED", "FINISHED") and current != state:
             break
         time.sleep(0.5)
-    history = rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", [])
-    root = history[0].get("stacktrace", "") if history else "(none recorded)"
-    raise AssertionError(f"job {job_id} is {current}, expected {state}; latest exception:\n{root[:4000]}")
+    raise AssertionError(f"job {job_id} is {current}, expected {state}; latest exception:\n"
+                         f"{root_exception(job_id, wait_s=5)}")
+
+
+def root_exception(job_id: str, wait_s: float = 0) -> str:
+    """The first line and the causes of the job's latest exception, and the innermost cause's first
+    frames (a Python error's own among them), from Flink's exception history, which records a failure
+    a few seconds after it: waits up to `wait_s` for one."""
+    deadline = time.monotonic() + wait_s
+    while not (entries := rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {}).get("entries", [])):
+        if time.monotonic() > deadline:
+            return "(none recorded)"
+        time.sleep(1)
+    lines = entries[0].get("stacktrace", "").splitlines() or ["(no stack trace)"]
+    causes = [i for i, line in enumerate(lines) if line.startswith("Caused by:")]
+    innermost = lines[causes[-1] + 1:causes[-1] + 9] if causes else lines[1:9]
+    return "\n".join([lines[0], *(lines[i] for i in causes), *innermost])
 
 
 def cancel(job_id: str) -> None:
