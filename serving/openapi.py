@@ -83,6 +83,7 @@ _SCHEMAS = {
         "user": {}, "unscored": {"type": "array", "items": {"type": "string"}},
         "quiet": {"type": "array", "items": {"type": "string"}, "description": "keys with no row in the newest "
                   "window, left out of the ranking (no features.empty_window_features declared)"},
+        "window_end_ms": {"type": "integer", "description": "the end of the newest window with features here"},
         "elsewhere": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
                       "description": "with serving.partitions: candidates living on other partitions, by partition"},
         "ranking": {"type": "array", "items": {"type": "object", "properties": {

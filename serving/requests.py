@@ -216,5 +216,6 @@ def recommend(serving: Serving, body) -> dict:
             continue
         scored.append({"key": key, "score": score, "model_version": answer["model_version"]})
     scored.sort(key=lambda item: item["score"], reverse=True)
-    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored, "quiet": quiet}
+    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored, "quiet": quiet,
+              "window_end_ms": serving.features.current_window_end_ms}
     return answer if serving.partitions is None else {**answer, "elsewhere": elsewhere}
