@@ -25,6 +25,7 @@ from pyflink.table.expressions import col, row
 from jobs.config import ConfigError, exit_with, load_config
 from jobs.shipped_code import ShippedCode
 from jobs.sql import ddl_statements, execute_sql_files
+from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
 from udfs.feature_records import select_records
@@ -36,7 +37,7 @@ from udfs.learner_function import (
     SNAPSHOTS,
     LearnerFunction,
 )
-from udfs.model_spec import ModelSpecError, build_model, label_type_error
+from udfs.model_spec import ModelSpecError, build_model, label_type_error, model_kind
 
 
 def fingerprint(statements) -> str:
@@ -70,9 +71,13 @@ def check_label(table_env, config, settings: LearnerSettings) -> None:
     if settings.safety.challenger.enabled:
         models.append(("safety.challenger.model", settings.safety.challenger.model))
     for path, spec in models:
-        if reason := label_type_error(build_model(spec, path), logical.getTypeRoot().name(), logical.asSummaryString()):
+        model = build_model(spec, path)
+        if reason := label_type_error(model, logical.getTypeRoot().name(), logical.asSummaryString()):
             whose = f" (for {path})" if path != "model" else ""
             raise config.error("features.label", f"(column {label} of view {view}) {reason}{whose}")
+        empty = settings.empty_window_label
+        if empty is not None and (reason := label_value_error(empty, logical.getTypeRoot().name(), model_kind(model))):
+            raise config.error("features.empty_window_label", f"{reason} (column {label} of view {view})")
 
 
 def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:

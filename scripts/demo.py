@@ -1,5 +1,6 @@
 """The bookstore story, end to end: a new book becomes a hit, and within a couple of windows of its
-first purchases the serving replicas already rank it near the top.
+first purchases the serving replicas already rank it near the top; the most popular book goes quiet
+and leaves the top within two windows; long-tail books, with no row in many windows, learn every row.
 
     .venv/bin/python scripts/demo.py            # needs Kafka and Flink running (scripts/run.sh starts them)
 
@@ -25,7 +26,7 @@ from kafka import KafkaProducer
 
 from jobs.config import derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
-from scripts.bookstore_events import NEW_BOOK, Bookstore, produce
+from scripts.bookstore_events import NEW_BOOK, QUIET_BOOK, Bookstore, produce
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(PROJECT_DIR, ".venv", "bin", "python")
@@ -60,22 +61,25 @@ def rank_of(ranking: list, key: str):
     return keys.index(key) + 1 if key in keys else None
 
 
-def run_story(config, ports, seconds: float, rate: float, release_at: float, top_n: int, log=print) -> dict:
+def run_story(config, ports, seconds: float, rate: float, release_at: float, top_n: int, quiet_at: float,
+              log=print) -> dict:
     """Produce the story and watch serving; returns what was observed, rank and freshness over time."""
-    store = Bookstore(release_at_s=release_at)
+    store = Bookstore(release_at_s=release_at, quiet_at_s=quiet_at)
     producer = KafkaProducer(bootstrap_servers=config["kafka.bootstrap_servers"], linger_ms=5)
     stop = threading.Event()
     story = threading.Thread(target=produce, args=(store, producer, config["topics.events.name"], seconds, rate, stop))
     started = time.time()
     story.start()
-    ranks, freshness, versions = [], [], {}
+    ranks, freshness, versions, tops = [], [], {}, []
     entered_at = before = after = None
     next_log = 0.0
     while story.is_alive():
         now = time.time()
-        ranking = http(ports[0], "/recommend", {"user": "user-001", "n": 50})["ranking"]
+        recommended = http(ports[0], "/recommend", {"user": "user-001", "n": 50})
+        ranking = recommended["ranking"]
         rank = rank_of(ranking, NEW_BOOK)
         ranks.append((now - started, rank))
+        tops.append((now, recommended["window_end_ms"], [item["key"] for item in ranking[:top_n]]))
         for key in [item["key"] for item in ranking]:
             model = http(ports[-1], f"/models/{key}")
             if model.get("model_version", 0) > versions.get(key, 0):
@@ -96,10 +100,47 @@ def run_story(config, ports, seconds: float, rate: float, release_at: float, top
     producer.close()
     first_purchase = store.first_purchase_of_new_book_ms
     seconds_to_top = entered_at - first_purchase / 1000 if entered_at and first_purchase else None
+    window_ms = int(float(config["window.size_seconds"]) * 1000)
+    # The watermark stops at the last event's time less its delay: windows before this one have closed.
+    closed_through = (int(time.time() * 1000) - int(float(config["source.watermark_delay_seconds"]) * 1000)) // window_ms
+    time.sleep(2 * window_ms / 1000)  # for the last closed windows' models to reach the replicas
+    tail = {book: tail_learning(ports[-1], book, times, window_ms, closed_through)
+            for book, times in store.tail_event_ms.items()}
     return {"ranks": ranks, "freshness": freshness, "before": before, "after": after,
             "release_at_s": release_at, "seconds_to_top_n": seconds_to_top, "top_n": top_n,
-            "window_s": float(config["window.size_seconds"]),
-            "first_purchase_s": first_purchase / 1000 - started if first_purchase else None}
+            "window_s": window_ms / 1000,
+            "first_purchase_s": first_purchase / 1000 - started if first_purchase else None,
+            **quiet_book_left(tops, store.last_event_of_quiet_book_ms, window_ms), "tail": tail}
+
+
+def quiet_book_left(tops: list, last_event_ms, window_ms: int) -> dict:
+    """When QUIET_BOOK left the top N for good, from `tops`, (wall time, newest window end, top N) per
+    ranking: `quiet_in_top_n_before`, whether it was in one of the last 4 top Ns before its last event, and
+    `windows_to_leave`, the windows from the end of its last window with events to the newest window
+    of the first ranking without it (1: it left as soon as serving had a window without its row)."""
+    if last_event_ms is None:
+        return {"quiet_in_top_n_before": None, "windows_to_leave": None, "seconds_to_leave": None}
+    before = [top for at, _, top in tops if at * 1000 < last_event_ms]
+    left = None
+    for i, (at, window_end_ms, _) in enumerate(tops):
+        if at * 1000 > last_event_ms and all(QUIET_BOOK not in later for _, _, later in tops[i:]):
+            left = (at, window_end_ms)
+            break
+    last_window_end_ms = (last_event_ms // window_ms + 1) * window_ms
+    return {"quiet_in_top_n_before": any(QUIET_BOOK in top for top in before[-4:]),
+            "windows_to_leave": (left[1] - last_window_end_ms) / window_ms if left else None,
+            "seconds_to_leave": left[0] - last_event_ms / 1000 if left else None}
+
+
+def tail_learning(port: int, book: str, event_ms: list, window_ms: int, closed_through: int) -> dict:
+    """A long-tail book's rows (windows with its events), how many of them have a row in the next window
+    too (all a book could learn before empty windows had a label), how many could have learned by the
+    story's end (their next window is before `closed_through`, so closed), and `n_learned` as a replica
+    serves it."""
+    windows = sorted({ms // window_ms for ms in event_ms})
+    model = http(port, f"/models/{book}")
+    return {"rows": len(windows), "rows_with_next": sum(1 for w in windows if w + 1 in windows),
+            "learnable": sum(1 for w in windows if w + 1 < closed_through), "n_learned": model.get("n_learned", 0)}
 
 
 def plot(result: dict, path: str) -> None:
@@ -139,10 +180,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=50, help="length of the story")
     parser.add_argument("--rate", type=float, default=300, help="events per second")
     parser.add_argument("--release-at", type=float, default=20, help="seconds until the new book appears")
+    parser.add_argument("--quiet-at", type=float, default=None,
+                        help=f"seconds until {QUIET_BOOK} goes quiet (default: halfway from the release to the end)")
     parser.add_argument("--top-n", type=int, default=3)
     parser.add_argument("--ports", type=int, nargs=2, default=[8000, 8001])
     parser.add_argument("--plot", default=os.path.join(PROJECT_DIR, "run", "demo", "bookstore.png"))
     args = parser.parse_args(argv)
+    quiet_at = args.quiet_at if args.quiet_at is not None else (args.release_at + args.seconds) / 2
 
     run_id = uuid.uuid4().hex[:8]
     run_dir = os.path.join(PROJECT_DIR, "run", "demo")
@@ -162,7 +206,7 @@ def main(argv=None) -> dict:
             wait_ready(port, process)
         print(f"demo: job {job_id} and replicas on ports {args.ports} are up; "
               f"the story runs {args.seconds:.0f}s, {NEW_BOOK} is released at {args.release_at:.0f}s")
-        result = run_story(config, args.ports, args.seconds, args.rate, args.release_at, args.top_n)
+        result = run_story(config, args.ports, args.seconds, args.rate, args.release_at, args.top_n, quiet_at)
     finally:
         for process in replicas:
             process.terminate()
@@ -179,6 +223,16 @@ def main(argv=None) -> dict:
         windows = result["seconds_to_top_n"] / result["window_s"]
         print(f"demo: {NEW_BOOK} entered the top {args.top_n} {result['seconds_to_top_n']:.1f}s after its first "
               f"purchase ({windows:.1f} windows of {result['window_s']:.0f}s)")
+    if result["windows_to_leave"] is None:
+        print(f"demo: {QUIET_BOOK}, quiet from {quiet_at:.0f}s, did not leave the top {args.top_n}")
+    else:
+        print(f"demo: {QUIET_BOOK} went quiet at {quiet_at:.0f}s and left the top {args.top_n} "
+              f"{result['seconds_to_leave']:.1f}s after its last event ({result['windows_to_leave']:.0f} window(s) "
+              f"after its last window with events)")
+    tail = result["tail"]
+    print(f"demo: long-tail books learned {sum(t['n_learned'] for t in tail.values())} of their "
+          f"{sum(t['rows'] for t in tail.values())} rows ({sum(t['rows_with_next'] for t in tail.values())} had a "
+          f"row in the next window; the rest learned 0 purchases, features.empty_window_label)")
     print(f"demo: plot written to {args.plot}")
     return result
 

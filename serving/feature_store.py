@@ -8,6 +8,15 @@ True
 False
 >>> store.get("k").row.features
 {'x': 2.0}
+
+The newest window any key has a row for is the current window: a key whose row is older had no row in
+it (a quiet key). It moves only when the follower has applied what it read (`advance`), so that a key
+whose row of the new window is among the records being applied is not taken for quiet meanwhile.
+
+>>> store.offer(FeatureRow("j", 3000, "h", {"x": 0.5}), received_at=5.0)
+True
+>>> store.current_window_end_ms, store.advance(), store.current_window_end_ms, store.quiet(store.get("k"))
+(0, None, 3000, True)
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ class FeatureStore:
 
     def __init__(self):
         self._rows: dict[str, StoredFeatures] = {}
+        self._newest_window_end_ms = 0
+        # The end of the newest window with a row, as of the last `advance`.
+        self.current_window_end_ms = 0
 
     def get(self, key: str) -> StoredFeatures | None:
         return self._rows.get(key)
@@ -44,4 +56,13 @@ class FeatureStore:
         if current is not None and current.row.window_end_ms >= row.window_end_ms:
             return False
         self._rows[row.key] = StoredFeatures(row, received_at)
+        self._newest_window_end_ms = max(self._newest_window_end_ms, row.window_end_ms)
         return True
+
+    def advance(self) -> None:
+        """Make the newest window offered so far the current one (after a poll's records are applied)."""
+        self.current_window_end_ms = self._newest_window_end_ms
+
+    def quiet(self, stored: StoredFeatures) -> bool:
+        """Whether the key had no row in the current window: its latest row is of an older one."""
+        return stored.row.window_end_ms < self.current_window_end_ms

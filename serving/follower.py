@@ -191,6 +191,7 @@ class Follower(threading.Thread):
                     handle = self.handle_snapshot if tp.topic == self.snapshot_topic else self.handle_features
                     for record in records:
                         handle(record)
+                self.features.advance()  # the rows of a new window just read are all in place
                 if time.monotonic() >= next_lag_check:
                     next_lag_check = time.monotonic() + 0.5
                     positions = {tp: consumer.position(tp) for tp in partitions}

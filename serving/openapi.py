@@ -65,6 +65,9 @@ _SCHEMAS = {
         "model_version": {"type": "integer"}, "model_age_s": {"type": "number"}, "fallback": {"type": "boolean"},
         "features_window_end_ms": {"type": "integer"}, "features_age_s": {"type": "number"},
         "features_stale": {"type": "boolean"},
+        "quiet": {"type": "boolean", "description": "the key has no row in the newest window (its latest row is older)"},
+        "features_empty_window": {"type": "boolean", "description": "a quiet key scored on "
+                                  "features.empty_window_features instead of its old row"},
         "shadow": {"type": "object", "description": "the challenger's prediction (serving.shadow_challenger)"}}},
     "BatchRequest": {"type": "object", "required": ["requests"],
                      "properties": {"requests": {"type": "array", "items": _ref("PredictRequest")}}},
@@ -78,6 +81,9 @@ _SCHEMAS = {
                   "description": "classifiers: rank by this class's probability instead of by prediction"}}},
     "Recommendation": {"type": "object", "properties": {
         "user": {}, "unscored": {"type": "array", "items": {"type": "string"}},
+        "quiet": {"type": "array", "items": {"type": "string"}, "description": "keys with no row in the newest "
+                  "window, left out of the ranking (no features.empty_window_features declared)"},
+        "window_end_ms": {"type": "integer", "description": "the end of the newest window with features here"},
         "elsewhere": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
                       "description": "with serving.partitions: candidates living on other partitions, by partition"},
         "ranking": {"type": "array", "items": {"type": "object", "properties": {

@@ -46,6 +46,7 @@ from serving.partitions import KeyPartitions, held_partitions
 from serving.registry import ModelRegistry
 from serving.requests import Serving
 from serving.stdlib_server import make_stdlib_server
+from udfs.empty_windows import EmptyWindows
 from udfs.envelope import feature_schema_hash
 from udfs.safe_pickle import declared_classes
 from udfs.signing import Keyring, SigningSettings
@@ -87,6 +88,7 @@ class Replica:
             feature_names=column_names(config, "features.columns"),
             fallback_key=fallback_key,
             max_feature_age_s=seconds(config, "serving.max_feature_age_s", float("inf")),
+            empty_window_features=EmptyWindows.from_config(config).features,
             partitions=held if held.held is not None else None,
         )
         self.registry, self.features = self.serving.registry, self.serving.features

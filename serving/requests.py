@@ -64,6 +64,9 @@ class Serving:
     feature_names: tuple
     fallback_key: str | None = None
     max_feature_age_s: float = float("inf")
+    # features.empty_window_features: what a key with no row in the current window is scored on (None:
+    # not declared; such a key is answered on its old row, flagged `quiet`, and left out of /recommend).
+    empty_window_features: dict | None = None
     # A replica holding a subset of the partitions (serving.partitions): keys it has neither a model nor
     # features for are checked against it, and those living elsewhere answered 421 with their partition.
     partitions: KeyPartitions | None = None
@@ -82,12 +85,17 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
         raise NotFound(f"no features stored for key '{key}' and none sent")
     if sent is not None and not isinstance(sent, dict):
         raise BadRequest(f"'features' must be an object, got {type(sent).__name__}")
-    merged = {**(stored.row.features if stored else {}), **(sent or {})}
-    info = {}
+    base, info = {}, {}
     if stored is not None:
-        age = stored.age_s(time.time())
-        info = {"features_window_end_ms": stored.row.window_end_ms, "features_age_s": age,
-                "features_stale": age > serving.max_feature_age_s}
+        base, window_end_ms = stored.row.features, stored.row.window_end_ms
+        quiet = serving.features.quiet(stored)
+        empty = quiet and serving.empty_window_features is not None
+        if empty:  # the key had no row in the current window: its features are an empty window's
+            base, window_end_ms = serving.empty_window_features, serving.features.current_window_end_ms
+        age = round(time.time() - window_end_ms / 1000, 3)
+        info = {"features_window_end_ms": window_end_ms, "features_age_s": age,
+                "features_stale": age > serving.max_feature_age_s, "quiet": quiet, "features_empty_window": empty}
+    merged = {**base, **(sent or {})}
     return check_features(merged, serving.feature_names), info
 
 
@@ -166,7 +174,9 @@ def recommend(serving: Serving, body) -> dict:
     """The top `n` candidates (default: every key with a model) by their models' predictions on their
     latest window features: with `class`, by the probability of that class (0 for a model that has not
     seen it); without, by `prediction` (a regressor's value, a boolean classifier's probability of true).
-    The ranking is the same for every user: models are per item. Keys without an answer are unscored. On
+    The ranking is the same for every user: models are per item. Keys without an answer are unscored;
+    keys with no row in the current window are ranked on the empty window's features where the config
+    declares them (features.empty_window_features), else left out and listed under `quiet`. On
     a replica holding a subset of the partitions, candidates living elsewhere are listed by partition
     under `elsewhere`, for the caller to rank there (README: Serving at scale)."""
     if not isinstance(body, dict):
@@ -181,7 +191,7 @@ def recommend(serving: Serving, body) -> dict:
     if wanted is not None and not isinstance(wanted, (str, bool, int)):
         raise BadRequest(f"'class' must be a class name (a string, a whole number or a boolean), got {wanted!r}")
     wanted = None if wanted is None else class_name(wanted)
-    scored, unscored, elsewhere = [], [], {}
+    scored, unscored, quiet, elsewhere = [], [], [], {}
     for key in candidates:
         try:
             answer = predict(serving, {"key": key}, with_shadow=False)  # rankings use the champion only
@@ -190,6 +200,9 @@ def recommend(serving: Serving, body) -> dict:
             continue
         except WrongReplica as e:
             elsewhere.setdefault(str(e.fields["partition"]), []).append(key)
+            continue
+        if answer.get("quiet") and not answer["features_empty_window"]:
+            quiet.append(key)  # its latest row says nothing about the current window
             continue
         if wanted is None:
             score = answer["prediction"]
@@ -203,5 +216,6 @@ def recommend(serving: Serving, body) -> dict:
             continue
         scored.append({"key": key, "score": score, "model_version": answer["model_version"]})
     scored.sort(key=lambda item: item["score"], reverse=True)
-    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored}
+    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored, "quiet": quiet,
+              "window_end_ms": serving.features.current_window_end_ms}
     return answer if serving.partitions is None else {**answer, "elsewhere": elsewhere}

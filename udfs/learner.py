@@ -32,6 +32,7 @@ from udfs.bootstrap import BOOTSTRAP_MODES
 from udfs.challenger import ChallengerSettings, Duel, challenger_wins
 from udfs.cold_start import Prior, PriorSettings, load_template
 from udfs.drift import DriftSettings, DriftWatch, prediction_error
+from udfs.empty_windows import EmptyWindows
 from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
 from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
@@ -139,6 +140,9 @@ class LearnerSettings:
     window_ms: int
     label_delay_windows: int = 0
     max_pending_windows: int = 100
+    # The label of a window in which the key has no row (features.empty_window_label; None: not
+    # declared, and a row whose label window closes without a row of the key is dropped and counted).
+    empty_window_label: Any = None
     snapshot_policy: str = "every_n_updates"
     snapshot_every_n: int = 10
     snapshot_every_ms: int = 5000
@@ -173,6 +177,7 @@ class LearnerSettings:
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
             raise config.error("features.columns", "must be a non-empty list of column names")
         delay = whole_number(config, "features.label_delay_windows", 0, minimum=0)
+        empty = EmptyWindows.from_config(config)
         safety = SafetySettings.from_config(config)
         shards = whole_number(config, "learner.shards", 4, minimum=1)
         cache_keys = whole_number(config, "learner.state_cache_keys", 10_000, minimum=0)
@@ -190,6 +195,7 @@ class LearnerSettings:
             window_ms=int(float(config["window.size_seconds"]) * 1000),
             label_delay_windows=delay,
             max_pending_windows=int(config.get("features.max_pending_windows", 100)),
+            empty_window_label=empty.label,
             snapshot_policy=policy,
             snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
             snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
@@ -333,6 +339,11 @@ class Learner:
             state.replayed_windows += 1
             return Step(None)
         self._add_missing_guards(state)
+        if self.settings.label_delay_windows and state.pending:
+            # Rows whose label window passed without a row of this key (rows reach a key in window
+            # order) take the empty window's label before this row is predicted. The Flink learner has
+            # closed those windows already, when the watermark passed them (udfs/learner_function.py).
+            self.close_windows(state, window_end_ms - 1)
         y_pred, answer = self._outputs(state.model, x)
         prediction = Prediction(window_end_ms, answer.prediction, state.model_version, answer.predicted,
                                 answer.probabilities)
@@ -359,6 +370,26 @@ class Learner:
             del state.pending[min(state.pending)]
             state.pending_dropped += 1
         return step
+
+    def waits_for(self, state: KeyState, label_end_ms: int) -> bool:
+        """Whether the key has a row waiting for the label of a window ending by `label_end_ms`."""
+        delay_ms = self.settings.label_delay_windows * self.settings.window_ms
+        return any(end + delay_ms <= label_end_ms for end in state.pending)
+
+    def close_windows(self, state: KeyState, closed_through_ms: int) -> tuple[list, int]:
+        """The windows ending by `closed_through_ms` have closed without a row of this key: each row
+        waiting for one of their labels learns with `empty_window_label`, in window order, or without
+        one declared is dropped (`pending_dropped`). Returns (the learned rows' steps, rows dropped)."""
+        delay_ms = self.settings.label_delay_windows * self.settings.window_ms
+        closed = sorted(end for end in state.pending if end + delay_ms <= closed_through_ms)
+        steps, label = [], self.settings.empty_window_label
+        for end in closed:
+            x, y_pred = state.pending.pop(end)
+            if label is None:
+                state.pending_dropped += 1
+            else:
+                steps.append(self._learn(state, x, y_pred, label, Prediction(end + delay_ms, None, state.model_version)))
+        return steps, len(closed) - len(steps)
 
     def _add_missing_guards(self, state: KeyState) -> None:
         """Guards turned on since this key's state was written (by an upgrade) start here."""

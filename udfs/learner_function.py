@@ -10,7 +10,10 @@ keeps them. Each key's state is read once per call and its rows are predicted th
 order; changed states are written back every `learner.state_write_every` calls, in one call, with
 the batches learned since kept in Flink state so that a restored job can learn them again. Keys whose
 unpublished updates wait longer than `snapshots.max_wait_seconds` are published by one
-processing-time timer per shard (`udfs.due_keys`).
+processing-time timer per shard (`udfs.due_keys`). With delayed labels, a row whose label window
+closes without a row of its key learns the empty window's label or is dropped and counted
+(`udfs.empty_windows`): each shard indexes its keys with waiting rows by label window, and an
+event-time timer at each label window's end closes it even when no batch of the shard comes.
 Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
 side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
@@ -61,6 +64,7 @@ in_python_thread(importlib.import_module, "udfs.learner")
 from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
 from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
+from udfs.empty_windows import PendingKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
@@ -124,16 +128,20 @@ class ShardMemory:
     processing-time timer set for them (None: none set by this process), and the shard's cold-start
     prior."""
 
-    def __init__(self, due: DueKeys, prior: Prior):
+    def __init__(self, due: DueKeys, prior: Prior, pending: PendingKeys):
         self.dirty: dict = {}
         self.calls_unwritten = 0
         self.due = due
+        # The keys with rows waiting for a delayed label, by the end of their label window.
+        self.pending = pending
         self.timer_ms: int | None = None
         self.prior = prior
 
 
-# In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys).
+# In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys),
+# and the label windows a watermark closed, (shard, CLOSED, closed through ms).
 TIMED = None
+CLOSED = "closed"
 
 
 class LearnerFunction(KeyedProcessFunction):
@@ -159,6 +167,9 @@ class LearnerFunction(KeyedProcessFunction):
         # The shard's `global` cold-start prior's model, written with the states: a prior per shard,
         # whatever the parallelism, that a restored or rescaled job carries on.
         self.prior_models = runtime_context.get_state(ValueStateDescriptor("cold-start-prior", Types.PICKLED_BYTE_ARRAY()))
+        # The shard's keys with rows waiting for a delayed label, as a `PendingKeys` dict, written with the states.
+        self.pending_keys = runtime_context.get_state(ValueStateDescriptor("pending-label-keys", Types.PICKLED_BYTE_ARRAY()))
+        self.delay_ms = self.settings.label_delay_windows * self.settings.window_ms
         # Batches that arrived before the watermark that closes their window.
         self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
         # Batches learned since the shard's states were last written to `states`. A key's state is not
@@ -181,7 +192,7 @@ class LearnerFunction(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
-            "replayed_rows",
+            "replayed_rows", "pending_rows_dropped",
         )}
 
     def _state(self, key: str) -> KeyState:
@@ -218,16 +229,22 @@ class LearnerFunction(KeyedProcessFunction):
         if later:
             self.waiting.update(later)
             ctx.timer_service().register_event_time_timer(later[0][1] - 1)
-        if not batches:  # a timer restored from a checkpoint beside one set since
+        if not batches and not self.delay_ms:  # a timer restored from a checkpoint beside one set since
             return
-        shard = batches[0][0]
+        # Without batches: a label window closing (the timer `_learn` set), or a restored timer.
+        shard = batches[0][0] if batches else _shard_of(ctx)
         if not later:
             self.waiting.clear()
             self.flush_timers.discard(shard)
         memory = self._shard(shard, clock, ctx)
         for batch in batches:
             yield from self._learn(batch, memory, clock, ctx)
-        self._end_call(memory, batches)
+        learned = list(batches)
+        # The watermark closed every window ending by watermark + 1 (a window's last millisecond is its end - 1).
+        if (yield from self._close_windows(memory, watermark + 1, clock, ctx)):
+            learned.append((shard, CLOSED, watermark + 1))
+        if learned:
+            self._end_call(memory, learned)
 
     def _end_call(self, memory: ShardMemory, learned: list) -> None:
         """Write the shard's changed states back, or keep what the call `learned` for a restored job.
@@ -243,15 +260,44 @@ class LearnerFunction(KeyedProcessFunction):
 
     def _learn(self, batch, memory: ShardMemory, clock, ctx):
         window_end_ms, dirty = batch[1], memory.dirty
+        if self.delay_ms:
+            # Label windows before this one closed with it: their keys learn before this window's
+            # rows, so keys and the shard's prior see the same order however many windows a call closes.
+            yield from self._close_windows(memory, window_end_ms - 1, clock, ctx)
+            # This window's rows wait for the label of window + delay: that window's closing wakes the
+            # shard even if no batch of it comes (Flink keeps one timer per time and shard).
+            ctx.timer_service().register_event_time_timer(window_end_ms + self.delay_ms - 1)
         rows = batch_rows(batch[2], batch[3], batch[4:])
         if memory.prior.learns:
             # The prior learns every row of the shard: in key order within a window, so that it is the
             # same model whatever order the rows arrived in (several upstream subtasks, partitions).
             rows = sorted(rows, key=lambda row: row[0])
+        delay_ms = self.delay_ms
         for row in rows:
             key = row[0]
             state = dirty.get(key) or self._changing(dirty, key)
             yield from self._process(key, state, row, window_end_ms, memory, clock, ctx)
+            if delay_ms and window_end_ms in state.pending:
+                memory.pending.add(window_end_ms + delay_ms, key)
+
+    def _close_windows(self, memory: ShardMemory, closed_through_ms: int, clock, ctx):
+        """The label windows ending by `closed_through_ms` closed: the rows of keys without a row in them
+        learn the empty window's label, or are dropped and counted (`pending_rows_dropped`). Returns
+        whether any key was waiting on them."""
+        closed = memory.pending.pop_closed(closed_through_ms)
+        for label_end_ms, key in closed:
+            state = memory.dirty.get(key)
+            if state is None:  # read, and marked changed, only if it still waits
+                state = self._state(key)
+                if not self.learner.waits_for(state, label_end_ms):
+                    continue
+                memory.dirty[key] = state
+            steps, dropped = self.learner.close_windows(state, label_end_ms)
+            if dropped:
+                self.counters["pending_rows_dropped"].inc(dropped)
+            for step in steps:
+                yield from self._after_learning(key, state, step, None, None, memory, clock, ctx)
+        return bool(closed)
 
     def _changing(self, dirty: dict, key: str) -> KeyState:
         """The key's state, read and put among the shard's changed ones, about to change."""
@@ -270,12 +316,17 @@ class LearnerFunction(KeyedProcessFunction):
             for key, due_ms in sorted(self.timed_keys.items(), key=lambda item: item[1]):
                 due.add(key, due_ms)  # a savepoint of a release before the due-key index
             self.timed_keys.clear()
-            memory = self.shards[shard] = ShardMemory(due, self.learner.shard_prior(self.prior_models.value()))
+            memory = self.shards[shard] = ShardMemory(due, self.learner.shard_prior(self.prior_models.value()),
+                                                      self._pending_keys())
             self.learner.prior = memory.prior
             learned = list(self.unwritten.get())  # in the order they were learned
             for batch in learned:
                 if batch[1] is TIMED:
                     self._republish(batch[2], memory, clock)
+                    continue
+                if batch[1] == CLOSED:
+                    for _ in self._close_windows(memory, batch[2], clock, ctx):
+                        pass
                     continue
                 for _ in self._learn(batch, memory, clock, ctx):
                     pass
@@ -283,6 +334,18 @@ class LearnerFunction(KeyedProcessFunction):
                 self._write_back(memory)
             self._set_publish_timer(memory, ctx)
         return memory
+
+    def _pending_keys(self) -> PendingKeys:
+        """The shard's index of keys with rows waiting for a label; for state of a release before the
+        index, built once from the states themselves."""
+        stored = self.pending_keys.value()
+        if stored is not None or not self.delay_ms:
+            return PendingKeys(stored)
+        pending = PendingKeys()
+        for key, state in self.states.items():
+            for window_end_ms in getattr(state, "pending", {}):
+                pending.add(window_end_ms + self.delay_ms, key)
+        return pending
 
     def _write_back(self, memory: ShardMemory) -> None:
         """Write the shard's changed states and due keys to Flink state, in one call each, and forget
@@ -298,16 +361,27 @@ class LearnerFunction(KeyedProcessFunction):
             self.due_keys.clear()
         if memory.prior.learns and memory.prior.global_model is not None:
             self.prior_models.update(memory.prior.global_model)
+        if self.delay_ms:  # written even when empty: no index at all is a state from before it
+            self.pending_keys.update(memory.pending.as_dict())
         self.unwritten.clear()
         memory.calls_unwritten = 0
 
     def _process(self, key: str, state: KeyState, row, window_end_ms: int, memory: ShardMemory, clock, ctx):
         label = row[1]
         x = dict(zip(self.feature_names, row[2:]))
+        dropped = state.pending_dropped
         step = self.learner.process(state, x, label, window_end_ms)
+        if state.pending_dropped != dropped:  # more than features.max_pending_windows rows waiting
+            self.counters["pending_rows_dropped"].inc(state.pending_dropped - dropped)
         if step.prediction is None:  # a window this key has learned already
             self.counters["replayed_rows"].inc()
             return
+        yield from self._after_learning(key, state, step, x, label, memory, clock, ctx)
+        p = step.prediction
+        yield Row(key, p.window_end_ms, p.prediction, p.model_version, p.predicted, p.probabilities)
+
+    def _after_learning(self, key: str, state: KeyState, step: Step, x, label, memory: ShardMemory, clock, ctx):
+        """A row's side outputs, and its key's snapshot now or a place among the keys waiting for one."""
         yield from self._side_outputs(key, state, step, x, label, clock)
         if step.rollback_due:
             self.counters["rollbacks"].inc()
@@ -319,8 +393,6 @@ class LearnerFunction(KeyedProcessFunction):
         elif self.learner.snapshot_wait_ms and key not in memory.due:
             memory.due.add(key, clock.now()[1] + self.learner.snapshot_wait_ms)
             self._set_publish_timer(memory, ctx)
-        p = step.prediction
-        yield Row(key, p.window_end_ms, p.prediction, p.model_version, p.predicted, p.probabilities)
 
     def _set_publish_timer(self, memory: ShardMemory, ctx) -> None:
         if memory.due and memory.timer_ms is None:

@@ -11,6 +11,9 @@ x1 and x2 (sql/features.sql), so plain River on the rows is what the job must re
 1001
 >>> sorted({y for _, y in three_topics(300, seed=1)})
 ['fiction', 'history', 'science']
+>>> rows = {0: ({"x1_avg": 0.0, "x2_avg": 1.0}, True), 2: ({"x1_avg": 1.0, "x2_avg": 0.0}, True)}
+>>> [delayed_plain_river(rows, empty_label=label, closed_windows=4)[3:] for label in (False, None)]
+[(2, 0), (0, 2)]
 """
 
 from river import datasets
@@ -81,3 +84,36 @@ def latest_by_key(snapshots):
         if s.key not in latest or s.model_version > latest[s.key].model_version:
             latest[s.key] = s
     return latest
+
+
+def delayed_plain_river(rows_by_window: dict, empty_label, closed_windows: int):
+    """Plain River on one key's rows {window: (x, y)} with a one-window label delay, as the job learns
+    them once windows 0 .. closed_windows - 1 have closed: the row of window w is predicted in w and
+    learned in w + 1, with the label of the key's row there (after that row is predicted), or, when
+    w + 1 closes without a row of the key, with `empty_label` (None: dropped).
+    Returns (model, metric, {window: prediction of True}, rows learned, rows dropped)."""
+    model, metric, pending, predictions = build_model(MODEL), build_metric(METRIC), {}, {}
+    learned = dropped = 0
+
+    def learn(w, y):
+        nonlocal learned
+        x, y_pred = pending.pop(w)
+        metric.update(y, y_pred)
+        model.learn_one(x, y)
+        learned += 1
+
+    for w in range(closed_windows):
+        if w in rows_by_window:
+            x, y = rows_by_window[w]
+            y_pred = model.predict_proba_one(x)
+            predictions[w] = y_pred.get(True, 0.0)
+            if w - 1 in pending:
+                learn(w - 1, y)
+            pending[w] = (x, y_pred)
+        if w - 1 in pending:  # window w closed without a row of the key
+            if empty_label is None:
+                del pending[w - 1]
+                dropped += 1
+            else:
+                learn(w - 1, empty_label)
+    return model, metric, predictions, learned, dropped

@@ -9,6 +9,7 @@ from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
 from tests.unit.models import KEYRING, MODEL, SIGNING
+from udfs.empty_windows import label_value_error
 from udfs.envelope import decode
 from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, migrate
 from udfs.model_spec import ModelSpecError, build_metric, build_model
@@ -47,6 +48,52 @@ def test_rows_waiting_too_long_for_a_label_are_dropped_and_counted():
     for t in range(10):
         learner.process(state, {"1": 0.0, "2": 1.0}, None, window_end_ms=(t + 1) * 1000)
     assert len(state.pending) == 3 and state.pending_dropped == 7 and state.n_learned == 0
+
+
+def every_other_window(n):
+    """Bananas rows in windows 0, 2, 4, ... (ending at 1000, 3000, ...): each next window is empty."""
+    return [(x, y, (2 * i + 1) * 1000) for i, (x, y) in enumerate(datasets.Bananas().take(n))]
+
+
+def test_a_row_whose_label_window_closes_without_a_row_learns_the_empty_label_once():
+    learner = Learner(settings(label_delay_windows=1, empty_window_label=False), KEYRING)
+    state, model, metric = learner.new_state(), build_model(MODEL), build_metric({"class": "metrics.LogLoss"})
+    for x, y, end in every_other_window(30):
+        step = learner.process(state, x, y, window_end_ms=end)
+        # Plain River: the row before learned its empty window's label before this one was predicted.
+        assert step.prediction.prediction == pytest.approx(model.predict_proba_one(x)[True], abs=1e-12)
+        metric.update(False, model.predict_proba_one(x))
+        model.learn_one(x, False)
+    assert (state.n_learned, list(state.pending)) == (29, [59_000])
+    # The Flink learner closes the last row's label window when the watermark passes it.
+    assert learner.close_windows(state, 59_999) == ([], 0)  # not closed yet
+    steps, dropped = learner.close_windows(state, 60_000)
+    assert (len(steps), dropped, state.n_learned, state.pending, state.pending_dropped) == (1, 0, 30, {}, 0)
+    assert state.metric.get() == pytest.approx(metric.get(), abs=1e-12)
+
+
+def test_without_an_empty_label_such_rows_are_dropped_and_counted():
+    learner = Learner(settings(label_delay_windows=1), KEYRING)
+    state = learner.new_state()
+    for x, y, end in every_other_window(10):
+        learner.process(state, x, y, window_end_ms=end)
+    assert learner.waits_for(state, 20_000) and not learner.waits_for(state, 19_999)
+    assert learner.close_windows(state, 20_000) == ([], 1)
+    assert (state.n_learned, state.pending, state.pending_dropped, state.model_version) == (0, {}, 10, 0)
+
+
+def test_the_empty_label_must_suit_the_label_column_and_the_model():
+    good = {"features": {"columns": ["a"], "empty_window_label": [0]}, "window": {"size_seconds": 10}, "model": MODEL,
+            "metric": {"class": "metrics.Accuracy"}, "signing": SIGNING}
+    with pytest.raises(ConfigError, match="'features.empty_window_label' must be a boolean, a number or a string"):
+        LearnerSettings.from_config(Config(good, "job.yaml"))
+    assert label_value_error(False, "BOOLEAN", "binary classifier") is None
+    assert label_value_error(0, "BOOLEAN", "binary classifier") == \
+        "0 is a number, and the label column is of type BOOLEAN: give true or false"
+    assert "give 0 or 1" in label_value_error(2, "INTEGER", "binary classifier")
+    assert label_value_error(2, "INTEGER", "multiclass classifier") is None
+    assert label_value_error(True, "DOUBLE", "regressor") is not None
+    assert label_value_error("none", "VARCHAR", "multiclass classifier") is None
 
 
 def test_a_replayed_window_is_skipped_and_counted():

@@ -96,6 +96,28 @@ def test_old_stored_features_are_marked_stale():
     assert predict(serving, {"key": "k"})["features_stale"] is True
 
 
+def test_a_key_without_a_row_in_the_newest_window_is_scored_on_the_empty_window_features_or_left_out():
+    model = trained(80)
+    rows = [FeatureRow("busy", 3_000, "h", {"x1": 1.5, "x2": -0.5}), FeatureRow("quiet", 2_000, "h", {"x1": 2.0, "x2": -1.0})]
+    flagged = serving_with(snapshot("busy", 3, model), snapshot("quiet", 3, model), rows=rows)
+    assert predict(flagged, {"key": "quiet"})["quiet"] is False  # until the follower has applied the newer window
+    flagged.features.advance()
+    answer = predict(flagged, {"key": "quiet"})
+    assert (answer["quiet"], answer["features_empty_window"], answer["features_window_end_ms"]) == (True, False, 2_000)
+    assert answer["prediction"] == model.predict_proba_one({"x1": 2.0, "x2": -1.0})[True]
+    ranked = recommend(flagged, {"n": 5})
+    assert ([r["key"] for r in ranked["ranking"]], ranked["quiet"], ranked["window_end_ms"]) == (["busy"], ["quiet"], 3_000)
+
+    empty = dataclasses.replace(flagged, empty_window_features={"x1": 0.0, "x2": 0.0})
+    answer = predict(empty, {"key": "quiet"})
+    assert (answer["quiet"], answer["features_empty_window"], answer["features_window_end_ms"]) == (True, True, 3_000)
+    assert answer["prediction"] == model.predict_proba_one({"x1": 0.0, "x2": 0.0})[True]
+    assert predict(empty, {"key": "quiet", "features": {"x2": 1.0}})["prediction"] == \
+        model.predict_proba_one({"x1": 0.0, "x2": 1.0})[True]
+    ranked = recommend(empty, {"n": 5})
+    assert sorted(r["key"] for r in ranked["ranking"]) == ["busy", "quiet"] and ranked["quiet"] == []
+
+
 def test_check_features_keeps_the_model_order():
     assert list(check_features({"x2": 2, "x1": 1, "extra": "ignored"}, FEATURES)) == ["x1", "x2"]
 
