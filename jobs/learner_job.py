@@ -14,6 +14,7 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 """
 
 import argparse
+import dataclasses
 import hashlib
 import sys
 
@@ -28,6 +29,7 @@ from jobs.shipped_code import ShippedCode
 from jobs.sql import ddl_statements
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
+from udfs.feature_types import FeatureTypeError, of_sql
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
@@ -74,6 +76,26 @@ def check_label(table_env, config, settings: LearnerSettings) -> None:
         if reason := label_type_error(build_model(spec, path), logical.getTypeRoot().name(), logical.asSummaryString()):
             whose = f" (for {path})" if path != "model" else ""
             raise config.error("features.label", f"(column {label} of view {view}) {reason}{whose}")
+
+
+def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
+    """Each of `features.columns`' type (udfs/feature_types.py) from its SQL type in the feature view, read at
+    submit time: the job publishes them with every model, and serving checks requests against them. A
+    column the view lacks, or of a type River cannot learn as the learner receives it, stops the submit."""
+    view = config["sql.features_view"]
+    schema = table_env.from_path(view)._j_table.getResolvedSchema()
+    types = []
+    for name in settings.feature_names:
+        column = schema.getColumn(name)
+        if not column.isPresent():
+            raise config.error("features.columns", f"names {name}, no column of view {view} "
+                                                   f"(it has {', '.join(schema.getColumnNames())})")
+        logical = column.get().getDataType().getLogicalType()
+        try:
+            types.append(of_sql(logical.getTypeRoot().name(), logical.asSummaryString()))
+        except FeatureTypeError as e:
+            raise config.error("features.columns", f"(column {name} of view {view}) {e}") from None
+    return tuple(types)
 
 
 def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
@@ -139,6 +161,7 @@ def main(argv=None):
         table_env.execute_sql(statement)
     try:
         check_label(table_env, config, settings)
+        settings = dataclasses.replace(settings, feature_types=feature_types_of(table_env, config, settings))
     except ConfigError as e:
         sys.exit(f"error: {e}")
 
