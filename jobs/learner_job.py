@@ -92,7 +92,8 @@ def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
                                                    f"(it has {', '.join(schema.getColumnNames())})")
         logical = column.get().getDataType().getLogicalType()
         try:
-            types.append(of_sql(logical.getTypeRoot().name(), logical.asSummaryString()))
+            # Nullability aside: a NULL feature reaches River as None whatever the type.
+            types.append(of_sql(logical.getTypeRoot().name(), logical.asSummaryString().removesuffix(" NOT NULL")))
         except FeatureTypeError as e:
             raise config.error("features.columns", f"(column {name} of view {view}) {e}") from None
     return tuple(types)
