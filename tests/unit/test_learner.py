@@ -8,10 +8,11 @@ import pytest
 from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
-from tests.unit.models import KEYRING, SIGNING
+from tests.unit.models import KEYRING, SIGNING, categorical_model, genre_rows
 from udfs.envelope import decode
-from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, migrate
+from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, SafetySettings, StateSchemaError, migrate
 from udfs.model_spec import ModelSpecError, build_metric, build_model
+from udfs.quality import QualitySettings
 
 MODEL = {"steps": [{"class": "preprocessing.StandardScaler"}, {"class": "linear_model.LogisticRegression"}]}
 
@@ -271,10 +272,6 @@ def test_a_row_with_a_non_finite_feature_is_quarantined_not_learned():
 
 
 def test_string_and_boolean_features_reach_river_unchanged_and_their_types_are_published():
-    from tests.unit.models import categorical_model, genre_rows
-    from udfs.quality import QualitySettings
-    from udfs.learner import SafetySettings
-
     spec = categorical_model(["x1", "x2"], ["genre", "promo"])
     learner = Learner(settings(model=spec, feature_names=("x1", "x2", "genre", "promo"),
                                feature_types=("number", "number", "string", "boolean"),
