@@ -14,6 +14,7 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 """
 
 import argparse
+import dataclasses
 import hashlib
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
@@ -28,6 +29,7 @@ from jobs.sql import ddl_statements, execute_sql_files
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
+from udfs.feature_types import FeatureTypeError, of_sql
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
@@ -78,6 +80,27 @@ def check_label(table_env, config, settings: LearnerSettings) -> None:
         empty = settings.empty_window_label
         if empty is not None and (reason := label_value_error(empty, logical.getTypeRoot().name(), model_kind(model))):
             raise config.error("features.empty_window_label", f"{reason} (column {label} of view {view})")
+
+
+def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
+    """Each of `features.columns`' type (udfs/feature_types.py) from its SQL type in the feature view, read at
+    submit time: the job publishes them with every model, and serving checks requests against them. A
+    column the view lacks, or of a type River cannot learn as the learner receives it, stops the submit."""
+    view = config["sql.features_view"]
+    schema = table_env.from_path(view)._j_table.getResolvedSchema()
+    types = []
+    for name in settings.feature_names:
+        column = schema.getColumn(name)
+        if not column.isPresent():
+            raise config.error("features.columns", f"names {name}, no column of view {view} "
+                                                   f"(it has {', '.join(schema.getColumnNames())})")
+        logical = column.get().getDataType().getLogicalType()
+        try:
+            # Nullability aside: a NULL feature reaches River as None whatever the type.
+            types.append(of_sql(logical.getTypeRoot().name(), logical.asSummaryString().removesuffix(" NOT NULL")))
+        except FeatureTypeError as e:
+            raise config.error("features.columns", f"(column {name} of view {view}) {e}") from None
+    return tuple(types)
 
 
 def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
@@ -157,6 +180,7 @@ def main(argv=None):
         # A statement Flink rejects stops here, before any job starts, named by its file and line.
         execute_sql_files(table_env, config)
         check_label(table_env, config, settings)
+        settings = dataclasses.replace(settings, feature_types=feature_types_of(table_env, config, settings))
     except ConfigError as e:
         exit_with(e)
 

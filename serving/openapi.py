@@ -18,7 +18,9 @@ def _json(schema: dict, description: str) -> dict:
 
 
 _ERROR = _json(_ref("Error"), "refused, with the reason")
-_NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
+# A feature is a number, an integer, a string or a boolean, as the serving model's envelope types it
+# (udfs/feature_types.py).
+_FEATURE_MAP = {"type": "object", "additionalProperties": {"type": ["number", "string", "boolean"]}}
 _KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "the model's key (percent-encoded; may contain '/')"}]
 # Any request: 408 past serving.request_timeout_s, 431 over serving.max_header_bytes, 503 over
@@ -54,7 +56,9 @@ _SCHEMAS = {
         "partitions": {"type": "integer", "description": "421: the snapshot topic's partition count"}}},
     "PredictRequest": {"type": "object", "required": ["key"], "properties": {
         "key": {"type": "string", "minLength": 1},
-        "features": {**_NUMBER_MAP, "description": "finite numbers; any not sent come from the key's latest window"}}},
+        "features": {**_FEATURE_MAP, "description": "each of its type in the model's feature schema (GET /v2/models/{key} "
+                     "names them): a finite number, a whole number, a string or a boolean; a wrong type is a 400 naming "
+                     "the field and the type; any not sent come from the key's latest window"}}},
     "Prediction": {"type": "object", "properties": {
         "key": {"type": "string"}, "model_key": {"type": "string"},
         "prediction": {"type": ["number", "null"], "description": "a regressor's value; a classifier of booleans: "
@@ -92,12 +96,16 @@ _SCHEMAS = {
                                                "challenger facts and the versions held",
               "properties": {"key": {"type": "string"}, "model_version": {"type": "integer"},
                              "n_learned": {"type": "integer"}, "history_versions": {"type": "array"}}},
-    "Features": {"type": "object", "properties": {"key": {"type": "string"}, "features": _NUMBER_MAP,
+    "Features": {"type": "object", "properties": {"key": {"type": "string"}, "features": _FEATURE_MAP,
                                                   "window_end_ms": {"type": "integer"}, "age_s": {"type": "number"}}},
     "Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 1,
-                                              "maxItems": 1, "description": "[N]: N rows"},
-        "datatype": {"enum": ["FP64", "FP32", "INT64", "INT32"]}, "data": {"type": "array", "items": {"type": "number"}}}},
+                                              "maxItems": 2, "description": "[N]: N rows; probabilities [N, C]"},
+        "datatype": {"enum": ["FP64", "FP32", "INT64", "INT32", "BYTES", "BOOL"],
+                     "description": "inputs: a number feature FP64 (FP32, INT64, INT32), an integer INT64 (INT32), "
+                                    "a string BYTES, a boolean BOOL"},
+        "data": {"type": "array", "items": {"type": ["number", "string", "boolean", "null"]}},
+        "parameters": {"type": "object", "description": "probabilities: 'classes', the class of each column"}}},
     "TensorSpec": {"type": "object", "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                                                     "shape": {"type": "array", "items": {"type": "integer"}}}},
     "InferRequest": {"type": "object", "required": ["inputs"], "properties": {

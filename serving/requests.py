@@ -4,18 +4,25 @@
 Traceback (most recent call last):
 ...
 serving.requests.BadRequest: feature 'x2' must be a number, got str
+>>> check_features({"genre": "fiction", "views": 3}, ("genre", "views"), {"genre": "string", "views": "number"})
+{'genre': 'fiction', 'views': 3.0}
+>>> check_features({"genre": 1.5, "views": 3}, ("genre", "views"), {"genre": "string", "views": "number"})
+Traceback (most recent call last):
+...
+serving.requests.BadRequest: feature 'genre' must be a string, got float
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 from serving.feature_store import FeatureStore
 from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica
 from serving.registry import ModelRegistry
+from udfs.feature_types import NUMBER, FeatureTypeError
+from udfs.feature_types import checked as feature_value
 from udfs.prediction import class_name, kind_of, predict as model_answer
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,9 @@ class NotFound(LookupError):
     status = 404
 
 
+# Envelopes before format 4 type no feature: every one a number.
+NO_TYPES: dict = {}
+
 # What a request can be refused with; each carries its HTTP status.
 REQUEST_ERRORS = (BadRequest, NotFound, WrongReplica, PartitionsUnknown)
 
@@ -38,20 +48,20 @@ def error_body(error: Exception) -> dict:
     return {"error": str(error), **getattr(error, "fields", {})}
 
 
-def check_features(features, names) -> dict:
-    """The request's features in the model's order; every name present and a finite number."""
+def check_features(features, names, types: dict = NO_TYPES) -> dict:
+    """The request's features in the model's order, every name present and each of the type `types` (the
+    serving model's envelope's `feature_types`) gives it: udfs/feature_types.py; a name it does not type
+    (an envelope of format 3) a finite number."""
     if not isinstance(features, dict):
         raise BadRequest(f"'features' must be an object, got {type(features).__name__}")
     checked = {}
     for name in names:
         if name not in features:
             raise BadRequest(f"missing feature '{name}'")
-        value = features[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadRequest(f"feature '{name}' must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise BadRequest(f"feature '{name}' must be finite, got {value}")
-        checked[name] = float(value)
+        try:
+            checked[name] = feature_value(name, features[name], types.get(name, NUMBER))
+        except FeatureTypeError as e:
+            raise BadRequest(str(e)) from None
     return checked
 
 
@@ -78,7 +88,8 @@ class Serving:
 
 
 def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
-    """The features to predict with: the key's stored row, overridden field by field by those sent."""
+    """The features to predict with, unchecked: the key's stored row, overridden field by field by those
+    sent (`check_features` checks them against the types of the model that answers)."""
     stored = serving.features.get(key)
     if sent is None and stored is None:
         serving.check_held(key)
@@ -95,8 +106,7 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
         age = round(time.time() - window_end_ms / 1000, 3)
         info = {"features_window_end_ms": window_end_ms, "features_age_s": age,
                 "features_stale": age > serving.max_feature_age_s, "quiet": quiet, "features_empty_window": empty}
-    merged = {**base, **(sent or {})}
-    return check_features(merged, serving.feature_names), info
+    return {**base, **(sent or {})}, info
 
 
 def answer_fields(model, x: dict, kind) -> dict:
@@ -141,8 +151,9 @@ def predict(serving: Serving, request, with_shadow: bool = True) -> dict:
     key = request.get("key")
     if not isinstance(key, str) or not key:
         raise BadRequest("missing 'key' (a non-empty string)")
-    x, feature_info = request_features(serving, key, request.get("features"))
+    features, feature_info = request_features(serving, key, request.get("features"))
     served, used_fallback = served_model(serving, key)
+    x = check_features(features, serving.feature_names, served.snapshot.feature_types)
     answer = {
         "key": key,
         **answer_fields(served.model, x, served.kind),

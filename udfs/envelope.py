@@ -9,13 +9,16 @@ The learner job encodes, serving replicas decode; both use this module only. Lay
 The payload is the pickled River model that serves; the challenger payload, when the job trains
 one, is the model competing with it (serving may shadow-score it). The metadata says which key and
 version it is, how it scored, which window it saw last and which feature schema it expects, the
-`generation` of the job lineage that made it, and the `key_id` of the key that signed it. A key's
+`generation` of the job lineage that made it, the `key_id` of the key that signed it and, since format 4,
+`feature_types`: each feature's type (udfs/feature_types.py: number, integer, string or boolean), from
+the feature view's SQL column types, which serving checks requests against. A key's
 envelopes are ordered by `(generation, model_version)` (`Snapshot.order`): a job started afresh has a
 later generation (its submit time) than every envelope of the job before it, whatever their versions.
 
-Format 3 is signed (udfs/signing.py): `decode` verifies the signature with the reader's keys before it
-returns anything, and refuses unsigned envelopes (formats 1 and 2, written before signing) with a
-`SignatureError`. Payloads are unpickled only by `Snapshot.model` and `Snapshot.challenger`, through
+Formats 3 and 4 are signed (udfs/signing.py): `decode` verifies the signature with the reader's keys
+before it returns anything, and refuses unsigned envelopes (formats 1 and 2, written before signing)
+with a `SignatureError`. A format 3 envelope names no feature types: it decodes with `feature_types`
+empty, which readers take as every feature a number, as every feature was then. Payloads are unpickled only by `Snapshot.model` and `Snapshot.challenger`, through
 the allow-list of udfs/safe_pickle.py. `extra` carries the model-safety facts, all optional:
 
 - `drift`: `{"count", "last_window_end_ms", "last_action"}`, drifts detected for this key so far;
@@ -35,6 +38,9 @@ the allow-list of udfs/safe_pickle.py. `extra` carries the model-safety facts, a
 >>> decoded = decode(encode(snapshot, keyring), keyring)
 >>> (decoded.key, decoded.model_version, decoded.key_id, type(decoded.model()).__name__)
 ('book-1', 3, 'k1', 'LogisticRegression')
+>>> decode(encode(dataclasses.replace(snapshot, feature_types={"views": "integer", "genre": "string"}), keyring),
+...        keyring).feature_types
+{'views': 'integer', 'genre': 'string'}
 >>> decode(encode(snapshot, keyring), Keyring({"k1": b"t" * 32}))
 Traceback (most recent call last):
 ...
@@ -56,12 +62,14 @@ import struct
 import cloudpickle
 import river
 
+from udfs.feature_types import schema_error
 from udfs.safe_pickle import ForbiddenClass, ModelClasses, loads
 from udfs.signing import MAC_BYTES, Keyring, SignatureError
 
 MAGIC = b"RTML"
-FORMAT_VERSION = 3
-# Formats 1 (no challenger payload) and 2 were unsigned: refused, as anything unsigned is.
+FORMAT_VERSION = 4
+# Formats 1 (no challenger payload) and 2 were unsigned: refused, as anything unsigned is. Format 3 is
+# format 4 without `feature_types`.
 SIGNED_FORMAT = 3
 _HEADER = struct.Struct(">4sBI")
 # What River alone needs; readers pass the allow-list of their declared models (ModelClasses.of).
@@ -97,6 +105,8 @@ class Snapshot:
     generation: int = 0
     # The key that signed it (set by `encode`, checked by `decode`).
     key_id: str = ""
+    # Since format 4: {feature name: udfs.feature_types type}, in the features' order; empty in format 3.
+    feature_types: dict = dataclasses.field(default_factory=dict)
 
     @property
     def order(self) -> tuple[int, int]:
@@ -188,6 +198,8 @@ def decode(data: bytes, keyring: Keyring) -> Snapshot:
         if not isinstance(challenger_bytes, int) or not 0 <= challenger_bytes <= len(signed) - end:
             raise EnvelopeError(f"corrupt envelope: challenger_bytes {challenger_bytes!r} does not fit the payload")
         split = len(signed) - challenger_bytes
+        if (version >= 4 or "feature_types" in meta) and (problem := schema_error(meta.get("feature_types"))):
+            raise EnvelopeError(f"corrupt envelope metadata: {problem}")
         return Snapshot(**meta, payload=signed[end:split], challenger_payload=signed[split:])
     except (ValueError, TypeError) as e:
         raise EnvelopeError(f"corrupt envelope metadata: {e}") from None

@@ -32,6 +32,7 @@ from udfs.bootstrap import BOOTSTRAP_MODES
 from udfs.challenger import ChallengerSettings, Duel, challenger_wins
 from udfs.cold_start import Prior, PriorSettings, load_template
 from udfs.drift import DriftSettings, DriftWatch, prediction_error
+from udfs import feature_types
 from udfs.empty_windows import EmptyWindows
 from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
 from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
@@ -138,6 +139,9 @@ class LearnerSettings:
     metric: dict
     feature_names: tuple
     window_ms: int
+    # Each feature's type (udfs/feature_types.py), in feature_names' order, read by the job from the feature
+    # view's SQL column types and published in every envelope; empty: every feature a number.
+    feature_types: tuple = ()
     label_delay_windows: int = 0
     max_pending_windows: int = 100
     # The label of a window in which the key has no row (features.empty_window_label; None: not
@@ -268,6 +272,7 @@ class Learner:
         self.classes = settings.model_classes
         self.safety = settings.safety
         self.schema_hash = feature_schema_hash(settings.feature_names)
+        self.feature_types = feature_types.schema(settings.feature_names, settings.feature_types)
         # Built once here, so that a bad spec fails at submit time; new keys unpickle these
         # prototypes, several times faster than building from the spec.
         model = build_model(settings.model)
@@ -557,4 +562,5 @@ class Learner:
             extra=extra,
             challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
             generation=state.generation,
+            feature_types=self.feature_types,
         ), self.keyring)

@@ -2,7 +2,22 @@
 
 A step is `{"class": <class path relative to river>, "params": {...}}`. A parameter may itself be
 declared that way (an optimizer, a loss, a learning-rate scheduler), or be a list of such
-declarations. A name resolves only by importing `river.<module>` and taking a class defined in
+declarations. A class's `*args` parameter is given by its name as a list: `compose.Select` with
+`{"keys": ["genre"]}`, `compose.TransformerUnion` with `{"transformers": [...]}`, `compose.Pipeline`
+with `{"steps": [...]}`, so that a categorical feature can be one-hot encoded beside scaled numbers:
+
+>>> print(build_model({"steps": [
+...     {"class": "compose.TransformerUnion", "params": {"transformers": [
+...         {"class": "compose.Pipeline", "params": {"steps": [
+...             {"class": "compose.Select", "params": {"keys": ["genre"]}},
+...             {"class": "preprocessing.OneHotEncoder"}]}},
+...         {"class": "compose.Pipeline", "params": {"steps": [
+...             {"class": "compose.Select", "params": {"keys": ["views"]}},
+...             {"class": "preprocessing.StandardScaler"}]}}]}},
+...     {"class": "linear_model.LogisticRegression"}]}))
+['genre'] | OneHotEncoder + ['views'] | StandardScaler | LogisticRegression
+
+A name resolves only by importing `river.<module>` and taking a class defined in
 River from it, or as one of the project's own options in `udfs.model_options`; anything else is a
 `ModelSpecError` that names the config path at fault.
 
@@ -159,10 +174,11 @@ def _build(spec, path: str, kind: type, kind_name: str):
     params = spec.get("params") or {}
     if not isinstance(params, dict):
         raise ModelSpecError(f"{path}.params: expected a mapping of parameter names to values, got {params!r}")
-    _check_parameter_names(cls, name, params, path)
+    variadic = _check_parameter_names(cls, name, params, path)
     kwargs = {key: _value(value, f"{path}.params.{key}") for key, value in params.items()}
+    args = kwargs.pop(variadic, []) if variadic else []
     try:
-        return cls(**kwargs)
+        return cls(*args, **kwargs)
     except Exception as e:  # whatever the constructor objects to is a bad value in the config
         raise ModelSpecError(f"{path}.params: {name} rejected its parameters: {type(e).__name__}: {e}") from e
 
@@ -178,12 +194,20 @@ def _value(value, path: str):
     return value
 
 
-def _check_parameter_names(cls, name: str, params: dict, path: str) -> None:
+def _check_parameter_names(cls, name: str, params: dict, path: str) -> str | None:
+    """Refuse a parameter the class does not take, or lacks one it needs; returns the name of its `*args`
+    parameter when it has one and `params` gives it: a list, passed positionally (`compose.Select`'s
+    `keys`, `compose.TransformerUnion`'s `transformers`, `compose.Pipeline`'s `steps`)."""
     try:
         parameters = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
-        return
+        return None
+    variadic = next((p.name for p in parameters if p.kind == p.VAR_POSITIONAL and p.name in params), None)
+    if variadic is not None and not isinstance(params[variadic], list):
+        raise ModelSpecError(f"{path}.params.{variadic}: {name} takes *{variadic}: expected a list, "
+                             f"got {params[variadic]!r}")
     keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    keywords += [variadic] if variadic else []
     if not any(p.kind == p.VAR_KEYWORD for p in parameters):
         for key in params:
             if key not in keywords:
@@ -194,6 +218,7 @@ def _check_parameter_names(cls, name: str, params: dict, path: str) -> None:
     missing = [p.name for p in parameters if p.name in keywords and p.default is p.empty and p.name not in params]
     if missing:
         raise ModelSpecError(f"{path}.params: {name} needs {', '.join(map(repr, missing))}")
+    return variadic
 
 
 def _resolve(name, path: str, suggest: bool = True) -> type:

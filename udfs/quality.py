@@ -1,6 +1,7 @@
 """Data-quality guard: keep rows a key's model should not learn from out of it.
 
-Per key and feature, running mean and variance of the rows learned so far. A row is quarantined
+Per key and numeric feature, running mean and variance of the rows learned so far (a string or
+boolean feature counts only towards identical rows). A row is quarantined
 when a feature lies more than `max_sigma` standard deviations from its mean (after `warmup_rows`),
 or when the same features arrive more than `max_repeats` times in a row
 (a stuck sensor). A quarantined row is predicted on but not learned, and does not move the
@@ -19,6 +20,8 @@ True
 ...     stats.observe({"price": 12.0})
 >>> check(settings, stats, {"price": 12.0})
 'the same features for 3 rows in a row (a stuck source?)'
+>>> stats.learn({"price": 11.0, "genre": "fiction", "new": True}); sorted(stats.variances)
+['price']
 """
 
 from __future__ import annotations
@@ -60,7 +63,13 @@ class FeatureStats:
 
     def learn(self, x: dict) -> None:
         for name, value in x.items():
-            self.variances.setdefault(name, river_stats.Var()).update(value)
+            if _numeric(value):
+                self.variances.setdefault(name, river_stats.Var()).update(value)
+
+
+def _numeric(value) -> bool:
+    """Whether a feature has a mean and a spread: numbers do; strings (categories) and booleans do not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check(settings: QualitySettings, stats: FeatureStats, x: dict) -> str | None:
@@ -69,7 +78,7 @@ def check(settings: QualitySettings, stats: FeatureStats, x: dict) -> str | None
         return f"the same features for {stats.repeats} rows in a row (a stuck source?)"
     for name, value in x.items():
         variance = stats.variances.get(name)
-        if variance is None or variance.n < settings.warmup_rows:
+        if variance is None or variance.n < settings.warmup_rows or not _numeric(value):
             continue
         mean, std = variance.mean.get(), math.sqrt(max(variance.get(), 0.0))
         distance = abs(value - mean) / std if std > 0 else (0.0 if value == mean else math.inf)

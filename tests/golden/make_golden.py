@@ -9,7 +9,7 @@ does, and writes to this folder:
   (`Types.PICKLED_BYTE_ARRAY` state: PyFlink keeps `pickle.dumps(state)` in thread and process mode
   alike), after the 40th row and its snapshot;
 - `<label>.envelope`: the envelope that release published for version 40, as it is on the snapshot
-  topic (format 3 signed with tests/unit/signing-test.key, key id `test`);
+  topic (from format 3 signed with tests/unit/signing-test.key, key id `test`);
 - `<label>.json`: what that release's own code makes of them: the state's counters and metric, the
   predictions of the state's and the envelope's model on fixed probe rows, then the predictions,
   counters and probe predictions after it learns 20 more rows (windows 41..60) from the stored state.
@@ -24,7 +24,8 @@ checks it predicts and learns on identically, or refuses the envelope with the r
 | schema1-format2-1f677f9 | 1f677f9 | 1 | 2 | last commit of schema 1; format 2 with a cloudpickled payload |
 | schema2-format2-16af45f | 16af45f | 2 | 2 | last commit of schema 2 and of format 2 (pickled payload, unsigned) |
 | schema3-format3-4941694 | 4941694 | 3 | 3 | first signed release; its state still has `pending_timer_ms` (gone at 40b81f8) |
-| schema3-format3-b230bc9 | b230bc9 | 3 | 3 | the current schema and format |
+| schema3-format3-b230bc9 | b230bc9 | 3 | 3 | a later format 3 release (no feature types: read as numbers) |
+| schema3-format4-0b2107f | 0b2107f | 3 | 4 | the current schema and format: the envelope names each feature's type |
 
 Regenerate one release's files (the current release needs no worktree: PYTHONPATH=.), from the
 project folder:
@@ -54,7 +55,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT_DIR = os.path.dirname(os.path.dirname(HERE))
-RELEASES = ("9079a12", "cc933bf", "1f677f9", "16af45f", "4941694", "b230bc9")
+RELEASES = ("9079a12", "cc933bf", "1f677f9", "16af45f", "4941694", "b230bc9", "0b2107f")
 
 KEY = "golden"
 # conf/job.yaml's model and metric (the same in every release above).

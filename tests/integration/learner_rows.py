@@ -41,13 +41,14 @@ def three_topics(n, seed):
     return [({"x1_avg": x[0], "x2_avg": x[1]}, TOPICS[y]) for x, y in stream.take(n)]
 
 
-def events_for(rows_by_key, per_window=1):
-    """One event per key and window (or `per_window` events sharing a window), in event-time order."""
+def events_for(rows_by_key, per_window=1, fields=()):
+    """One event per key and window (or `per_window` events sharing a window), in event-time order; the
+    features named in `fields` are carried into the event as they are (a `genre` string, say)."""
     events = []
     for key, rows in rows_by_key.items():
         for i, (x, y) in enumerate(rows):
             events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
-                           "ts": (i // per_window) * WINDOW_MS + 1})
+                           "ts": (i // per_window) * WINDOW_MS + 1, **{name: x[name] for name in fields}})
     return sorted(events, key=lambda e: e["ts"])
 
 

@@ -14,7 +14,10 @@ from jobs.config import load_config
 from scripts import stack
 from tests.integration.learner_rows import (METRIC, MODEL, TOPICS, WINDOW_MS, bananas, events_for, latest_by_key,
                                           plain_river, synthetic_row, three_topics)
+from tests.unit.models import categorical_model, genre_rows
 from udfs.model_spec import build_metric, build_model
+from udfs.prediction import class_name
+from udfs.safe_pickle import ModelClasses
 
 
 def edited_ddl(tmp_path, edits: dict) -> list:
@@ -34,6 +37,15 @@ def edited_ddl(tmp_path, edits: dict) -> list:
                 f.write(sql)
         ddl.append(path)
     return ddl
+
+
+def refused_at_submit(config, setting: str) -> list:
+    """The lines naming `setting` of the error of a submit that must fail before any job starts."""
+    jobs_before = stack.rest("/jobs/overview")["jobs"]
+    with pytest.raises(RuntimeError) as failure:
+        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
+    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
+    return [line for line in str(failure.value).splitlines() if setting in line]
 
 
 def run_job(tmp_path, flink_job, events, overrides=None):
@@ -224,20 +236,118 @@ def test_a_multiclass_tree_on_string_labels_matches_river_and_is_served_with_its
     assert [r["score"] for r in ranked["ranking"]] == pytest.approx([science[k] for k in expected_ranking], abs=1e-12)
 
 
+TYPED_FEATURES = ("x1_avg", "x2_avg", "genre", "x1_positive")
+CATEGORICAL = categorical_model(["x1_avg", "x2_avg"], ["genre", "x1_positive"])
+# The event's genre (a string) through the checks, and two more feature columns: the window's genre and
+# whether its x1 is positive (a BOOLEAN).
+GENRE_FEATURES = {
+    "sql/checked_events.sql": [
+        ("JSON_FIELDS(payload, 'entity', 'ts', 'x1', 'x2', 'label')",
+         "JSON_FIELDS(payload, 'entity', 'ts', 'x1', 'x2', 'label', 'genre')"),
+        ("  fields[5] AS label_text\n", "  fields[5] AS label_text,\n  fields[6] AS genre\n"),
+        ("    WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'\n",
+         "    WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'\n"
+         "    WHEN genre IS NULL THEN 'genre missing'\n"),
+        ("SELECT entity, x1, x2, label_text = 'true' AS label", "SELECT entity, x1, x2, genre, label_text = 'true' AS label")],
+    "sql/features.sql": [("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(genre) AS genre,\n  MAX(x1) > 0 AS x1_positive,\n")],
+}
+
+
+def probabilities_of(model, x) -> dict:
+    return {class_name(c): p for c, p in model.predict_proba_one(x).items()}
+
+
+@pytest.mark.timeout(300)
+def test_a_categorical_model_learns_strings_and_booleans_as_they_are_and_is_served_typed(
+        services, flink_job, replicas, tmp_path):
+    by_key = {"shelf-a": genre_rows(200, seed=11, names=TYPED_FEATURES),
+              "shelf-b": genre_rows(200, seed=12, names=TYPED_FEATURES)}
+    config, predictions, snapshots = run_job(tmp_path, flink_job, events_for(by_key, fields=["genre"]), {
+        "model": CATEGORICAL, "features": {"columns": list(TYPED_FEATURES)},
+        "sql": {"ddl": edited_ddl(tmp_path, GENRE_FEATURES)}})
+
+    latest = latest_by_key(snapshots)
+    published = {(p["model_key"], p["window_end_ms"]): p for p in predictions}
+    assert len(published) == sum(map(len, by_key.values()))
+    for key, rows in by_key.items():
+        # The job publishes each feature's type, from the feature view's SQL column types.
+        assert latest[key].feature_types == {"x1_avg": "number", "x2_avg": "number", "genre": "string",
+                                             "x1_positive": "boolean"}
+        # Test-then-train exactly as plain River on the same typed rows: the strings and booleans reached
+        # the model as they are (the encoder's categories are the strings and the booleans themselves).
+        model, metric = build_model(CATEGORICAL), build_metric(METRIC)
+        for i, (x, y) in enumerate(rows):
+            said = model.predict_proba_one(x)
+            assert published[(key, (i + 1) * WINDOW_MS)]["prediction"] == pytest.approx(said[True], abs=1e-12)
+            metric.update(y, said)
+            model.learn_one(x, y)
+        assert (latest[key].n_learned, latest[key].metric_value) == (len(rows), pytest.approx(metric.get(), abs=1e-9))
+        served = latest[key].model(ModelClasses.of([build_model(CATEGORICAL)]))
+        encoder = list(served["TransformerUnion"].transformers.values())[0]["OneHotEncoder"]
+        assert dict(encoder.values) == {"genre": {"fiction", "science", "history"}, "x1_positive": {True, False}}
+        assert {type(v) for v in encoder.values["x1_positive"]} == {bool}
+
+    replica = replicas(config, 18402)
+    replica.wait_ready()
+    stack.wait_until(lambda: all(replica.http("GET", f"/models/{key}")[1].get("model_version") == len(rows)
+                                 for key, rows in by_key.items()), 60, "the replica to serve every key's last version")
+    stack.wait_until(lambda: all(replica.http("GET", f"/features/{key}")[0] == 200 for key in by_key), 30,
+                     "the replica to hold every key's latest features")
+    models = {key: latest[key].model(ModelClasses.of([build_model(CATEGORICAL)])) for key in by_key}
+    probe = {"x1_avg": 0.4, "x2_avg": -0.2, "genre": "science", "x1_positive": True}
+    for key, rows in by_key.items():
+        status, answer = replica.http("POST", "/predict", {"key": key, "features": probe})
+        assert status == 200 and answer["probabilities"] == pytest.approx(probabilities_of(models[key], probe), abs=1e-12)
+        # By key alone: the stored features, read back from the features topic with their types.
+        last = rows[-1][0]
+        status, answer = replica.http("POST", "/predict", {"key": key})
+        assert status == 200 and answer["prediction"] == pytest.approx(models[key].predict_proba_one(last)[True], abs=1e-12)
+        assert replica.http("GET", f"/features/{key}")[1]["features"] == last
+    # A value of the wrong type is a 400 naming the field and the type it needs.
+    assert replica.http("POST", "/predict", {"key": "shelf-a", "features": {**probe, "genre": 3}}) == (
+        400, {"error": "feature 'genre' must be a string, got int"})
+    assert replica.http("POST", "/predict", {"key": "shelf-a", "features": {**probe, "x1_positive": "yes"}}) == (
+        400, {"error": "feature 'x1_positive' must be a boolean (true or false), got str"})
+    assert replica.http("POST", "/predict", {"key": "shelf-a", "features": {**probe, "x2_avg": "low"}}) == (
+        400, {"error": "feature 'x2_avg' must be a number, got str"})
+
+    # /recommend ranks the keys by their models on their stored (typed) features.
+    scores = {key: models[key].predict_proba_one(rows[-1][0])[True] for key, rows in by_key.items()}
+    status, ranked = replica.http("POST", "/recommend", {"candidates": list(by_key)})
+    assert status == 200 and [r["key"] for r in ranked["ranking"]] == sorted(scores, key=scores.get, reverse=True)
+    assert [r["score"] for r in ranked["ranking"]] == pytest.approx(sorted(scores.values(), reverse=True), abs=1e-12)
+
+    # The Open Inference Protocol: typed input tensors, and the class and probabilities as /predict has them.
+    status, meta = replica.http("GET", "/v2/models/shelf-a")
+    assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
+        ("x1_avg", "FP64"), ("x2_avg", "FP64"), ("genre", "BYTES"), ("x1_positive", "BOOL")]
+    datatypes = {"x1_avg": "FP64", "x2_avg": "FP64", "genre": "BYTES", "x1_positive": "BOOL"}
+    status, inferred = replica.http("POST", "/v2/models/shelf-a/infer", {"inputs": [
+        {"name": n, "shape": [1], "datatype": datatypes[n], "data": [probe[n]]} for n in TYPED_FEATURES]})
+    outputs = {o["name"]: o for o in inferred["outputs"]}
+    said = probabilities_of(models["shelf-a"], probe)
+    assert status == 200 and outputs["probabilities"]["parameters"] == {"classes": ["false", "true"]}
+    assert outputs["probabilities"]["data"] == pytest.approx([said["false"], said["true"]], abs=1e-12)
+    assert outputs["predicted"]["data"] == [max(said, key=said.get)]
+
+
 def test_a_label_type_the_model_cannot_learn_is_refused_at_submit(services, tmp_path):
     # sql/features.sql's label is BOOLEAN: a regressor would learn True as 1.0, a mistake in the config.
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
         "model": {"steps": [{"class": "linear_model.LinearRegression"}]}, "metric": {"class": "metrics.MAE"},
     })
-    jobs_before = stack.rest("/jobs/overview")["jobs"]
-    with pytest.raises(RuntimeError) as failure:
-        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
     # One line names the file, the setting, the column's type and what the model learns.
-    errors = [line for line in str(failure.value).splitlines() if "features.label" in line]
-    assert errors == [f"error: {os.path.basename(config.source)}: 'features.label' (column label of view features) "
-                      "is of type BOOLEAN, but LinearRegression is a regressor, which learns numbers (an integer type, "
-                      "FLOAT or DOUBLE; CAST a DECIMAL AS DOUBLE)"]
-    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
+    assert refused_at_submit(config, "features.label") == [
+        f"error: {os.path.basename(config.source)}: 'features.label' (column label of view features) "
+        "is of type BOOLEAN, but LinearRegression is a regressor, which learns numbers (an integer type, "
+        "FLOAT or DOUBLE; CAST a DECIMAL AS DOUBLE)"]
+
+
+def test_a_feature_column_of_a_type_river_cannot_learn_is_refused_at_submit(services, tmp_path):
+    config = stack.isolated_config(tmp_path, "conf/job.yaml", {"features": {"columns": ["x1_avg", "window_end"]}})
+    assert refused_at_submit(config, "features.columns") == [
+        f"error: {os.path.basename(config.source)}: 'features.columns' (column window_end of view features) "
+        "is of type TIMESTAMP(3), which River cannot learn as is: features are numbers, integers, strings or booleans"]
 
 
 @pytest.mark.timeout(300)
@@ -300,11 +410,8 @@ def test_a_bad_model_spec_fails_at_submit_time(services, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
         "model": {"steps": [{"class": "linear_model.LogisticRegresion"}]},
     })
-    jobs_before = stack.rest("/jobs/overview")["jobs"]
-    with pytest.raises(RuntimeError) as failure:
-        stack.script("submit.sh", "jobs/learner_job.py", "--config", config.source)
-    assert "model.steps[0].class: unknown River class 'linear_model.LogisticRegresion'" in str(failure.value)
-    assert stack.rest("/jobs/overview")["jobs"] == jobs_before
+    assert any("model.steps[0].class: unknown River class 'linear_model.LogisticRegresion'" in line
+               for line in refused_at_submit(config, "model.steps[0]"))
 
 
 @pytest.mark.timeout(400)

@@ -22,7 +22,7 @@ from jobs.topics import declared_topics, ensure_topics
 from serving.partitions import partition_of
 from scripts import stack
 from tests.unit.models import snapshot
-from udfs.envelope import dump_model, encode, feature_schema_hash
+from udfs.envelope import FORMAT_VERSION, dump_model, encode, feature_schema_hash
 
 KEYS = ["book-1", "book-2", "book-3"]
 
@@ -157,7 +157,7 @@ def test_refused_snapshots_are_counted_and_the_old_model_keeps_serving(config, p
     publisher.transaction([
         ("book-1", bytes(random.Random(7).getrandbits(8) for _ in range(300))),
         ("book-1", publisher.envelope("book-1", 9, feature_schema_hash="0123456789abcdef")),  # other features
-        ("book-1", publisher.envelope("book-1", 10, format_version=4)),  # from a newer writer
+        ("book-1", publisher.envelope("book-1", 10, format_version=FORMAT_VERSION + 1)),  # from a newer writer
         ("book-1", publisher.envelope("book-1", 11, payload=b"\x80\x05not a pickle")),
         ("book-2", publisher.envelope("book-2", 1)),  # a good one after the bad ones
     ])

@@ -45,9 +45,10 @@ def test_unsigned_envelopes_of_older_jobs_are_refused_for_their_signature(versio
 def test_every_byte_is_signed_header_metadata_and_both_payloads():
     envelope = encode(snapshot(challenger_payload=dump_model(linear_model.LinearRegression())), KEYRING)
     meta_end = 9 + struct.unpack(">I", envelope[5:9])[0]
-    for at in (4, 12, meta_end + 3, len(envelope) - 40, len(envelope) - 1):  # header, metadata, payloads, signature
+    # The format byte (4 -> 3, a format this code reads), metadata, payloads, signature.
+    for at, flip in ((4, 0x07), (12, 1), (meta_end + 3, 1), (len(envelope) - 40, 1), (len(envelope) - 1, 1)):
         altered = bytearray(envelope)
-        altered[at] ^= 0x01
+        altered[at] ^= flip
         with pytest.raises(EnvelopeSignatureError):
             decode(bytes(altered), KEYRING)
 
@@ -138,3 +139,22 @@ def test_a_model_pickle_refuses_is_cloudpickled_and_loads_only_where_cloudpickle
         ModelClasses.of([model])
     restored = decoded.model(ModelClasses.of([model], allow_cloudpickle=True))
     assert list(restored.steps.values())[0].transform_one({"a": 2}) == {"double": 4}
+
+
+def test_format_4_names_each_features_type_and_format_3_decodes_with_none():
+    typed = snapshot(feature_types={"a": "string", "b": "boolean"})
+    decoded = decode(encode(typed, KEYRING), KEYRING)
+    assert (decoded.format_version, decoded.feature_types) == (4, {"a": "string", "b": "boolean"})
+    # A format 3 envelope, as the jobs before typed features wrote it: no feature_types in its metadata.
+    meta = {**snapshot(format_version=3).metadata(), "key_id": "test", "challenger_bytes": 0}
+    del meta["feature_types"]
+    meta = json.dumps(meta, separators=(",", ":")).encode()
+    signed = struct.pack(">4sBI", b"RTML", 3, len(meta)) + meta + typed.payload
+    old = decode(signed + KEYRING.sign(signed), KEYRING)
+    assert (old.format_version, old.feature_types) == (3, {})
+
+
+@pytest.mark.parametrize("types", [{"a": "date"}, ["number"], {"a": None}])
+def test_feature_types_that_are_not_a_schema_are_corrupt(types):
+    with pytest.raises(EnvelopeError, match="corrupt envelope metadata: feature_types must map each feature"):
+        decode(encode(snapshot(feature_types=types), KEYRING), KEYRING)

@@ -97,7 +97,7 @@ UNSIGNED = [label for label in RELEASES if label not in SIGNED]
 
 
 def test_the_golden_envelopes_are_signed_exactly_from_format_3():
-    assert {golden(label)[0]["envelope_format"] for label in SIGNED} == {3}
+    assert {golden(label)[0]["envelope_format"] for label in SIGNED} == set(range(3, FORMAT_VERSION + 1))
     assert {golden(label)[0]["envelope_format"] for label in UNSIGNED} == {1, 2}
 
 
@@ -112,6 +112,9 @@ def test_an_older_releases_signed_envelope_is_served_with_the_same_predictions(l
     assert (snapshot.generation, snapshot.key_id, snapshot.format_version) == (
         expected["generation"], expected["signing_key_id"], expected["envelope_format"])
     assert snapshot.metric_value == pytest.approx(expected["state"]["metric"], abs=CLOSE, rel=0)
+    # Feature types since format 4 (the golden model's features are numbers); none before, read as numbers.
+    assert snapshot.feature_types == ({} if expected["envelope_format"] < 4 else
+                                      {name: "number" for name in expected["features"]})
     model = snapshot.model(ModelClasses.of([build_model(expected["model"])]))  # the replicas' allow-list
     assert predictions(model, expected["probes"]) == pytest.approx(expected["envelope"]["predictions"], abs=CLOSE, rel=0)
     # The learner's start from snapshots takes it too.

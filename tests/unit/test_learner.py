@@ -8,11 +8,12 @@ import pytest
 from river import datasets, evaluate
 
 from jobs.config import Config, ConfigError
-from tests.unit.models import KEYRING, MODEL, SIGNING
+from tests.unit.models import KEYRING, MODEL, SIGNING, categorical_model, genre_rows
 from udfs.empty_windows import label_value_error
 from udfs.envelope import decode
-from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, StateSchemaError, migrate
+from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, SafetySettings, StateSchemaError, migrate
 from udfs.model_spec import ModelSpecError, build_metric, build_model
+from udfs.quality import QualitySettings
 
 def settings(**changes):
     base = dict(model=MODEL, metric={"class": "metrics.LogLoss"}, feature_names=("1", "2"), window_ms=1000)
@@ -312,3 +313,25 @@ def test_a_row_with_a_non_finite_feature_is_quarantined_not_learned():
     assert step.quarantined == "non-finite feature 1=inf" and step.prediction.prediction is None
     after = learner.process(state, {"1": 0.3, "2": 0.2}, False, window_end_ms=3000)
     assert state.n_learned == 2 and math.isfinite(after.prediction.prediction)
+
+
+def test_string_and_boolean_features_reach_river_unchanged_and_their_types_are_published():
+    spec = categorical_model(["x1", "x2"], ["genre", "promo"])
+    learner = Learner(settings(model=spec, feature_names=("x1", "x2", "genre", "promo"),
+                               feature_types=("number", "number", "string", "boolean"),
+                               # the quality guard keeps statistics of the numbers only
+                               safety=SafetySettings(quality=QualitySettings(enabled=True, warmup_rows=5))), KEYRING)
+    rows = genre_rows(150, seed=5)
+    state = learner.new_state()
+    for i, (x, y) in enumerate(rows):
+        learner.process(state, x, y, window_end_ms=(i + 1) * 1000)
+    expected = evaluate.progressive_val_score(rows, build_model(spec), build_metric({"class": "metrics.LogLoss"}))
+    assert state.metric.get() == pytest.approx(expected.get(), abs=1e-12)
+    encoder = list(state.model["TransformerUnion"].transformers.values())[0]["OneHotEncoder"]
+    assert dict(encoder.values) == {"genre": {"fiction", "science", "history"}, "promo": {True, False}}
+    assert sorted(state.quality.variances) == ["x1", "x2"]
+    published = decode(learner.publish("k", state, 0, 0), KEYRING)
+    assert published.feature_types == {"x1": "number", "x2": "number", "genre": "string", "promo": "boolean"}
+    # Without types (a learner built before the job read them), every feature is published as a number.
+    assert decode(Learner(settings(), KEYRING).publish("k", Learner(settings(), KEYRING).new_state(), 0, 0),
+                  KEYRING).feature_types == {"1": "number", "2": "number"}

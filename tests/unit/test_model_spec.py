@@ -327,3 +327,18 @@ def test_error_paths_follow_the_path_argument():
         build_model({"steps": [{"class": "nope.Nope"}]}, path="models.churn")
     with pytest.raises(ModelSpecError, match=r"^evaluation\.metric: missing 'class'"):
         build_metric({}, path="evaluation.metric")
+
+
+def test_a_star_args_parameter_is_given_by_its_name_as_a_list():
+    union = build_model({"steps": [
+        {"class": "compose.TransformerUnion", "params": {"transformers": [
+            {"class": "compose.Select", "params": {"keys": ["genre"]}},
+            {"class": "compose.Select", "params": {"keys": ["x"]}}]}},
+        {"class": "linear_model.LinearRegression"}]})
+    assert [sorted(t.keys) for t in union["TransformerUnion"].transformers.values()] == [["genre"], ["x"]]
+    with pytest.raises(ModelSpecError, match=r"^model.steps\[0\].params.keys: compose.Select takes \*keys: expected a list, got 'genre'$"):
+        build_model({"steps": [{"class": "compose.Select", "params": {"keys": "genre"}},
+                               {"class": "linear_model.LinearRegression"}]})
+    with pytest.raises(ModelSpecError, match=r"model.steps\[0\].params.key: compose.Select has no parameter 'key'"):
+        build_model({"steps": [{"class": "compose.Select", "params": {"key": ["genre"]}},
+                               {"class": "linear_model.LinearRegression"}]})

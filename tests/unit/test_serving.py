@@ -5,12 +5,14 @@ import dataclasses
 import pytest
 from river import linear_model, tree
 
+from serving import v2
 from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Histogram, render
 from serving.registry import ModelRegistry
 from serving.requests import BadRequest, NotFound, Serving, check_features, predict, predict_batch, recommend
-from tests.unit.models import snapshot, trained
+from tests.unit.models import categorical_model, genre_rows, snapshot, trained
 from udfs.feature_records import FeatureRow
+from udfs.model_spec import build_model
 
 FEATURES = ("x1", "x2")
 
@@ -192,3 +194,114 @@ def test_boolean_classes_are_named_as_json_spells_them_and_a_regressor_takes_no_
     assert "predicted" not in value and value["prediction"] == regressor.predict_one({"x1": 1.0, "x2": 0.0})
     with pytest.raises(BadRequest, match="the model of key 'r' is a regressor"):
         recommend(serving, {"class": "true", "candidates": ["r"]})
+
+
+# Features of every type (udfs/feature_types.py), typed by the serving model's envelope.
+TYPED = ("x1", "x2", "genre", "promo", "pages")
+TYPES = {"x1": "number", "x2": "number", "genre": "string", "promo": "boolean", "pages": "integer"}
+
+
+def typed_model(n=200):
+    """A categorical model (genre, promo and the pages count one-hot encoded, x1 and x2 scaled) after n rows."""
+    model = build_model(categorical_model(["x1", "x2"], ["genre", "promo", "pages"]))
+    for i, (x, y) in enumerate(genre_rows(n, seed=3)):
+        model.learn_one({**x, "pages": 100 + 100 * (i % 3)}, y)
+    return model
+
+
+def typed_serving(model, rows=()):
+    serving = Serving(ModelRegistry(), FeatureStore(), TYPED)
+    serving.registry.offer(dataclasses.replace(snapshot("book", 5, model), feature_types=TYPES), applied_at=1.0)
+    for row in rows:
+        serving.features.offer(row, received_at=1.0)
+    return serving
+
+
+def test_features_of_every_type_reach_the_model_as_it_learned_them():
+    model = typed_model()
+    x = {"x1": 0.5, "x2": -1, "genre": "science", "promo": True, "pages": 200.0}
+    answer = predict(typed_serving(model), {"key": "book", "features": x})
+    # x2 as a float, pages as the int the model one-hot encoded (200.0 would be an unseen category "pages_200.0").
+    learned = {"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200}
+    assert answer["probabilities"] == {"false": model.predict_proba_one(learned)[False],
+                                       "true": model.predict_proba_one(learned)[True]}
+    assert answer["probabilities"] != {"false": model.predict_proba_one({**learned, "genre": "fiction"})[False],
+                                       "true": model.predict_proba_one({**learned, "genre": "fiction"})[True]}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("genre", 3, "feature 'genre' must be a string, got int"),
+    ("genre", None, "feature 'genre' must be a string, got null"),
+    ("genre", ["science"], "feature 'genre' must be a string, got list"),
+    ("promo", 1, r"feature 'promo' must be a boolean \(true or false\), got int"),
+    ("promo", "true", r"feature 'promo' must be a boolean \(true or false\), got str"),
+    ("pages", 200.5, r"feature 'pages' must be an integer \(a whole number\), got 200.5"),
+    ("pages", "200", "feature 'pages' must be an integer, got str"),
+    ("pages", True, "feature 'pages' must be an integer, got bool"),
+    ("x1", "science", "feature 'x1' must be a number, got str"),
+    ("x1", False, "feature 'x1' must be a number, got bool"),
+])
+def test_a_feature_of_the_wrong_type_is_a_400_naming_the_field_and_the_type_it_needs(name, value, message):
+    x = {"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200, name: value}
+    with pytest.raises(BadRequest, match=f"^{message}$"):
+        predict(typed_serving(typed_model(20)), {"key": "book", "features": x})
+
+
+def test_stored_typed_features_answer_a_key_alone_and_recommend_ranks_on_them():
+    model = typed_model()
+    stored = {"x1": 1.0, "x2": 0.5, "genre": "history", "promo": True, "pages": 300}
+    serving = typed_serving(model, rows=[FeatureRow("book", 5_000, "h", stored)])
+    assert predict(serving, {"key": "book"})["prediction"] == model.predict_proba_one(stored)[True]
+    ranked = recommend(serving, {"candidates": ["book"]})["ranking"]
+    assert [(r["key"], r["score"]) for r in ranked] == [("book", model.predict_proba_one(stored)[True])]
+    # A stored string overridden by a sent number is refused like any other.
+    with pytest.raises(BadRequest, match="feature 'genre' must be a string, got float"):
+        predict(serving, {"key": "book", "features": {"genre": 1.5}})
+
+
+def test_an_envelope_naming_no_types_serves_numbers_as_before():
+    serving = serving_with(snapshot("k", 1, trained(5)))
+    assert serving.registry.get("k").snapshot.feature_types == {}
+    with pytest.raises(BadRequest, match="feature 'x1' must be a number, got str"):
+        predict(serving, {"key": "k", "features": {"x1": "a", "x2": 1}})
+
+
+def test_the_inference_protocol_types_its_inputs_and_answers_as_predict_does():
+    model = typed_model()
+    serving = typed_serving(model)
+    assert [(i["name"], i["datatype"]) for i in v2.metadata(serving, "book")["inputs"]] == [
+        ("x1", "FP64"), ("x2", "FP64"), ("genre", "BYTES"), ("promo", "BOOL"), ("pages", "INT64")]
+    rows = [{"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200},
+            {"x1": -1.5, "x2": 0.2, "genre": "history", "promo": False, "pages": 100}]
+    datatypes = {"x1": "FP64", "x2": "FP32", "genre": "BYTES", "promo": "BOOL", "pages": "INT32"}
+    inputs = [{"name": n, "shape": [2], "datatype": datatypes[n], "data": [r[n] for r in rows]} for n in TYPED]
+    outputs = {o["name"]: o for o in v2.infer(serving, "book", {"inputs": inputs})["outputs"]}
+    answers = [predict(serving, {"key": "book", "features": r}) for r in rows]
+    assert outputs["prediction"]["data"] == [a["prediction"] for a in answers]
+    assert outputs["predicted"] == {"name": "predicted", "shape": [2], "datatype": "BYTES",
+                                    "data": [a["predicted"] for a in answers]}
+    assert outputs["probabilities"] == {
+        "name": "probabilities", "shape": [2, 2], "datatype": "FP64", "parameters": {"classes": ["false", "true"]},
+        "data": [a["probabilities"][c] for a in answers for c in ("false", "true")]}
+
+    def refused(name, **tensor):
+        bad = [{**t, **tensor} if t["name"] == name else t for t in inputs]
+        with pytest.raises(BadRequest) as e:
+            v2.infer(serving, "book", {"inputs": bad})
+        return str(e.value)
+
+    assert refused("genre", datatype="FP64") == "input 'genre': datatype must be BYTES (feature 'genre' is a string), got 'FP64'"
+    assert refused("promo", datatype="INT64") == "input 'promo': datatype must be BOOL (feature 'promo' is a boolean), got 'INT64'"
+    assert refused("pages", datatype="FP64") == \
+        "input 'pages': datatype must be one of INT64, INT32 (feature 'pages' is an integer), got 'FP64'"
+    assert refused("genre", data=["science", 4]) == "row 1: feature 'genre' must be a string, got int"
+
+
+def test_the_inference_protocol_answers_a_regressor_with_its_value_alone():
+    model = linear_model.LinearRegression()
+    model.learn_one({"x1": 1.0, "x2": 2.0}, 3.0)
+    serving = serving_with(snapshot("r", 1, model))
+    assert [o["name"] for o in v2.metadata(serving, "r")["outputs"]] == ["prediction"]
+    inputs = [{"name": n, "shape": [1], "datatype": "INT64", "data": [1]} for n in FEATURES]
+    assert v2.infer(serving, "r", {"inputs": inputs})["outputs"] == [
+        {"name": "prediction", "shape": [1], "datatype": "FP64", "data": [model.predict_one({"x1": 1.0, "x2": 1.0})]}]

@@ -12,7 +12,7 @@ from serving.follower import Follower, Rejected, check_snapshot
 from serving.registry import ModelRegistry
 from tests.unit.models import KEYRING, snapshot, trained
 from tests.unit.test_envelope import RunsCode
-from udfs.envelope import encode, feature_schema_hash
+from udfs.envelope import FORMAT_VERSION, encode, feature_schema_hash
 from udfs.signing import Keyring
 
 FEATURES = ("x1", "x2")
@@ -38,7 +38,7 @@ def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
     (b"RTML", "corrupt"),
     (encode(snapshot(), KEYRING)[:30], "corrupt"),
     (None, "corrupt"),
-    (encode(snapshot(format_version=4), KEYRING), "version"),
+    (encode(snapshot(format_version=FORMAT_VERSION + 1), KEYRING), "version"),
     (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"])), KEYRING), "schema"),
 ])
 def test_check_snapshot_names_the_reason_it_rejects(value, reason):
@@ -54,7 +54,7 @@ def test_a_rejected_snapshot_is_counted_logged_once_and_the_old_model_keeps_serv
     bad = [
         encode(snapshot(version=4, payload=b"not a pickle"), KEYRING),
         encode(snapshot(version=5, feature_schema_hash="0123456789abcdef"), KEYRING),
-        encode(snapshot(version=6, format_version=7), KEYRING),
+        encode(snapshot(version=6, format_version=FORMAT_VERSION + 1), KEYRING),
         b"\x00garbage",
     ]
     with caplog.at_level(logging.WARNING, logger="serving.follower"):

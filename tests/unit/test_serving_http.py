@@ -290,15 +290,25 @@ def test_the_open_inference_protocol_round_trip(start):
     assert request("GET", "/v2/models/book%2F1") == (200, {
         "name": "book/1", "versions": ["2", "3"], "platform": "river",
         "inputs": [{"name": "x1", "datatype": "FP64", "shape": [-1]}, {"name": "x2", "datatype": "FP64", "shape": [-1]}],
-        "outputs": [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]})
+        "outputs": [{"name": "prediction", "datatype": "FP64", "shape": [-1]},
+                    {"name": "predicted", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP64", "shape": [-1, -1]}]})
     assert request("GET", "/v2/models/book%2F1/ready") == (200, {"name": "book/1", "ready": True})
     assert request("GET", "/v2/models/book-2/ready") == (404, {"error": "no model for key 'book-2'"})
     rows = [{"x1": 0.5, "x2": 1.0}, {"x1": -1.0, "x2": 3.0}, {"x1": 2.0, "x2": 0.0}]
     status, answer = request("POST", "/v2/models/book%2F1/infer", {"id": "r-1", "inputs": [
         {"name": name, "shape": [3], "datatype": "FP64", "data": [row[name] for row in rows]} for name in ("x2", "x1")]})
     assert status == 200
+    # What /predict answers, as tensors: the probability of true, the class, every class's probability.
+    said = [model.predict_proba_one(r) for r in rows]
     assert answer == {"id": "r-1", "model_name": "book/1", "model_version": "3", "outputs": [
-        {"name": "prediction", "shape": [3], "datatype": "FP64", "data": [model.predict_proba_one(r)[True] for r in rows]}]}
+        {"name": "prediction", "shape": [3], "datatype": "FP64", "data": [p[True] for p in said]},
+        {"name": "predicted", "shape": [3], "datatype": "BYTES", "data": [str(p[True] > p[False]).lower() for p in said]},
+        {"name": "probabilities", "shape": [3, 2], "datatype": "FP64", "data": [p[c] for p in said for c in (False, True)],
+         "parameters": {"classes": ["false", "true"]}}]}
+    for row, p in zip(rows, said):
+        assert request("POST", "/predict", {"key": "book/1", "features": row})[1]["probabilities"] == {
+            "false": p[False], "true": p[True]}
     assert request("POST", "/v2/models/book%2F1/infer", {"inputs": [
         {"name": "x1", "shape": [2], "datatype": "FP64", "data": [1, 2]},
         {"name": "x2", "shape": [2], "datatype": "FP64", "data": [1, "a"]}]}) == \
