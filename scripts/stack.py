@@ -249,12 +249,18 @@ class Replica:
     """A serving replica process on 127.0.0.1:port, stopped by PID; `command` starts it another way than
     the project venv's `python -m serving.replica` (an installed `serving-replica`, say)."""
 
-    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None):
+    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None,
+                 log_path: str | None = None):
         self.port = port
         command = command or [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica"]
-        self.process = subprocess.Popen(
-            [*command, "--config", config.source, "--port", str(port), *args],
-            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log_path = log_path
+        log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen([*command, "--config", config.source, "--port", str(port), *args],
+                                            cwd=PROJECT_DIR, stdout=log, stderr=log)
+        finally:
+            if log_path:
+                log.close()  # the replica holds its own copy
 
     def http(self, method: str, path: str, body=None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
@@ -269,7 +275,8 @@ class Replica:
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"replica on port {self.port} exited with {self.process.returncode}"
+            assert self.process.poll() is None, (f"replica on port {self.port} exited with {self.process.returncode}"
+                                                 + (f"; see {self.log_path}" if self.log_path else ""))
             try:
                 if self.http("GET", "/readyz")[0] == 200:
                     return
