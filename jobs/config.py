@@ -184,7 +184,7 @@ def settings_of(cls, section: dict, path: str, error):
 def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:
     """Write a variant of `config` to `path`: with `suffix`, its own topics, consumer group and
     transactional ids (a run that shares nothing with earlier ones); `overrides` merged in last.
-    DDL, cold-start template and signing key paths stay pointing at the original project folder."""
+    DDL (history's too), cold-start template and signing key paths stay pointing at the original project folder."""
     data = copy.deepcopy(config.data)
     if suffix:
         for spec in data.get("topics", {}).values():
@@ -195,6 +195,10 @@ def derive_config(config: Config, path: str, suffix: str | None = None, override
     _merge(data, overrides or {})
     if "ddl" in data.get("sql", {}):
         data["sql"]["ddl"] = [config.file_path(p) for p in data["sql"]["ddl"]]
+    history = data.get("history") or {}
+    for key in ("events_ddl", "replaces"):
+        if history.get(key):
+            history[key] = config.file_path(history[key])
     cold_start = (data.get("safety") or {}).get("cold_start") or {}
     if cold_start.get("template"):
         cold_start["template"] = config.file_path(cold_start["template"])

@@ -11,11 +11,23 @@
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
 
     scripts/submit.sh jobs/learner_job.py --config conf/job.yaml
+
+With `--history PATH` the job reads history files instead of Kafka (scripts/backfill.sh runs it so):
+
+>>> from jobs.config import Config
+>>> config = Config({"sql": {"ddl": ["sql/functions.sql", "sql/events.sql"]}, "history": {
+...     "events_ddl": "sql/history_events.sql", "replaces": "sql/events.sql"}}, "/p/conf/job.yaml")
+>>> history = history_config(config, "file:///h")
+>>> history["sql.ddl"], history["history.path"]
+(['sql/functions.sql', 'sql/history_events.sql'], 'file:///h')
 """
 
 import argparse
+import copy
 import dataclasses
+import glob
 import hashlib
+import os
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
@@ -23,7 +35,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col, row
 
-from jobs.config import ConfigError, exit_with, load_config
+from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
 from jobs.sql import ddl_statements, execute_sql_files
 from udfs.empty_windows import label_value_error
@@ -44,6 +56,42 @@ from udfs.model_spec import ModelSpecError, build_model, label_type_error, model
 
 def fingerprint(statements) -> str:
     return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
+
+
+def history_config(config: Config, path: str) -> Config:
+    """`config` for a job over history files at `path`: `history.events_ddl` in the place of the DDL file
+    `history.replaces` names in `sql.ddl`, and `history.path` set, for the DDL to read."""
+    replaces, events_ddl = text(config, "history.replaces"), text(config, "history.events_ddl")
+    ddl = list(config["sql.ddl"])
+    matches = [i for i, p in enumerate(ddl) if config.file_path(p) == config.file_path(replaces)]
+    if not matches:
+        raise config.error("history.replaces", f"names {replaces}, which sql.ddl does not list")
+    data = copy.deepcopy(config.data)
+    data["sql"]["ddl"] = ddl[:matches[0]] + [events_ddl] + ddl[matches[0] + 1:]
+    data["history"]["path"] = path
+    return Config(data, config.source)
+
+
+def history_path(path: str) -> str:
+    """--history as Flink's filesystem connector takes it: a URI (s3://..., a cluster's shared storage) as
+    it is, a local file or folder as an absolute path, which must exist."""
+    if "://" in path:
+        return path
+    if not os.path.exists(path):
+        exit_with(f"--history {path}: no such file or folder")
+    return os.path.abspath(path)
+
+
+def history_jars() -> list[str]:
+    """The jars a job over history files ships (pipeline.jars): the file format's and Hadoop's, which the
+    cluster's classpath lacks (scripts/maven/history-jars.xml); HISTORY_JARS names another folder of them."""
+    folder = os.environ.get("HISTORY_JARS") or os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "lib", "history")
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not jars:
+        exit_with(f"no jars in {folder} for reading history files: run scripts/setup.sh "
+                  "(scripts/maven/history-jars.xml), or set HISTORY_JARS to a folder of them")
+    return ["file://" + jar for jar in jars]
 
 
 def compute_once(table_env, view: str, rowtime: str) -> None:
@@ -146,10 +194,14 @@ def main(argv=None):
     parser.add_argument("--config", default="conf/job.yaml")
     parser.add_argument("--parallelism", type=int, help="overrides the config's flink parallelism.default "
                         "(scripts/rescale.sh passes it: a program's own configuration wins over flink run -p)")
+    parser.add_argument("--history", metavar="PATH", help="read history files (a file or folder) instead of "
+                        "Kafka, with history.events_ddl in the config (scripts/backfill.sh)")
     args = parser.parse_args(argv)
 
     try:
         config = load_config(args.config)
+        if args.history is not None:
+            config = history_config(config, history_path(args.history))
         settings = LearnerSettings.from_config(config)
         Learner(settings, settings.signing.keyring(config.error))  # a bad model spec fails here, at submit time
     except (ConfigError, ModelSpecError) as e:
@@ -170,6 +222,10 @@ def main(argv=None):
     for key in flink_config.key_set():
         if key.startswith("table."):
             table_env.get_config().set(key, flink_config.get_string(key, ""))
+    if args.history is not None:
+        # Shipped with the job rather than put on the cluster's classpath; set on the TableConfig, which
+        # also loads them into this client, where the planner looks the format up.
+        table_env.get_config().set("pipeline.jars", ";".join(history_jars()))
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
     # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
     # carries over.

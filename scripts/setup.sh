@@ -47,6 +47,8 @@ if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
     die "Maven could not resolve the Flink Kafka connector (scripts/maven/flink-jars.xml)"
   mvn --batch-mode --quiet -f scripts/maven/kafka-broker.xml dependency:copy-dependencies ||
     die "Maven could not resolve the Kafka broker (scripts/maven/kafka-broker.xml)"
+  mvn --batch-mode --quiet -f scripts/maven/history-jars.xml dependency:copy-dependencies ||
+    die "Maven could not resolve the Parquet format and Hadoop client (scripts/maven/history-jars.xml)"
   echo "$jar_stamp" >lib/.resolved
 fi
 
