@@ -7,7 +7,7 @@ SELECT
   *,
   CASE
     WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
-    WHEN malformed THEN 'malformed JSON'
+    WHEN malformed THEN JSON_PROBLEM(payload, 'book', 'user', 'action', 'ts')
     WHEN book IS NULL OR CHAR_LENGTH(TRIM(book)) = 0 THEN 'missing key: book'
     WHEN `user` IS NULL THEN 'missing field: user'
     WHEN action IS NULL OR action NOT IN ('view', 'purchase') THEN 'action must be view or purchase'

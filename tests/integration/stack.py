@@ -93,6 +93,19 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     return count
 
 
+def produce_raw(topic: str, records) -> int:
+    """Send (key, value, partition) records as they are: bytes or None (a tombstone) for the value, a
+    partition number or None (the key's) for the partition; in order within each partition."""
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, max_request_size=4 * 1024 * 1024)
+    count = 0
+    for key, value, partition in records:
+        producer.send(topic, key=key, value=value, partition=partition)
+        count += 1
+    producer.flush(timeout=60)
+    producer.close()
+    return count
+
+
 def wait_until(condition, timeout_s: float, what) -> None:
     """Poll `condition` until it holds; `what` (or what it returns, if callable) names it on a timeout."""
     deadline = time.monotonic() + timeout_s
