@@ -14,7 +14,6 @@ Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it l
 """
 
 import argparse
-import hashlib
 import sys
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
@@ -26,6 +25,7 @@ from pyflink.table.expressions import col, row
 from jobs.config import ConfigError, load_config
 from jobs.shipped_code import ShippedCode
 from jobs.sql import ddl_statements
+from jobs.upgrade import sql_fingerprint
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
 from udfs.feature_records import select_records
@@ -38,10 +38,6 @@ from udfs.learner_function import (
     LearnerFunction,
 )
 from udfs.model_spec import ModelSpecError, build_model, label_type_error
-
-
-def fingerprint(statements) -> str:
-    return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
 
 
 def compute_once(table_env, view: str, rowtime: str) -> None:
@@ -122,6 +118,11 @@ def main(argv=None):
             sys.exit(f"error: --parallelism {args.parallelism} is not between 1 and the max parallelism "
                      f"(flink: pipeline.max-parallelism in {args.config})")
         flink_config.set_string("parallelism.default", str(args.parallelism))
+    # scripts/upgrade.sh reads it back (REST /jobs/<id>/config) to tell whether the new version's SQL is this one's.
+    sql_id = sql_fingerprint(config)
+    parameters = flink_config.get_string("pipeline.global-job-parameters", "")
+    flink_config.set_string("pipeline.global-job-parameters",
+                            ",".join(filter(None, [parameters, f"sql.fingerprint:{sql_id}"])))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # Table options (table.local-time-zone among them) go onto the TableConfig too: read through the
@@ -130,11 +131,11 @@ def main(argv=None):
         if key.startswith("table."):
             table_env.get_config().set(key, flink_config.get_string(key, ""))
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
-    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
-    # carries over.
+    # (scripts/upgrade.sh has the new job re-read their open windows), while the learner's state, uid
+    # "learner-shards", carries over.
     ddl = ddl_statements(config)
     table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
-    table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
+    table_env.get_config().set("table.exec.uid.format", f"sql-{sql_id}-<id>_<transformation>")
     for statement in ddl:
         table_env.execute_sql(statement)
     try:

@@ -196,6 +196,24 @@ def job_metrics(job_id: str, prefix: str) -> dict[str, float]:
     return totals
 
 
+def prometheus_counters(job_id: str, prefix: str) -> dict[str, float]:
+    """The job's `prefix` operator counters as the TaskManagers' Prometheus reporters serve them
+    (conf/flink/config.yaml: the first free port of 9250-9260 each), summed over subtasks."""
+    totals: dict[str, float] = {}
+    for port in range(9250, 9261):
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name.startswith(f"flink_taskmanager_job_task_operator_{prefix}") and f'job_id="{job_id}"' in rest:
+                short = name.removeprefix("flink_taskmanager_job_task_operator_")
+                totals[short] = totals.get(short, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def job_state(job_id: str) -> str:
     return rest(f"/jobs/{job_id}")["state"]
 

@@ -4,7 +4,6 @@ with their original bytes and a reason, and the valid events give exactly a clea
 import collections
 import json
 import math
-import urllib.request
 
 import pytest
 from kafka import KafkaProducer
@@ -146,24 +145,6 @@ def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_wind
     assert sorted(big) == [2000, 3000, 4000] and big[3000] is None and math.isfinite(big[4000])
 
 
-def prometheus_counters(job_id: str, prefix: str) -> dict[str, float]:
-    """The job's `prefix` operator counters as the TaskManagers' Prometheus reporters serve them
-    (conf/flink/config.yaml: the first free port of 9250-9260 each), summed over subtasks."""
-    totals: dict[str, float] = {}
-    for port in range(9250, 9261):
-        try:
-            with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            name, _, rest = line.partition("{")
-            if name.startswith(f"flink_taskmanager_job_task_operator_{prefix}") and f'job_id="{job_id}"' in rest:
-                short = name.removeprefix("flink_taskmanager_job_task_operator_")
-                totals[short] = totals.get(short, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
-
-
 @pytest.mark.timeout(300)
 def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flink_job, tmp_path):
     config = stack.isolated_config(tmp_path, "conf/job.yaml", {
@@ -197,4 +178,4 @@ def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flin
     # REST metrics are fetched every few seconds (metrics.fetcher.update-interval): wait for them.
     stack.wait_until(lambda: stack.job_metrics(job_id, "dead_letters_") == expected, 60,
                      lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(expected)}")
-    assert prometheus_counters(job_id, "dead_letters_") == expected
+    assert stack.prometheus_counters(job_id, "dead_letters_") == expected
