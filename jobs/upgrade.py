@@ -43,12 +43,16 @@ SCAN_CHUNK = 2_000
 
 
 def sql_fingerprint(config: Config) -> str:
-    """The fingerprint of the job's rendered DDL, which names its SQL operators' uids: an upgrade
-    restores their state (open windows) when it is the same. Rendered with RESUME_SETTINGS, so that a
-    job resuming after an upgrade and the next version with the same SQL share it."""
+    """The fingerprint of the job's SQL, which names its SQL operators' uids: an upgrade restores
+    their state (open windows) when it is the same. The rendered DDL, rendered with RESUME_SETTINGS
+    (so that a job resuming after an upgrade and the next version with the same SQL share it), and
+    the settings the job's own queries over the feature view are built from (jobs/learner_job.py)."""
     data = copy.deepcopy(config.data)
     _merge(data, RESUME_SETTINGS)
-    return hashlib.sha256("\n".join(ddl_statements(Config(data, config.source))).encode()).hexdigest()[:10]
+    queries = {"features": config.get("features", None), "learner.shards": config.get("learner.shards", None),
+               "sql": {k: v for k, v in (config.get("sql", None) or {}).items() if k != "ddl"}}
+    text = "\n".join(ddl_statements(Config(data, config.source))) + json.dumps(queries, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _merge(target: dict, overrides: dict) -> None:

@@ -1,4 +1,4 @@
-"""Bad input at scale, one job: 26 classes of bad events, 50 payloads each, mixed into 20,000 valid
+"""Bad input at scale, one job: 27 classes of bad events, 50 payloads each, mixed into 20,000 valid
 events over two partitions. Each bad payload is dead-lettered exactly once, as its original bytes, with
 a reason naming what was wrong and counted in its exported counter; the valid events give exactly the
 results of a clean run (plain River on each key's rows, which is what a clean run gives:
