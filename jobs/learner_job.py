@@ -26,7 +26,6 @@ import argparse
 import copy
 import dataclasses
 import glob
-import hashlib
 import os
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
@@ -37,7 +36,8 @@ from pyflink.table.expressions import col, row
 
 from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
-from jobs.sql import ddl_statements, execute_sql_files
+from jobs.sql import execute_sql_files
+from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
@@ -52,10 +52,6 @@ from udfs.learner_function import (
     LearnerFunction,
 )
 from udfs.model_spec import ModelSpecError, build_model, label_type_error, model_kind
-
-
-def fingerprint(statements) -> str:
-    return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
 
 
 def history_config(config: Config, path: str) -> Config:
@@ -215,6 +211,11 @@ def main(argv=None):
             exit_with(f"--parallelism {args.parallelism} is not between 1 and the max parallelism "
                       f"(flink: pipeline.max-parallelism in {args.config})")
         flink_config.set_string("parallelism.default", str(args.parallelism))
+    # scripts/upgrade.sh reads it back (REST /jobs/<id>/config) to tell whether the new version's SQL is this one's.
+    sql_id = sql_fingerprint(config)
+    parameters = flink_config.get_string("pipeline.global-job-parameters", "")
+    flink_config.set_string("pipeline.global-job-parameters",
+                            ",".join(filter(None, [parameters, f"sql.fingerprint:{sql_id}"])))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # Table options (table.local-time-zone among them) go onto the TableConfig too: read through the
@@ -227,11 +228,10 @@ def main(argv=None):
         # also loads them into this client, where the planner looks the format up.
         table_env.get_config().set("pipeline.jars", ";".join(history_jars()))
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
-    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
-    # carries over.
-    ddl = ddl_statements(config)
+    # (scripts/upgrade.sh has the new job re-read their open windows), while the learner's state, uid
+    # "learner-shards", carries over.
     table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
-    table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
+    table_env.get_config().set("table.exec.uid.format", f"sql-{sql_id}-<id>_<transformation>")
     try:
         # A statement Flink rejects stops here, before any job starts, named by its file and line.
         execute_sql_files(table_env, config)

@@ -111,6 +111,19 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     return count
 
 
+def produce_raw(topic: str, records) -> int:
+    """Send (key, value, partition) records as they are: bytes or None (a tombstone) for the value, a
+    partition number or None (the key's) for the partition; in order within each partition."""
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, max_request_size=4 * 1024 * 1024)
+    count = 0
+    for key, value, partition in records:
+        producer.send(topic, key=key, value=value, partition=partition)
+        count += 1
+    producer.flush(timeout=60)
+    producer.close()
+    return count
+
+
 def wait_until(condition, timeout_s: float, what) -> None:
     """Poll `condition` until it holds; `what` (or what it returns, if callable) names it on a timeout."""
     deadline = time.monotonic() + timeout_s
@@ -198,6 +211,24 @@ def job_metrics(job_id: str, prefix: str) -> dict[str, float]:
             for metric in rest(f"{path}?{query}"):
                 name = metric["id"].rsplit(".", 1)[-1]
                 totals[name] = totals.get(name, 0.0) + float(metric["value"])
+    return totals
+
+
+def prometheus_counters(job_id: str, prefix: str) -> dict[str, float]:
+    """The job's `prefix` operator counters as the TaskManagers' Prometheus reporters serve them
+    (conf/flink/config.yaml: the first free port of 9250-9260 each), summed over subtasks."""
+    totals: dict[str, float] = {}
+    for port in range(9250, 9261):
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name.startswith(f"flink_taskmanager_job_task_operator_{prefix}") and f'job_id="{job_id}"' in rest:
+                short = name.removeprefix("flink_taskmanager_job_task_operator_")
+                totals[short] = totals.get(short, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
 
 
