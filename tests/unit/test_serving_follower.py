@@ -2,11 +2,14 @@
 
 import logging
 import pickle
+import os
 import random
+import signal
 import types
 
 import pytest
 
+from scripts import stack
 from serving.feature_store import FeatureStore
 from serving.follower import Follower, Rejected, check_snapshot
 from serving.registry import ModelRegistry
@@ -171,3 +174,21 @@ def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_th
     f.handle_snapshot(record(encode(snapshot(key="j", version=4, generation=2, extra=rollback_extra(3, 2)), KEYRING), key="j"))
     assert [s.snapshot.order for s in f.registry._held["j"]] == [(1, 2), (2, 3), (2, 4)]
     assert f.rollbacks.value(source="payload") == 1 and f.registry.get("j").rollback.source == "payload"
+
+
+@pytest.mark.timeout(60)
+def test_the_reader_process_stops_with_the_follower_and_a_dead_one_is_replaced_while_readiness_fails():
+    f = follower()  # its broker is never reachable: the reader process retries, as while a broker is away
+    f.start()
+    try:
+        stack.wait_until(lambda: f.process is not None and f.process.is_alive(), 20, "the reader process")
+        first = f.process
+        f.ready.set()  # as once caught up
+        os.kill(first.pid, signal.SIGKILL)
+        stack.wait_until(lambda: not f.ready.is_set(), 20, "readiness to fail")
+        stack.wait_until(lambda: f.process is not first and f.process.is_alive(), 20, "a new reader process")
+        assert f.error is None  # a reader that died is replaced, not a failure for good
+    finally:
+        f.stop()
+    assert not f.is_alive() and not f.process.is_alive()
+
