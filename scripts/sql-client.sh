@@ -10,7 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_setup
 
-config="conf/job.yaml"
+config="$PROJECT_DIR/conf/job.yaml"
 init_args=()
 client_args=()
 while [ $# -gt 0 ]; do
