@@ -32,7 +32,7 @@ import copy
 import re
 
 from jobs.config import Config, ConfigError, exit_with, load_config
-from jobs.sql import Statement, statements
+from jobs.sql import Statement, execute_statements, statements
 
 _CREATE_TABLE = re.compile(r"^CREATE\s+(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([\w.]+)`?", re.I)
 _CREATE_VIEW = re.compile(r"^CREATE\s+(?:TEMPORARY\s+)?VIEW\b", re.I)
@@ -75,13 +75,26 @@ def _quoted(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def client_statements(config: Config, with_sinks: bool) -> list[Statement]:
+    """The DDL statements of the client's config (`client_config`), in order, sinks left out unless asked."""
+    found = [s for path in config["sql.ddl"] for s in statements(path, config)]
+    return found if with_sinks else without_sinks(found)
+
+
+def check(found: list[Statement]) -> None:
+    """Run the statements in a local table environment first: the client reports a statement Flink
+    rejects as "Failed to initialize" and exits 0, while this raises SqlError naming its file and line,
+    as the job does at submit time. Starting the JVM takes a few seconds."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    execute_statements(TableEnvironment.create(EnvironmentSettings.in_streaming_mode()), found)
+
+
 def init_script(config: Config, with_sinks: bool) -> str:
     """The SQL client's init file: the Flink options as SET statements, then every DDL statement in the
     config's order, each after a comment naming its file and line (the client's errors name neither)."""
     config = client_config(config, with_sinks)
-    found = [s for path in config["sql.ddl"] for s in statements(path, config)]
-    if not with_sinks:
-        found = without_sinks(found)
+    found = client_statements(config, with_sinks)
     lines = [f"-- Rendered from {config.source} by jobs/sql_client.py (scripts/sql-client.sh); "
              f"sinks {'included' if with_sinks else 'left out'}."]
     lines += [f"SET {_quoted(key)} = {_quoted(value)};" for key, value in config["flink"].items()]
@@ -95,10 +108,14 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="conf/job.yaml")
     parser.add_argument("--with-sinks", action="store_true", help="define the job's sink tables too")
     parser.add_argument("--output", required=True, help="the init script to write")
+    parser.add_argument("--no-check", action="store_true", help="skip running the DDL in a local table environment")
     args = parser.parse_args(argv)
     try:
-        script = init_script(load_config(args.config), args.with_sinks)
-    except (ConfigError, OSError) as e:
+        config = load_config(args.config)
+        script = init_script(config, args.with_sinks)
+        if not args.no_check:
+            check(client_statements(client_config(config, args.with_sinks), args.with_sinks))
+    except (ConfigError, OSError) as e:  # SqlError is a ConfigError
         exit_with(e)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(script)

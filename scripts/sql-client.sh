@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Flink's SQL client with the job's functions, sources and views already defined (rendered from the
 # config's sql.ddl by jobs/sql_client.py), against the local cluster or JOBMANAGER=host:port.
-# Usage: scripts/sql-client.sh [--config conf/job.yaml] [--with-sinks] [-f query.sql] [SQL client options...]
+# Usage: scripts/sql-client.sh [--config conf/job.yaml] [--with-sinks] [--no-check] [-f query.sql] [client options...]
 #   e.g. scripts/sql-client.sh                        then: SELECT * FROM features;
 #        scripts/sql-client.sh -f my_query.sql        runs the file, prints the rows, exits
+# A statement Flink rejects is named by file and line before the client starts (skip: --no-check).
 # The job's sink tables are left out unless --with-sinks. Queries read with the consumer group
 # <source.group_id>-sql-client and no checkpoints, so they never move the job's committed offsets.
 set -euo pipefail
@@ -16,7 +17,7 @@ client_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) [ $# -ge 2 ] || die "--config needs a file"; config="$2"; shift 2 ;;
-    --with-sinks) init_args+=(--with-sinks); shift ;;
+    --with-sinks | --no-check) init_args+=("$1"); shift ;;
     *) client_args+=("$1"); shift ;;
   esac
 done

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from jobs.config import load_config
 from jobs.sql_client import init_script
 
@@ -39,13 +41,28 @@ def test_the_smoke_configs_sink_is_left_out_and_its_python_function_kept():
         "normalize_key", "smoke_events", "smoke_transformed_view"]
 
 
-def test_a_config_mistake_is_one_line_naming_the_file_and_exit_code_2(tmp_path):
-    config = tmp_path / "conf" / "job.yaml"
-    config.parent.mkdir()
-    config.write_text("sql: {ddl: [sql/missing.sql]}\n")
-    result = subprocess.run([sys.executable, "-m", "jobs.sql_client", "--config", str(config),
-                             "--output", str(tmp_path / "init.sql")], capture_output=True, text=True, timeout=60,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+def write_init(tmp_path, ddl: str | None):
+    """Run `python -m jobs.sql_client` on a config listing sql/view.sql (holding `ddl`, or missing)."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "job.yaml").write_text("sql: {ddl: [sql/view.sql]}\n")
+    if ddl is not None:
+        (tmp_path / "sql").mkdir()
+        (tmp_path / "sql" / "view.sql").write_text(ddl)
+    return subprocess.run([sys.executable, "-m", "jobs.sql_client", "--config", str(tmp_path / "conf" / "job.yaml"),
+                           "--output", str(tmp_path / "init.sql")], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def test_a_missing_ddl_file_is_one_line_naming_it_and_exit_code_2(tmp_path):
+    result = write_init(tmp_path, None)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "missing.sql" in result.stderr, result.stderr
-    assert not (tmp_path / "init.sql").exists()
+    assert result.stderr.count("\n") == 1 and "sql/view.sql" in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_statement_flink_rejects_is_named_by_file_and_line_before_the_client_starts(tmp_path):
+    # The client itself says only "Failed to initialize" and exits 0; the check runs the DDL in PyFlink.
+    result = write_init(tmp_path, "CREATE TABLE t (a INT) WITH ('connector' = 'datagen');\n\n"
+                                  "CREATE VIEW v AS\nSELECT day FROM t;\n")
+    assert (result.returncode, result.stderr) == (
+        2, 'error: sql/view.sql line 4: SQL parse failed. Encountered "day" (column 8)\n')
