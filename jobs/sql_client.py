@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 
 from jobs.config import Config, ConfigError, exit_with, load_config
@@ -87,6 +88,10 @@ def check(found: list[Statement]) -> None:
     as the job does at submit time. Starting the JVM takes a few seconds."""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
+    # Nothing runs here, so PyFlink need not start its local ("loopback") Python worker server, whose
+    # exit hook fails on Python 3.12 with a traceback ("can't create new thread at interpreter shutdown").
+    # PyFlink's own switch for it (pyflink/table/table_environment.py, _open) is this variable.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     execute_statements(TableEnvironment.create(EnvironmentSettings.in_streaming_mode()), found)
 
 
