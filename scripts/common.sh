@@ -44,6 +44,13 @@ require_setup() {
   [ -x "$VENV_PYTHON" ] || die "no virtualenv at $PROJECT_DIR/.venv; run: bash scripts/setup.sh"
 }
 
+# The cluster the Flink CLI talks to: JOBMANAGER=host:port, else the local one, with the local stack's
+# rendered configuration when there is one (it names the venv's Python); a remote cluster brings its own.
+use_cluster() {
+  JOBMANAGER="${JOBMANAGER:-localhost:8081}"
+  if [ -d "$RUN_ROOT/flink/conf" ]; then export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"; fi
+}
+
 flink_home() {
   "$VENV_PYTHON" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))'
 }

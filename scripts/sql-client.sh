@@ -26,8 +26,7 @@ gateway_jar=$(find "$(flink_home)/opt" -name 'flink-sql-gateway-*.jar' | head -n
 [ -n "$gateway_jar" ] ||
   die "the SQL gateway jar is not in $(flink_home)/opt (the SQL client needs it); run: bash scripts/setup.sh"
 
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
-[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+use_cluster
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

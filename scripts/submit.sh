@@ -8,9 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_setup
 
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
-# The rendered local configuration names the venv's Python; a remote cluster brings its own.
-[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+use_cluster
 
 flink_opts=()
 while [ $# -gt 0 ] && [[ "$1" == -* ]]; do

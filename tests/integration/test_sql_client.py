@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.integration import stack
+from scripts import stack
 
 WINDOW_S = 10
 START_MS = int(datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
