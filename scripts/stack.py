@@ -264,6 +264,13 @@ def root_exception(job_id: str, wait_s: float = 0) -> str:
     return "\n".join([lines[0], *(lines[i] for i in causes), *innermost])
 
 
+def cancel_jobs_named(name: str) -> None:
+    """Cancel every job of the cluster called `name` that has not ended (one a client left running)."""
+    for job in rest("/jobs/overview")["jobs"]:
+        if job["name"] == name:
+            cancel(job["jid"])
+
+
 def cancel(job_id: str) -> None:
     try:
         state = job_state(job_id)
