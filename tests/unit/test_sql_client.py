@@ -17,9 +17,9 @@ def created(script: str) -> list[str]:
 
 def test_the_jobs_sources_views_and_functions_are_defined_and_its_sinks_left_out():
     script = init_script(load_config("conf/job.yaml"), with_sinks=False)
-    assert created(script) == ["JSON_FIELDS", "EVENT_TIME_MILLIS", "UTC_TIMESTAMP_OF", "UTC_MILLIS",
-                               "DEAD_LETTER_REASON", "events_raw", "parsed_events", "checked_events", "events",
-                               "rejected_events", "features"]
+    assert created(script) == ["JSON_FIELDS", "JSON_PROBLEM", "EVENT_TIME_MILLIS", "UTC_TIMESTAMP_OF", "UTC_MILLIS",
+                               "DEAD_LETTER_REASON", "events_raw", "parsed_events", "checked_events_once",
+                               "checked_events", "events", "rejected_events", "features"]
     assert "${" not in script
     # Each statement is preceded by where it comes from, for errors the client reports without a file.
     assert "-- sql/features.sql line 3\nCREATE VIEW features AS" in script
