@@ -67,7 +67,7 @@ def test_a_query_file_prints_the_features_of_a_bounded_topic(services, tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     # SHOW TABLES: the sources and views, and no sink (left out without --with-sinks).
     assert set(re.findall(r"(?m)^\|\s+(\w+) \|$", result.stdout)) == {
-        "events_raw", "parsed_events", "checked_events", "events", "rejected_events", "features"}, result.stdout[-4000:]
+        "events_raw", "parsed_events", "checked_events_once", "checked_events", "events", "rejected_events", "features"}, result.stdout[-4000:]
     assert printed_rows(result.stdout) == expected_rows(), result.stdout[-4000:]
     # The query ran on the session cluster, as a job named after the config, and ended with the topic.
     jobs = [job for job in stack.rest("/jobs/overview")["jobs"] if job["name"] == f"sql-client ({config.source})"]
