@@ -42,7 +42,9 @@ SELECT
     -- NaN and the infinities (1e309 reads as one) are not equal to themselves minus themselves.
     WHEN x1 - x1 <> 0 THEN 'x1 is not a finite number'
     WHEN x2 - x2 <> 0 THEN 'x2 is not a finite number'
-    WHEN label_text IS NULL OR label_text NOT IN ('true', 'false') THEN 'label missing or not a boolean'
+    -- No label (null or absent) is an unlabeled event: predicted, not learned from (the learner counts it as
+    -- unlabeled); it is also how a delayed label's first windows arrive (features.label_delay_windows).
+    WHEN label_text NOT IN ('true', 'false') THEN 'label is not a boolean'
     -- Late: its tumbling window (sql/features.sql) ended before the watermark, so the window would drop
     -- it. The watermark here is never behind the windows', so what passes is never dropped there.
     WHEN UTC_TIMESTAMP_OF(ts - MOD(ts, ${window.size_seconds} * 1000) + ${window.size_seconds} * 1000 - 1)

@@ -33,7 +33,7 @@ BAD = {
         "ts more than 60 s ahead of the clock",
     b'{"entity": "a", "x1": "abc", "x2": 1.0, "label": true, "ts": 5001}': "x1 missing or not a number",
     b'{"x1": 1.0, "x2": 1.0, "label": true, "ts": 5001}': "missing key: entity",
-    b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": "yes", "ts": 5001}': "label missing or not a boolean",
+    b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": "yes", "ts": 5001}': "label is not a boolean",
     b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": true, "ts": "soon"}': "ts missing or not an integer",
     b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": 5001, "pad": "' + b"x" * 20000 + b'"}':
         "oversized: more than 10000 characters",
@@ -57,7 +57,7 @@ COUNTER = {
     "ts more than 60 s ahead of the clock": "dead_letters_ts_more_than_60_s_ahead_of_the_clock",
     "x1 missing or not a number": "dead_letters_x1_missing_or_not_a_number",
     "missing key: entity": "dead_letters_missing_key",
-    "label missing or not a boolean": "dead_letters_label_missing_or_not_a_boolean",
+    "label is not a boolean": "dead_letters_label_is_not_a_boolean",
     "ts missing or not an integer": "dead_letters_ts_missing_or_not_an_integer",
     "oversized: more than 10000 characters": "dead_letters_oversized",
 }
