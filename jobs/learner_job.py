@@ -40,7 +40,7 @@ from jobs.sql import execute_sql_files
 from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
-from udfs.feature_batches import select_batches
+from udfs.feature_batches import ROWTIME, rowtime_of, select_batches, select_rows
 from udfs.feature_types import FeatureTypeError, of_sql
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
@@ -48,8 +48,10 @@ from udfs.learner_function import (
     DRIFTS,
     PREDICTION_TYPE,
     QUARANTINED,
+    SNAPSHOT_TYPE,
     SNAPSHOTS,
     LearnerFunction,
+    in_columns,
 )
 from udfs.model_spec import ModelSpecError, build_model, label_type_error, model_kind
 
@@ -101,6 +103,21 @@ def compute_once(table_env, view: str, rowtime: str) -> None:
     stream = table_env.to_data_stream(table_env.from_path(view))
     table_env.create_temporary_view(view, table_env.from_data_stream(
         stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build()))
+
+
+# The learner's columns of the feature view, with each row's shard (a temporary view of the job's own).
+LEARNER_ROWS = "learner_rows"
+
+
+def features_once(table_env, view: str, window_end: str) -> None:
+    """Make the feature view's readers (the batches and the latest-features sink) read one computed
+    stream of it, as `compute_once` does for the checked events: planned apart, each would aggregate
+    every event into its window again. Its rows come back with a rowtime, `ROWTIME`, on which the
+    batches are a cascaded window (udfs/feature_batches.py)."""
+    stream = table_env.to_data_stream(table_env.from_path(view))
+    table_env.create_temporary_view(view, table_env.from_data_stream(
+        stream, Schema.new_builder().column_by_expression(ROWTIME, rowtime_of(window_end))
+        .watermark(ROWTIME, "SOURCE_WATERMARK()").build()))
 
 
 def check_label(table_env, config, settings: LearnerSettings) -> None:
@@ -185,6 +202,13 @@ def side_output(stream: DataStream, tag) -> DataStream:
     return DataStream(stream._j_data_stream.getSideOutput(j_tag))
 
 
+def columns_to_rows(stream: DataStream, row_type: TypeInformation, uid: str) -> DataStream:
+    """The rows of `stream`'s records of columns (udfs.learner_function.in_columns), made in the JVM."""
+    j_rows = stream._j_data_stream.flatMap(get_gateway().jvm.realtime_learning.ColumnsToRows(
+        row_type.get_java_type_info()))
+    return DataStream(j_rows.uid(uid).name(uid))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Online learning: one River model per key, in Flink state")
     parser.add_argument("--config", default="conf/job.yaml")
@@ -242,23 +266,26 @@ def main(argv=None):
 
     compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]
+    features_once(table_env, config["sql.features_view"], config["features.window_end"])
+    table_env.create_temporary_view(LEARNER_ROWS, table_env.sql_query(select_rows(
+        config["sql.features_view"], key, config["features.label"], settings.feature_names, settings.shards)))
     batches_table = table_env.sql_query(select_batches(
-        config["sql.features_view"], key, config.get("features.window_start", "window_start"),
-        config["features.window_end"], config["features.label"], settings.feature_names, settings.shards))
+        LEARNER_ROWS, key, config["features.label"], settings.feature_names, settings.window_ms))
     stream, batch_type = shard_stream(table_env, batches_table)
-    predictions = (
+    learner = (
         key_by_shard(stream, batch_type)
-        .process(ShippedCode(LearnerFunction(settings)), output_type=PREDICTION_TYPE)
+        .process(ShippedCode(LearnerFunction(settings)), output_type=in_columns(PREDICTION_TYPE))
         .uid("learner-shards")
         .name("learner")
         # The learner's thread is the job's busiest: its outputs' conversions and Kafka writers run in
         # tasks of their own, on another core, rather than inside its calls into Python.
         .disable_chaining()
     )
-    snapshots, drifts, quarantined = (side_output(predictions, tag) for tag in (SNAPSHOTS, DRIFTS, QUARANTINED))
-    # In SQL, from the feature view: its windows are aggregated once more beside the batches, which costs
-    # less than turning the batches back into rows (Flink copies a whole batch for each row UNNEST
-    # makes of it); in Python it would cost every row a call.
+    predictions = columns_to_rows(learner, PREDICTION_TYPE, "learner-predictions")
+    snapshots = columns_to_rows(side_output(learner, SNAPSHOTS), SNAPSHOT_TYPE, "learner-snapshots")
+    drifts, quarantined = (side_output(learner, tag) for tag in (DRIFTS, QUARANTINED))
+    # In SQL, from the feature view's rows (computed once, beside the batches): not from the batches,
+    # which Flink would copy whole for each row UNNEST makes of them; in Python it would cost every row a call.
     latest_features = table_env.sql_query(select_records(
         config["sql.features_view"], key, config["features.window_end"], settings.feature_names,
         feature_schema_hash(settings.feature_names)))

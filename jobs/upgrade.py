@@ -42,6 +42,12 @@ RESUME_SETTINGS = {"source": {"startup_mode": "group-offsets", "specific_offsets
 SCAN_CHUNK = 2_000
 
 
+# The shape of the job's own queries over the feature view (jobs/learner_job.py); a release that changes
+# it changes the fingerprint, so that an upgrade from an older release re-reads open windows rather than
+# restoring SQL operators' state into operators of another shape. 2: the feature view computed once.
+QUERY_PLAN = 2
+
+
 def sql_fingerprint(config: Config) -> str:
     """The fingerprint of the job's SQL, which names its SQL operators' uids: an upgrade restores
     their state (open windows) when it is the same. The rendered DDL, rendered with RESUME_SETTINGS
@@ -49,7 +55,7 @@ def sql_fingerprint(config: Config) -> str:
     the settings the job's own queries over the feature view are built from (jobs/learner_job.py)."""
     data = copy.deepcopy(config.data)
     _merge(data, RESUME_SETTINGS)
-    queries = {"features": config.get("features", None), "learner.shards": config.get("learner.shards", None),
+    queries = {"plan": QUERY_PLAN, "features": config.get("features", None), "learner.shards": config.get("learner.shards", None),
                "sql": {k: v for k, v in (config.get("sql", None) or {}).items() if k != "ddl"}}
     text = "\n".join(ddl_statements(Config(data, config.source))) + json.dumps(queries, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]

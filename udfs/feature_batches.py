@@ -5,17 +5,25 @@ one feature row per call: the job's SQL groups the feature view's rows of one wi
 their key (`MOD(HASH_CODE(key), shards)`) into one record,
 `(shard, window_end_ms, keys, labels, feature_1, ..., feature_n)`, one array per column, row i of
 the window being element i of each array. The learner is keyed by shard and keeps one state entry
-per key inside it. The grouping is a window aggregation on the feature view's own windows, so it
-fires with them: it adds no wait.
+per key inside it.
+
+The feature view is computed once for both of its readers, the batches and the latest-features sink
+(jobs/learner_job.py): its rows come back from a DataStream with a rowtime one millisecond before
+their window's end (`ROWTIME`, what Flink's own `window_time` is), on which the batches are a
+tumbling window of the same size again, a cascaded window: it fires with the feature view's, so it
+adds no wait.
 
 One array per column, not an array of ROWs: `ARRAY_AGG(ROW(...))` in Flink 2.3 fills the array
 with the last row repeated (its row objects are reused).
 
->>> print(select_batches("features", "entity", "window_start", "window_end", "label", ["x1", "x2"], shards=4))
+>>> print(select_rows("features", "entity", "label", ["x1", "x2"], shards=4))
+SELECT `entity`, `label`, `x1`, `x2`, MOD(MOD(HASH_CODE(`entity`), 4) + 4, 4) AS `shard`, `learner_rowtime`
+FROM `features`
+>>> print(select_batches("learner_rows", "entity", "label", ["x1", "x2"], window_ms=10_000))
 SELECT `shard`, UTC_MILLIS(`window_end`) AS window_end_ms,
   ARRAY_AGG(`entity`) AS `keys`, ARRAY_AGG(`label`) AS `labels`, ARRAY_AGG(`x1`) AS `x1`, ARRAY_AGG(`x2`) AS `x2`
-FROM (SELECT *, MOD(MOD(HASH_CODE(`entity`), 4) + 4, 4) AS `shard` FROM `features`)
-GROUP BY `shard`, `window_start`, `window_end`
+FROM TABLE(TUMBLE(TABLE `learner_rows`, DESCRIPTOR(`learner_rowtime`), INTERVAL '10.000' SECOND))
+GROUP BY `shard`, window_start, window_end
 >>> list(batch_rows(("k1", "k2"), (True, None), [(0.5, 1.5), (2.0, 3.0)]))
 [('k1', True, 0.5, 2.0), ('k2', None, 1.5, 3.0)]
 """
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 # The batch record's columns before the feature arrays.
 BATCH_COLUMNS = ("shard", "window_end_ms", "keys", "labels")
+# The rowtime of the computed-once feature view's rows.
+ROWTIME = "learner_rowtime"
 
 
 def window_end_ms(column: str) -> str:
@@ -33,17 +43,28 @@ def window_end_ms(column: str) -> str:
     return f"UTC_MILLIS(`{column}`)"
 
 
-def select_batches(view: str, key: str, window_start: str, window_end: str, label: str, feature_names,
-                   shards: int) -> str:
-    """The query turning the feature view into one batch record per shard and window."""
+def rowtime_of(window_end: str) -> str:
+    """The SQL expression of `ROWTIME` for a feature row: its window's last millisecond."""
+    return f"CAST(`{window_end}` - INTERVAL '0.001' SECOND AS TIMESTAMP(3))"
+
+
+def select_rows(view: str, key: str, label: str, feature_names, shards: int) -> str:
+    """The learner's columns of the (computed once) feature view, with the shard of each row's key."""
+    columns = ", ".join(f"`{name}`" for name in (key, label, *feature_names))
+    # HASH_CODE may be negative; the second MOD maps it onto 0 .. shards - 1.
+    return (f"SELECT {columns}, MOD(MOD(HASH_CODE(`{key}`), {shards}) + {shards}, {shards}) AS `shard`, `{ROWTIME}`\n"
+            f"FROM `{view}`")
+
+
+def select_batches(rows_view: str, key: str, label: str, feature_names, window_ms: int) -> str:
+    """The query turning `select_rows`' rows into one batch record per shard and window."""
     arrays = ", ".join([f"ARRAY_AGG(`{key}`) AS `keys`", f"ARRAY_AGG(`{label}`) AS `labels`",
                         *(f"ARRAY_AGG(`{name}`) AS `{name}`" for name in feature_names)])
-    # HASH_CODE may be negative; the second MOD maps it onto 0 .. shards - 1.
     return (
-        f"SELECT `shard`, {window_end_ms(window_end)} AS window_end_ms,\n"
+        f"SELECT `shard`, {window_end_ms('window_end')} AS window_end_ms,\n"
         f"  {arrays}\n"
-        f"FROM (SELECT *, MOD(MOD(HASH_CODE(`{key}`), {shards}) + {shards}, {shards}) AS `shard` FROM `{view}`)\n"
-        f"GROUP BY `shard`, `{window_start}`, `{window_end}`"
+        f"FROM TABLE(TUMBLE(TABLE `{rows_view}`, DESCRIPTOR(`{ROWTIME}`), INTERVAL '{window_ms / 1000:.3f}' SECOND))\n"
+        f"GROUP BY `shard`, window_start, window_end"
     )
 
 

@@ -74,7 +74,18 @@ PREDICTION_TYPE = Types.ROW_NAMED(
     [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.MAP(Types.STRING(), Types.DOUBLE())],
 )
 SNAPSHOT_TYPE = Types.ROW_NAMED(["model_key", "envelope"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-SNAPSHOTS = OutputTag("model-snapshots", SNAPSHOT_TYPE)
+
+
+def in_columns(row_type):
+    """The type of one call's rows of `row_type` as one record of columns, an array per field.
+
+    The learner sends its predictions and snapshots so, one record per call into Python, and the JVM
+    makes the rows again (java/realtime_learning/ColumnsToRows.java, jobs/learner_job.py): each record
+    out of Python costs a pass through PyFlink's generators and its converters, and a JNI call."""
+    return Types.ROW_NAMED(row_type.get_field_names(), [Types.OBJECT_ARRAY(t) for t in row_type.get_field_types()])
+
+
+SNAPSHOTS = OutputTag("model-snapshots", in_columns(SNAPSHOT_TYPE))
 DRIFT_TYPE = Types.ROW_NAMED(
     ["model_key", "window_end_ms", "model_version", "action", "drift_count", "detected_at_ms"],
     [Types.STRING(), Types.LONG(), Types.LONG(), Types.STRING(), Types.LONG(), Types.LONG()],
@@ -378,14 +389,14 @@ class LearnerFunction(KeyedProcessFunction):
             return
         yield from self._after_learning(key, state, step, x, label, memory, clock, ctx)
         p = step.prediction
-        yield Row(key, p.window_end_ms, p.prediction, p.model_version, p.predicted, p.probabilities)
+        yield key, p.window_end_ms, p.prediction, p.model_version, p.predicted, p.probabilities
 
     def _after_learning(self, key: str, state: KeyState, step: Step, x, label, memory: ShardMemory, clock, ctx):
         """A row's side outputs, and its key's snapshot now or a place among the keys waiting for one."""
         yield from self._side_outputs(key, state, step, x, label, clock)
         if step.rollback_due:
             self.counters["rollbacks"].inc()
-            yield SNAPSHOTS, Row(key, self.learner.rollback(key, state, *clock.now()))
+            yield SNAPSHOTS, (key, self.learner.rollback(key, state, *clock.now()))
         elif self.learner.snapshot_due(state):
             yield from self._publish(key, state, clock)
         if not self._unpublished(state):
@@ -401,9 +412,9 @@ class LearnerFunction(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         if ctx.time_domain() == TimeDomain.EVENT_TIME:
-            yield from self._learn_waiting(ctx)
+            yield from as_columns(self._learn_waiting(ctx))
         else:
-            yield from self._publish_due(timestamp, ctx)
+            yield from as_columns(self._publish_due(timestamp, ctx))
 
     def _publish_due(self, timestamp: int, ctx):
         """Publish the shard's keys whose `snapshot_wait_ms` is up, and set the timer for the next."""
@@ -450,7 +461,47 @@ class LearnerFunction(KeyedProcessFunction):
             self.counters["snapshots_held_back"].inc()
             return
         self.counters["snapshots_published"].inc()
-        yield SNAPSHOTS, Row(key, envelope)
+        yield SNAPSHOTS, (key, envelope)
+
+
+def as_columns(outputs):
+    """A call's outputs with its predictions (tuples of PREDICTION_TYPE's fields) and snapshots gathered
+    into records of columns (`in_columns`), up to `PREDICTIONS_PER_RECORD` and `SNAPSHOTS_PER_RECORD`
+    rows each; the other side outputs as they come.
+
+    >>> snapshots, predictions = as_columns([
+    ...     ("k1", 10, 0.5, 1, "true", {}), (SNAPSHOTS, ("k1", b"e")), ("k2", 10, 0.2, 3, "false", None)])
+    >>> snapshots[0] is SNAPSHOTS, snapshots[1]
+    (True, Row(model_key=('k1',), envelope=(b'e',)))
+    >>> predictions.model_key, predictions.prediction, predictions.probabilities
+    (('k1', 'k2'), (0.5, 0.2), ({}, None))
+    """
+    predictions, snapshots = [], []
+    for output in outputs:
+        if len(output) != 2:
+            predictions.append(output)
+            if len(predictions) == PREDICTIONS_PER_RECORD:
+                yield PREDICTION_COLUMNS(*zip(*predictions))
+                predictions = []
+        elif output[0] is SNAPSHOTS:
+            snapshots.append(output[1])
+            if len(snapshots) == SNAPSHOTS_PER_RECORD:
+                yield SNAPSHOTS, SNAPSHOT_COLUMNS(*zip(*snapshots))
+                snapshots = []
+        else:
+            yield output
+    if snapshots:
+        yield SNAPSHOTS, SNAPSHOT_COLUMNS(*zip(*snapshots))
+    if predictions:
+        yield PREDICTION_COLUMNS(*zip(*predictions))
+
+
+# A call learning a whole window of many keys sends its first models out before its last are learned:
+# a snapshot is servable sooner (freshness), a prediction need not be.
+SNAPSHOTS_PER_RECORD = 64
+PREDICTIONS_PER_RECORD = 1024
+SNAPSHOT_COLUMNS = Row(*SNAPSHOT_TYPE.get_field_names())
+PREDICTION_COLUMNS = Row(*PREDICTION_TYPE.get_field_names())
 
 
 def _shard_of(ctx) -> int:
