@@ -11,6 +11,7 @@ snapshot or feature row that does not decode, has another format version or anot
 schema is rejected: logged once with its key and offset, counted, and what was served stays. While
 the broker or a topic is away, the follower retries and the models it has keep serving. Rollback
 records are logged and counted by where their model came from (the registry's history or the payload).
+A tombstone (a null value: the job expired or deleted the key) drops the key's model or features.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class Follower(threading.Thread):
                               "Partitions of the snapshot topic followed here (all unless serving.partitions).")
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
+        self.removed = Counter("serving_keys_removed_total",
+                               "Tombstones that dropped a served model or stored features, by topic.", labels=("topic",))
         self.rejected_features = Counter("serving_feature_rows_rejected_total", "Feature rows refused, by reason.",
                                          labels=("reason",))
         self.freshness = Histogram("serving_freshness_seconds",
@@ -144,7 +147,7 @@ class Follower(threading.Thread):
 
     def metrics(self):
         return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
-                self.freshness, self.feature_rows, self.rejected_features]
+                self.freshness, self.feature_rows, self.rejected_features, self.removed]
 
     def run(self):
         while not self.stopping.is_set():
@@ -210,6 +213,11 @@ class Follower(threading.Thread):
             consumer.close()
 
     def handle_snapshot(self, record) -> None:
+        if record.value is None and record.key is not None:
+            if self.registry.remove(record.key.decode(errors="replace")):
+                self.removed.inc(topic="snapshots")
+                self.models.set(len(self.registry))
+            return
         try:
             snapshot = check_snapshot(record.value, self.schema_hash, self.keyring)
         except Rejected as e:
@@ -244,6 +252,11 @@ class Follower(threading.Thread):
                     key, record.partition, record.offset, error)
 
     def handle_features(self, record) -> None:
+        if record.value is None and record.key is not None:
+            if self.features.remove(record.key.decode(errors="replace")):
+                self.removed.inc(topic="features")
+                self.feature_rows.set(len(self.features))
+            return
         try:
             row = decode_features(record.value)
         except FeatureRecordError as e:

@@ -1,5 +1,6 @@
 """The follower's handling of one snapshot record, without Kafka: what is served, refused or skipped."""
 
+import json
 import logging
 import pickle
 import random
@@ -171,3 +172,22 @@ def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_th
     f.handle_snapshot(record(encode(snapshot(key="j", version=4, generation=2, extra=rollback_extra(3, 2)), KEYRING), key="j"))
     assert [s.snapshot.order for s in f.registry._held["j"]] == [(1, 2), (2, 3), (2, 4)]
     assert f.rollbacks.value(source="payload") == 1 and f.registry.get("j").rollback.source == "payload"
+
+
+def test_a_tombstone_drops_the_key_and_its_features_and_a_key_that_comes_back_serves_from_version_1():
+    f = follower()
+    for key in ("k", "j"):
+        f.handle_snapshot(record(encode(snapshot(key=key, version=5), KEYRING), key=key))
+        f.handle_features(record(json.dumps({"key": key, "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
+                                             "features": {"x1": 1.0, "x2": 2.0}}).encode(), key=key))
+    assert (f.models.value(), f.feature_rows.value()) == (2, 2)
+    f.handle_snapshot(record(None, key="k"))
+    f.handle_features(record(None, key="k"))
+    f.handle_snapshot(record(None, key="never-served"))  # nothing to drop: not counted, not rejected
+    assert f.registry.get("k") is None and f.features.get("k") is None and f.registry.get("j") is not None
+    assert (f.models.value(), f.feature_rows.value()) == (1, 1)
+    assert (f.removed.value(topic="snapshots"), f.removed.value(topic="features")) == (1, 1)
+    assert list(f.rejected.samples()) == []
+    # The key's state started afresh in the job: version 1 is newer than nothing served.
+    f.handle_snapshot(record(encode(snapshot(key="k", version=1), KEYRING), key="k"))
+    assert f.registry.get("k").snapshot.model_version == 1
