@@ -31,10 +31,12 @@ ACTIVE_SET = set(ACTIVE)
 ALIVE = ACTIVE_SET | {RETURNING}
 
 
-def events(windows) -> list:
-    rows = [(w, k, key) for w in EVERYONE_WINDOWS for k, key in enumerate(KEYS)]
-    rows += [(w, k, key) for w in ACTIVE_WINDOWS for k, key in enumerate(KEYS) if key in ACTIVE_SET]
-    rows.append((RETURN_WINDOW, KEYS.index(RETURNING), RETURNING))
+def events(windows, keys=KEYS) -> list:
+    """The events of `windows` for `keys`: all in the first five windows, then the even half, and the
+    first odd key again in RETURN_WINDOW."""
+    rows = [(w, k, key) for w in EVERYONE_WINDOWS for k, key in enumerate(keys)]
+    rows += [(w, k, key) for w in ACTIVE_WINDOWS for k, key in enumerate(keys) if k % 2 == 0]
+    rows.append((RETURN_WINDOW, 1, keys[1]))
     out = []
     for w, k, key in sorted((row for row in rows if row[0] in windows), key=lambda row: row[0]):
         x, y = synthetic_row(k, w)
@@ -58,17 +60,29 @@ def values_left(topic: str) -> tuple[dict, int]:
     return counts, tombstones
 
 
-@pytest.mark.timeout(420)
-def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_returning_key_starts_afresh(
-        services, flink_job, replicas, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+def lifecycle_config(tmp_path, overrides=None):
+    return stack.isolated_config(tmp_path, "conf/job.yaml", {
+        # Every window has events on both partitions: a partition is never idle, and one read late on a
+        # busy machine must hold the watermark back, not be skipped (its rows would come too late, and
+        # active keys would look silent).
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
         "window": {"size_seconds": WINDOW_MS // 1000},
         "model": MODEL, "metric": METRIC,
         "snapshots": {"policy": "every_window"},
         "lifecycle": {"idle_ttl_seconds": TTL_S},
         "topics": {"snapshots": {"config": COMPACTED}, "features": {"config": COMPACTED}},
+        **(overrides or {}),
     })
+
+
+def expired(job_id) -> float:
+    return stack.job_metrics(job_id, "keys_expired").get("keys_expired")
+
+
+@pytest.mark.timeout(420)
+def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_returning_key_starts_afresh(
+        services, flink_job, replicas, tmp_path):
+    config = lifecycle_config(tmp_path)
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     live = replicas(config, 18601)
     live.wait_ready()
@@ -125,3 +139,35 @@ def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_retur
     assert fresh.http("GET", f"/models/{SILENT[3]}")[0] == 404
     assert fresh.http("GET", f"/models/{RETURNING}")[1]["model_version"] == 1
     assert fresh.metric("serving_snapshots_rejected_total") == 0
+
+
+@pytest.mark.timeout(420)
+def test_an_expiry_not_yet_written_to_state_is_replayed_by_a_restored_job_never_undone_or_sent_twice(
+        services, flink_job, replicas, tmp_path):
+    """With `learner.state_write_every` past the run's calls, every step (the expiry among them) is
+    only recorded in `learned-unwritten-batches` when the job stops with a savepoint; the job restored
+    from it replays them: the expired keys stay gone (not expired, counted or tombstoned again), and
+    the key that comes back after the restore starts afresh rather than from its replayed state."""
+    keys = [f"small-{i:03d}" for i in range(100)]
+    # Not compacted: the returning key's tombstone stays beside its new model, so every one is counted.
+    config = lifecycle_config(tmp_path, {"learner": {"state_write_every": 10_000},
+                                         "topics": {"snapshots": {"config": {"cleanup.policy": "delete"}}}})
+    topic = config["topics.events.name"]
+    job_id = flink_job("jobs/learner_job.py", "--config", config.source)
+    stack.produce_json(topic, events(range(RETURN_WINDOW), keys), key_field="entity")
+    stack.wait_until(lambda: expired(job_id) == 50, 120, lambda: f"keys_expired {expired(job_id)} to be 50")
+    savepoint = stack.script("savepoint.sh", "--stop", job_id).strip().splitlines()[-1]
+    restored = flink_job("-s", savepoint, "jobs/learner_job.py", "--config", config.source)
+    stack.produce_json(topic, events(range(RETURN_WINDOW, 18), keys), key_field="entity")
+
+    replica = replicas(config, 18603)
+    replica.wait_ready()
+    stack.wait_until(lambda: replica.http("GET", f"/models/{keys[1]}")[0] == 200
+                     and replica.http("GET", f"/models/{keys[0]}")[1].get("n_learned") == 17, 120,
+                     "the returning key's model and the active keys' 17th window")
+    assert replica.http("GET", f"/models/{keys[1]}")[1]["model_version"] == 1
+    assert replica.metric("serving_models") == 51
+    assert expired(restored) == 0
+    tombstones = [r.key.decode() for r in stack.read_topic(config["topics.snapshots.name"], None, 30)
+                  if r.value is None]
+    assert sorted(tombstones) == sorted(keys[1::2])
