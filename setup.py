@@ -42,7 +42,8 @@ setup(
     name="realtime-learning",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.11,<3.12",
+    # apache-flink 2.3.0 publishes wheels for 3.11 and 3.12 (scripts/common.sh SUPPORTED_PYTHONS).
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["jobs", "jobs.*", "udfs", "udfs.*", "serving", "serving.*"]),
     install_requires=INSTALL_REQUIRES,
     entry_points={"console_scripts": ["serving-replica = serving.replica:main"]},

@@ -16,13 +16,32 @@ jobs.config.ConfigError: job.yaml: missing setting 'kafka.acks'
 Traceback (most recent call last):
 ...
 jobs.config.ConfigError: job.yaml: 'learner.shards' must be a whole number >= 1, not '4'
+>>> @dataclasses.dataclass(frozen=True)
+... class Gate:
+...     window: int = 50
+...     margin: float = 0.05
+>>> error = Config({}, "job.yaml").error
+>>> settings_of(Gate, {"window": 20, "margin": 0}, "safety.gate", error)
+Gate(window=20, margin=0.0)
+>>> settings_of(Gate, {"windw": 20}, "safety.gate", error)
+Traceback (most recent call last):
+...
+jobs.config.ConfigError: job.yaml: 'safety.gate.windw' is not a setting: did you mean 'window'? (safety.gate has window, margin)
+>>> settings_of(Gate, {"window": "50"}, "safety.gate", error)
+Traceback (most recent call last):
+...
+jobs.config.ConfigError: job.yaml: 'safety.gate.window' must be a whole number, not '50'
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import os
 import sys
+import types
+import typing
 from typing import Any, NoReturn
 
 import yaml
@@ -120,10 +139,52 @@ def increasing_seconds(config: Config, path: str, default: list) -> list[float]:
     return [float(v) for v in value]
 
 
+# What a settings dataclass field's type takes, and how a mistake is named.
+_KINDS = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "text"),
+    dict: (lambda v: isinstance(v, dict), "a mapping"),
+    list: (lambda v: isinstance(v, list), "a list"),
+}
+
+
+def settings_of(cls, section: dict, path: str, error):
+    """The one settings validator: a settings dataclass `cls` from the config mapping at `path`, each
+    value checked against its field's type (an `X | None` field also takes null), an unknown key named
+    with the closest setting; `error(path, message)` makes the error (`Config.error`). Ranges and rules
+    between settings are the class's own, checked after."""
+    if not isinstance(section, dict):
+        raise error(path, f"must be a mapping, not {section!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in section:
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise error(f"{path}.{name}", f"is not a setting: {hint}({path} has {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in section.items():
+        kind, optional = hints[name], False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind, optional = (args[0] if len(args) == 1 else Any), type(None) in typing.get_args(kind)
+        kind = typing.get_origin(kind) or kind
+        if value is None and optional:
+            values[name] = None
+            continue
+        check = _KINDS.get(kind)
+        if check is not None and not check[0](value):
+            raise error(f"{path}.{name}", f"must be {check[1]}, not {value!r}")
+        values[name] = float(value) if kind is float else value
+    return cls(**values)
+
+
 def derive_config(config: Config, path: str, suffix: str | None = None, overrides: dict | None = None) -> Config:
     """Write a variant of `config` to `path`: with `suffix`, its own topics, consumer group and
     transactional ids (a run that shares nothing with earlier ones); `overrides` merged in last.
-    DDL, cold-start template and signing key paths stay pointing at the original project folder."""
+    DDL (history's too), cold-start template and signing key paths stay pointing at the original project folder."""
     data = copy.deepcopy(config.data)
     if suffix:
         for spec in data.get("topics", {}).values():
@@ -134,6 +195,10 @@ def derive_config(config: Config, path: str, suffix: str | None = None, override
     _merge(data, overrides or {})
     if "ddl" in data.get("sql", {}):
         data["sql"]["ddl"] = [config.file_path(p) for p in data["sql"]["ddl"]]
+    history = data.get("history") or {}
+    for key in ("events_ddl", "replaces"):
+        if history.get(key):
+            history[key] = config.file_path(history[key])
     cold_start = (data.get("safety") or {}).get("cold_start") or {}
     if cold_start.get("template"):
         cold_start["template"] = config.file_path(cold_start["template"])

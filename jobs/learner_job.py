@@ -12,11 +12,22 @@
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
 
     scripts/submit.sh jobs/learner_job.py --config conf/job.yaml
+
+With `--history PATH` the job reads history files instead of Kafka (scripts/backfill.sh runs it so):
+
+>>> from jobs.config import Config
+>>> config = Config({"sql": {"ddl": ["sql/functions.sql", "sql/events.sql"]}, "history": {
+...     "events_ddl": "sql/history_events.sql", "replaces": "sql/events.sql"}}, "/p/conf/job.yaml")
+>>> history = history_config(config, "file:///h")
+>>> history["sql.ddl"], history["history.path"]
+(['sql/functions.sql', 'sql/history_events.sql'], 'file:///h')
 """
 
 import argparse
+import copy
 import dataclasses
-import hashlib
+import glob
+import os
 
 from pyflink.common import Configuration, TypeInformation, Types, typeinfo
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
@@ -24,9 +35,10 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col, row
 
-from jobs.config import ConfigError, exit_with, load_config
+from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
-from jobs.sql import ddl_statements, execute_sql_files
+from jobs.sql import execute_sql_files
+from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
 from udfs.feature_batches import select_batches
@@ -44,8 +56,40 @@ from udfs.learner_function import (
 from udfs.model_spec import ModelSpecError, build_model, label_type_error, model_kind
 
 
-def fingerprint(statements) -> str:
-    return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:10]
+def history_config(config: Config, path: str) -> Config:
+    """`config` for a job over history files at `path`: `history.events_ddl` in the place of the DDL file
+    `history.replaces` names in `sql.ddl`, and `history.path` set, for the DDL to read."""
+    replaces, events_ddl = text(config, "history.replaces"), text(config, "history.events_ddl")
+    ddl = list(config["sql.ddl"])
+    matches = [i for i, p in enumerate(ddl) if config.file_path(p) == config.file_path(replaces)]
+    if not matches:
+        raise config.error("history.replaces", f"names {replaces}, which sql.ddl does not list")
+    data = copy.deepcopy(config.data)
+    data["sql"]["ddl"] = ddl[:matches[0]] + [events_ddl] + ddl[matches[0] + 1:]
+    data["history"]["path"] = path
+    return Config(data, config.source)
+
+
+def history_path(path: str) -> str:
+    """--history as Flink's filesystem connector takes it: a URI (s3://..., a cluster's shared storage) as
+    it is, a local file or folder as an absolute path, which must exist."""
+    if "://" in path:
+        return path
+    if not os.path.exists(path):
+        exit_with(f"--history {path}: no such file or folder")
+    return os.path.abspath(path)
+
+
+def history_jars() -> list[str]:
+    """The jars a job over history files ships (pipeline.jars): the file format's and Hadoop's, which the
+    cluster's classpath lacks (scripts/maven/history-jars.xml); HISTORY_JARS names another folder of them."""
+    folder = os.environ.get("HISTORY_JARS") or os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "lib", "history")
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not jars:
+        exit_with(f"no jars in {folder} for reading history files: run scripts/setup.sh "
+                  "(scripts/maven/history-jars.xml), or set HISTORY_JARS to a folder of them")
+    return ["file://" + jar for jar in jars]
 
 
 def compute_once(table_env, view: str, rowtime: str) -> None:
@@ -148,10 +192,14 @@ def main(argv=None):
     parser.add_argument("--config", default="conf/job.yaml")
     parser.add_argument("--parallelism", type=int, help="overrides the config's flink parallelism.default "
                         "(scripts/rescale.sh passes it: a program's own configuration wins over flink run -p)")
+    parser.add_argument("--history", metavar="PATH", help="read history files (a file or folder) instead of "
+                        "Kafka, with history.events_ddl in the config (scripts/backfill.sh)")
     args = parser.parse_args(argv)
 
     try:
         config = load_config(args.config)
+        if args.history is not None:
+            config = history_config(config, history_path(args.history))
         settings = LearnerSettings.from_config(config)
         Learner(settings, settings.signing.keyring(config.error))  # a bad model spec fails here, at submit time
     except (ConfigError, ModelSpecError) as e:
@@ -165,6 +213,11 @@ def main(argv=None):
             exit_with(f"--parallelism {args.parallelism} is not between 1 and the max parallelism "
                       f"(flink: pipeline.max-parallelism in {args.config})")
         flink_config.set_string("parallelism.default", str(args.parallelism))
+    # scripts/upgrade.sh reads it back (REST /jobs/<id>/config) to tell whether the new version's SQL is this one's.
+    sql_id = sql_fingerprint(config)
+    parameters = flink_config.get_string("pipeline.global-job-parameters", "")
+    flink_config.set_string("pipeline.global-job-parameters",
+                            ",".join(filter(None, [parameters, f"sql.fingerprint:{sql_id}"])))
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # Table options (table.local-time-zone among them) go onto the TableConfig too: read through the
@@ -172,12 +225,15 @@ def main(argv=None):
     for key in flink_config.key_set():
         if key.startswith("table."):
             table_env.get_config().set(key, flink_config.get_string(key, ""))
+    if args.history is not None:
+        # Shipped with the job rather than put on the cluster's classpath; set on the TableConfig, which
+        # also loads them into this client, where the planner looks the format up.
+        table_env.get_config().set("pipeline.jars", ";".join(history_jars()))
     # SQL operators get uids tied to the DDL's text: an upgrade with changed SQL starts them afresh
-    # (scripts/upgrade.sh drains their windows first), while the learner's state, uid "learner-shards",
-    # carries over.
-    ddl = ddl_statements(config)
+    # (scripts/upgrade.sh has the new job re-read their open windows), while the learner's state, uid
+    # "learner-shards", carries over.
     table_env.get_config().set("table.exec.uid.generation", "ALWAYS")
-    table_env.get_config().set("table.exec.uid.format", f"sql-{fingerprint(ddl)}-<id>_<transformation>")
+    table_env.get_config().set("table.exec.uid.format", f"sql-{sql_id}-<id>_<transformation>")
     try:
         # A statement Flink rejects stops here, before any job starts, named by its file and line.
         execute_sql_files(table_env, config)

@@ -96,17 +96,21 @@ def ddl_statements(config: Config, paths_setting: str = "sql.ddl") -> list[str]:
 def execute_sql_files(table_env, config: Config, paths_setting: str = "sql.ddl") -> None:
     """Run every statement of the files the config lists, in order; one Flink rejects raises SqlError
     naming its file and line with Flink's reason in one line, instead of Flink's Java trace."""
+    execute_statements(table_env, [s for path in config[paths_setting] for s in statements(path, config)])
+
+
+def execute_statements(table_env, found: list[Statement]) -> None:
+    """Run rendered statements in order; the first Flink rejects raises SqlError naming its file and line."""
     from py4j.protocol import Py4JJavaError  # with PyFlink: the config and SQL loaders need neither
     from pyflink.util.exceptions import JavaException
 
-    for path in config[paths_setting]:
-        for statement in statements(path, config):
-            try:
-                table_env.execute_sql(statement.text)
-            except Py4JJavaError as e:
-                raise SqlError(rejected(statement, str(e.java_exception.getMessage() or e.java_exception))) from None
-            except JavaException as e:  # PyFlink's own classes for some (TableException); str() is the trace
-                raise SqlError(rejected(statement, re.sub(r"^[\w.$]+: ", "", str(e)))) from None
+    for statement in found:
+        try:
+            table_env.execute_sql(statement.text)
+        except Py4JJavaError as e:
+            raise SqlError(rejected(statement, str(e.java_exception.getMessage() or e.java_exception))) from None
+        except JavaException as e:  # PyFlink's own classes for some (TableException); str() is the trace
+            raise SqlError(rejected(statement, re.sub(r"^[\w.$]+: ", "", str(e)))) from None
 
 
 # Calcite's positions, counted from the statement's first line: "From line 2, column 8 to line 2, column 11: "

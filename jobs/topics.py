@@ -28,23 +28,17 @@ import sys
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
-from jobs.config import Config, ConfigError, load_config
+from jobs.config import Config, ConfigError, load_config, whole_number
 
 
 class TopicError(RuntimeError):
     """A declared topic the cluster cannot create as declared."""
 
 
-def _whole(config: Config, path: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise config.error(path, f"must be a whole number >= {minimum}, not {value!r}")
-    return value
-
-
 def declared_topics(config: Config) -> list[NewTopic]:
     """The topics under `topics:`, with the replication factor and topic configs that apply to each;
     a wrong value names its setting."""
-    replication = _whole(config, "kafka.replication_factor", config.get("kafka.replication_factor", 1), 1)
+    replication = whole_number(config, "kafka.replication_factor", 1, minimum=1)
     shared = config.get("kafka.topic_config", None) or {}
     if not isinstance(shared, dict):
         raise config.error("kafka.topic_config", f"must be a mapping of topic configs, not {shared!r}")
@@ -52,7 +46,7 @@ def declared_topics(config: Config) -> list[NewTopic]:
     for alias, spec in (config.get("topics", {}) or {}).items():
         if not isinstance(spec, dict) or "name" not in spec:
             raise config.error(f"topics.{alias}", "needs a mapping with at least 'name'")
-        factor = _whole(config, f"topics.{alias}.replication_factor", spec.get("replication_factor", replication), 1)
+        factor = whole_number(config, f"topics.{alias}.replication_factor", replication, minimum=1)
         own = spec.get("config") or {}
         if not isinstance(own, dict):
             raise config.error(f"topics.{alias}.config", f"must be a mapping of topic configs, not {own!r}")
@@ -64,8 +58,8 @@ def declared_topics(config: Config) -> list[NewTopic]:
             raise config.error(f"{where}.min.insync.replicas",
                                f"must be a whole number no larger than topic {spec['name']!r}'s replication "
                                f"factor ({factor}), not {insync}: no write with acks=all could succeed")
-        topics.append(NewTopic(name=spec["name"], num_partitions=_whole(
-            config, f"topics.{alias}.partitions", spec.get("partitions", 1), 1), replication_factor=factor,
+        topics.append(NewTopic(name=spec["name"], num_partitions=whole_number(
+            config, f"topics.{alias}.partitions", 1, minimum=1), replication_factor=factor,
             topic_configs=configs))
     return topics
 

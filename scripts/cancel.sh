@@ -4,6 +4,5 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_setup
 [ $# -eq 1 ] || die "usage: $0 JOB_ID (see scripts/list.sh)"
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
-[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+use_cluster
 "$(flink_home)/bin/flink" cancel --jobmanager "$JOBMANAGER" "$1"

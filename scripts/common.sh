@@ -7,12 +7,60 @@ RUN_ROOT="$PROJECT_DIR/run"
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# The Python versions this package supports (setup.py python_requires says the same), in the order
+# setup prefers them: 3.11, the one CI runs every test on (integration included), then 3.12, on which CI
+# runs the unit tests.
+SUPPORTED_PYTHONS="3.11 3.12"
+
+# The path of an interpreter of Python $1 (e.g. 3.12): python3.12 on PATH, else pyenv's newest 3.12.x.
+# Fails, printing nothing, when none runs (a pyenv shim for a version not selected does not).
+find_python() {
+  local candidate
+  for candidate in "python$1" $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/"python$1" 2>/dev/null | sort -rV); do
+    "$candidate" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$1'; print(sys.executable)" 2>/dev/null &&
+      return 0
+  done
+  return 1
+}
+
+# A virtualenv at $1, made with the interpreter $2, holding this package (editable) with the extras $3,
+# e.g. '[job,dev]'. Installed again only when setup.py or the extras change ($1/.installed), so a
+# second call takes a second.
+ensure_venv() {
+  local dir="$1" python="$2" extras="$3" stamp
+  if [ ! -x "$dir/bin/python" ]; then
+    echo "setup: creating $dir with $("$python" -V 2>&1)"
+    "$python" -m venv "$dir"
+  fi
+  stamp=$( (cat "$PROJECT_DIR/setup.py"; echo "$extras") | sha256sum | cut -c1-16)
+  if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$stamp" ]; then
+    echo "setup: installing the package$extras and its pinned dependencies from PyPI into $dir"
+    "$dir/bin/pip" install --quiet --upgrade pip
+    # compat mode puts the project folder on sys.path, so packages added later import without a reinstall.
+    "$dir/bin/pip" install --quiet -e "$PROJECT_DIR$extras" --config-settings editable_mode=compat
+    echo "$stamp" >"$dir/.installed"
+  fi
+}
+
 require_setup() {
   [ -x "$VENV_PYTHON" ] || die "no virtualenv at $PROJECT_DIR/.venv; run: bash scripts/setup.sh"
 }
 
+# The cluster the Flink CLI talks to: JOBMANAGER=host:port, else the local one, with the local stack's
+# rendered configuration when there is one (it names the venv's Python); a remote cluster brings its own.
+use_cluster() {
+  JOBMANAGER="${JOBMANAGER:-localhost:8081}"
+  if [ -d "$RUN_ROOT/flink/conf" ]; then export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"; fi
+}
+
 flink_home() {
   "$VENV_PYTHON" -c 'import os, pyflink; print(os.path.dirname(os.path.abspath(pyflink.__file__)))'
+}
+
+# The job's Python packages as one zip at $1, for -pyfs: a remote cluster runs exactly this working tree.
+job_code_zip() {
+  mkdir -p "$(dirname "$1")" && rm -f "$1"
+  (cd "$PROJECT_DIR" && "$VENV_PYTHON" -m zipfile -c "$1" jobs udfs serving)
 }
 
 # Replace ${NAME} in a template with the values of the shell variables named in $2 (space-separated).

@@ -13,47 +13,18 @@ writes run/demo/bookstore.png: freshness per snapshot and the new book's rank ov
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 
 from kafka import KafkaProducer
 
 from jobs.config import derive_config, load_config
 from jobs.topics import declared_topics, ensure_topics
+from scripts import stack
 from scripts.bookstore_events import NEW_BOOK, QUIET_BOOK, Bookstore, produce
-
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = os.path.join(PROJECT_DIR, ".venv", "bin", "python")
-
-
-def http(port: int, path: str, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
-
-
-def wait_ready(port: int, process, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"replica on port {port} exited; see run/demo/replica-{port}.log")
-        try:
-            if http(port, "/readyz").get("ready"):
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"replica on port {port} not ready within {timeout_s}s")
 
 
 def rank_of(ranking: list, key: str):
@@ -61,7 +32,7 @@ def rank_of(ranking: list, key: str):
     return keys.index(key) + 1 if key in keys else None
 
 
-def run_story(config, ports, seconds: float, rate: float, release_at: float, top_n: int, quiet_at: float,
+def run_story(config, replicas, seconds: float, rate: float, release_at: float, top_n: int, quiet_at: float,
               log=print) -> dict:
     """Produce the story and watch serving; returns what was observed, rank and freshness over time."""
     store = Bookstore(release_at_s=release_at, quiet_at_s=quiet_at)
@@ -75,13 +46,13 @@ def run_story(config, ports, seconds: float, rate: float, release_at: float, top
     next_log = 0.0
     while story.is_alive():
         now = time.time()
-        recommended = http(ports[0], "/recommend", {"user": "user-001", "n": 50})
+        recommended = replicas[0].http("POST", "/recommend", {"user": "user-001", "n": 50})[1]
         ranking = recommended["ranking"]
         rank = rank_of(ranking, NEW_BOOK)
         ranks.append((now - started, rank))
         tops.append((now, recommended["window_end_ms"], [item["key"] for item in ranking[:top_n]]))
         for key in [item["key"] for item in ranking]:
-            model = http(ports[-1], f"/models/{key}")
+            model = replicas[-1].http("GET", f"/models/{key}")[1]
             if model.get("model_version", 0) > versions.get(key, 0):
                 versions[key] = model["model_version"]
                 freshness.append((now - started, model["freshness_s"]))
@@ -104,7 +75,7 @@ def run_story(config, ports, seconds: float, rate: float, release_at: float, top
     # The watermark stops at the last event's time less its delay: windows before this one have closed.
     closed_through = (int(time.time() * 1000) - int(float(config["source.watermark_delay_seconds"]) * 1000)) // window_ms
     time.sleep(2 * window_ms / 1000)  # for the last closed windows' models to reach the replicas
-    tail = {book: tail_learning(ports[-1], book, times, window_ms, closed_through)
+    tail = {book: tail_learning(replicas[-1], book, times, window_ms, closed_through)
             for book, times in store.tail_event_ms.items()}
     return {"ranks": ranks, "freshness": freshness, "before": before, "after": after,
             "release_at_s": release_at, "seconds_to_top_n": seconds_to_top, "top_n": top_n,
@@ -132,13 +103,13 @@ def quiet_book_left(tops: list, last_event_ms, window_ms: int) -> dict:
             "seconds_to_leave": left[0] - last_event_ms / 1000 if left else None}
 
 
-def tail_learning(port: int, book: str, event_ms: list, window_ms: int, closed_through: int) -> dict:
+def tail_learning(replica, book: str, event_ms: list, window_ms: int, closed_through: int) -> dict:
     """A long-tail book's rows (windows with its events), how many of them have a row in the next window
     too (all a book could learn before empty windows had a label), how many could have learned by the
     story's end (their next window is before `closed_through`, so closed), and `n_learned` as a replica
     serves it."""
     windows = sorted({ms // window_ms for ms in event_ms})
-    model = http(port, f"/models/{book}")
+    model = replica.http("GET", f"/models/{book}")[1]
     return {"rows": len(windows), "rows_with_next": sum(1 for w in windows if w + 1 in windows),
             "learnable": sum(1 for w in windows if w + 1 < closed_through), "n_learned": model.get("n_learned", 0)}
 
@@ -184,35 +155,29 @@ def main(argv=None) -> dict:
                         help=f"seconds until {QUIET_BOOK} goes quiet (default: halfway from the release to the end)")
     parser.add_argument("--top-n", type=int, default=3)
     parser.add_argument("--ports", type=int, nargs=2, default=[8000, 8001])
-    parser.add_argument("--plot", default=os.path.join(PROJECT_DIR, "run", "demo", "bookstore.png"))
+    parser.add_argument("--plot", default=os.path.join(stack.PROJECT_DIR, "run", "demo", "bookstore.png"))
     args = parser.parse_args(argv)
     quiet_at = args.quiet_at if args.quiet_at is not None else (args.release_at + args.seconds) / 2
 
     run_id = uuid.uuid4().hex[:8]
-    run_dir = os.path.join(PROJECT_DIR, "run", "demo")
+    run_dir = os.path.join(stack.PROJECT_DIR, "run", "demo")
     config = derive_config(load_config(args.config), os.path.join(run_dir, "conf", f"bookstore-{run_id}.yaml"), run_id)
     ensure_topics(config["kafka.bootstrap_servers"], declared_topics(config))
     print(f"demo: submitting the bookstore learner (topics *-{run_id})")
-    job_id = subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "submit.sh"), "jobs/learner_job.py",
-                             "--config", config.source], check=True, capture_output=True, text=True,
-                            cwd=PROJECT_DIR).stdout.strip().splitlines()[-1]
+    job_id = stack.submit("jobs/learner_job.py", "--config", config.source)
     replicas = []
     try:
         for port in args.ports:
-            log = open(os.path.join(run_dir, f"replica-{port}.log"), "w")
-            replicas.append(subprocess.Popen([PYTHON, "-m", "serving.replica", "--config", config.source,
-                                              "--port", str(port)], cwd=PROJECT_DIR, stdout=log, stderr=log))
-        for port, process in zip(args.ports, replicas):
-            wait_ready(port, process)
+            replicas.append(stack.Replica(config, port, log_path=os.path.join(run_dir, f"replica-{port}.log")))
+        for replica in replicas:
+            replica.wait_ready()
         print(f"demo: job {job_id} and replicas on ports {args.ports} are up; "
               f"the story runs {args.seconds:.0f}s, {NEW_BOOK} is released at {args.release_at:.0f}s")
-        result = run_story(config, args.ports, args.seconds, args.rate, args.release_at, args.top_n, quiet_at)
+        result = run_story(config, replicas, args.seconds, args.rate, args.release_at, args.top_n, quiet_at)
     finally:
-        for process in replicas:
-            process.terminate()
-            process.wait(timeout=10)
-        subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", "cancel.sh"), job_id],
-                       capture_output=True, cwd=PROJECT_DIR)
+        for replica in replicas:
+            replica.stop()
+        stack.cancel(job_id)
 
     plot(result, args.plot)
     print(f"demo: top {args.top_n} before the release: {result['before']}")

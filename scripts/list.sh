@@ -2,7 +2,7 @@
 # Lists the jobs of the local cluster or of JOBMANAGER=host:port: id, state, name.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
+use_cluster
 curl -sf --max-time 10 "http://$JOBMANAGER/jobs/overview" |
   "$VENV_PYTHON" -c 'import json, sys
 for job in json.load(sys.stdin)["jobs"]:

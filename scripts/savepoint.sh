@@ -12,8 +12,7 @@ case "${1:-}" in
   --drain) action=drain; shift ;;
 esac
 [ $# -ge 1 ] || die "usage: $0 [--stop|--drain] JOB_ID [TARGET_DIR]"
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
-[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+use_cluster
 job_id="$1"; target=("${@:2}")
 if [ "$action" != savepoint ]; then
   args=(stop --jobmanager "$JOBMANAGER" ${target:+--savepointPath "${target[0]}"})

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: .venv with the package, the Flink Kafka connector and the Kafka broker jars,
-# and the job's Java SQL functions.
-# Needs Python 3.11, Java 17+ and Maven; downloads only from PyPI and Maven Central.
+# the SQL client's gateway jar and the job's Java SQL functions.
+# Needs Python 3.11 or 3.12 (3.11 when both are found, or PYTHON=/path/to/python), Java 17+ and Maven; downloads
+# only from PyPI and Maven Central.
 # Idempotent: a second run with nothing changed takes a few seconds.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$PROJECT_DIR"
 
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null ||
-  die "Python 3.11 not found as '$PYTHON'. Install Python 3.11 or set PYTHON=/path/to/python3.11."
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
-  die "'$PYTHON' is $("$PYTHON" -V 2>&1); apache-flink 2.3 needs Python 3.11. Set PYTHON=/path/to/python3.11."
+supported="Python ${SUPPORTED_PYTHONS// / or }"
+if [ -n "${PYTHON:-}" ]; then
+  version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
+    die "PYTHON=$PYTHON does not run. Set PYTHON to a $supported."
+  [[ " $SUPPORTED_PYTHONS " == *" $version "* ]] ||
+    die "PYTHON=$PYTHON is Python $version; apache-flink 2.3 and this package need $supported (setup.py)."
+else
+  for version in $SUPPORTED_PYTHONS; do PYTHON=$(find_python "$version") && break; done
+  [ -n "$PYTHON" ] || die "no $supported found (as python3.X on PATH or under pyenv). Install one or set PYTHON=/path/to/python."
+fi
 command -v java >/dev/null ||
   die "Java not found. Install a JDK 17 (e.g. 'apt-get install openjdk-17-jdk-headless') and put 'java' on PATH."
 java_major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/ *java.specification.version = //p')
@@ -26,18 +32,13 @@ command -v envsubst >/dev/null ||
 
 stamp() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
-if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv with $("$PYTHON" -V)"
-  "$PYTHON" -m venv .venv
+# An existing .venv is kept, whichever supported Python it has; remove it to switch.
+if [ -x .venv/bin/python ]; then
+  version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [[ " $SUPPORTED_PYTHONS " == *" $version "* ]] ||
+    die ".venv has Python $version; this package needs $supported. Remove .venv and run setup again."
 fi
-pkg_stamp=$(stamp setup.py)
-if [ "$(cat .venv/.installed 2>/dev/null)" != "$pkg_stamp" ]; then
-  echo "setup: installing the package and its pinned dependencies from PyPI"
-  .venv/bin/pip install --quiet --upgrade pip
-  # compat mode puts the project folder on sys.path, so packages added later import without a reinstall.
-  .venv/bin/pip install --quiet -e '.[job,demo,dev]' --config-settings editable_mode=compat
-  echo "$pkg_stamp" >.venv/.installed
-fi
+ensure_venv .venv "$PYTHON" "[job,demo,dev]"
 
 jar_stamp=$(stamp scripts/maven/*.xml)
 if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
@@ -47,6 +48,10 @@ if [ "$(cat lib/.resolved 2>/dev/null)" != "$jar_stamp" ]; then
     die "Maven could not resolve the Flink Kafka connector (scripts/maven/flink-jars.xml)"
   mvn --batch-mode --quiet -f scripts/maven/kafka-broker.xml dependency:copy-dependencies ||
     die "Maven could not resolve the Kafka broker (scripts/maven/kafka-broker.xml)"
+  mvn --batch-mode --quiet -f scripts/maven/history-jars.xml dependency:copy-dependencies ||
+    die "Maven could not resolve the Parquet format and Hadoop client (scripts/maven/history-jars.xml)"
+  mvn --batch-mode --quiet -f scripts/maven/flink-sql-client.xml dependency:copy-dependencies ||
+    die "Maven could not resolve the SQL gateway jar of the SQL client (scripts/maven/flink-sql-client.xml)"
   echo "$jar_stamp" >lib/.resolved
 fi
 
@@ -77,5 +82,9 @@ fi
 flink_lib="$(flink_home)/lib"
 for jar in lib/flink/*.jar "$(flink_home)"/opt/flink-python-*.jar; do
   cmp -s "$jar" "$flink_lib/$(basename "$jar")" || cp "$jar" "$flink_lib/"
+done
+# The SQL client's gateway jar goes into opt/, where bin/sql-client.sh alone looks for it.
+for jar in lib/flink-opt/*.jar; do
+  cmp -s "$jar" "$(flink_home)/opt/$(basename "$jar")" || cp "$jar" "$(flink_home)/opt/"
 done
 echo "setup: ready ($(.venv/bin/python -c 'import pyflink.version as v; print("apache-flink", v.__version__)'), $(ls lib/kafka | sed -n 's/^kafka_2.13-\(.*\).jar/kafka \1/p'))"

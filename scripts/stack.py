@@ -111,6 +111,19 @@ def produce_json(topic: str, records, key_field: str | None = None) -> int:
     return count
 
 
+def produce_raw(topic: str, records) -> int:
+    """Send (key, value, partition) records as they are: bytes or None (a tombstone) for the value, a
+    partition number or None (the key's) for the partition; in order within each partition."""
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, max_request_size=4 * 1024 * 1024)
+    count = 0
+    for key, value, partition in records:
+        producer.send(topic, key=key, value=value, partition=partition)
+        count += 1
+    producer.flush(timeout=60)
+    producer.close()
+    return count
+
+
 def wait_until(condition, timeout_s: float, what) -> None:
     """Poll `condition` until it holds; `what` (or what it returns, if callable) names it on a timeout."""
     deadline = time.monotonic() + timeout_s
@@ -203,6 +216,24 @@ def job_metrics(job_id: str, prefix: str) -> dict[str, float]:
     return totals
 
 
+def prometheus_counters(job_id: str, prefix: str) -> dict[str, float]:
+    """The job's `prefix` operator counters as the TaskManagers' Prometheus reporters serve them
+    (conf/flink/config.yaml: the first free port of 9250-9260 each), summed over subtasks."""
+    totals: dict[str, float] = {}
+    for port in range(9250, 9261):
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name.startswith(f"flink_taskmanager_job_task_operator_{prefix}") and f'job_id="{job_id}"' in rest:
+                short = name.removeprefix("flink_taskmanager_job_task_operator_")
+                totals[short] = totals.get(short, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def job_state(job_id: str) -> str:
     return rest(f"/jobs/{job_id}")["state"]
 
@@ -235,6 +266,13 @@ def root_exception(job_id: str, wait_s: float = 0) -> str:
     return "\n".join([lines[0], *(lines[i] for i in causes), *innermost])
 
 
+def cancel_jobs_named(name: str) -> None:
+    """Cancel every job of the cluster called `name` that has not ended (one a client left running)."""
+    for job in rest("/jobs/overview")["jobs"]:
+        if job["name"] == name:
+            cancel(job["jid"])
+
+
 def cancel(job_id: str) -> None:
     try:
         state = job_state(job_id)
@@ -251,12 +289,18 @@ class Replica:
     """A serving replica process on 127.0.0.1:port, stopped by PID; `command` starts it another way than
     the project venv's `python -m serving.replica` (an installed `serving-replica`, say)."""
 
-    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None):
+    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None,
+                 log_path: str | None = None):
         self.port = port
         command = command or [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica"]
-        self.process = subprocess.Popen(
-            [*command, "--config", config.source, "--port", str(port), *args],
-            cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log_path = log_path
+        log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen([*command, "--config", config.source, "--port", str(port), *args],
+                                            cwd=PROJECT_DIR, stdout=log, stderr=log)
+        finally:
+            if log_path:
+                log.close()  # the replica holds its own copy
 
     def http(self, method: str, path: str, body=None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
@@ -271,7 +315,8 @@ class Replica:
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"replica on port {self.port} exited with {self.process.returncode}"
+            assert self.process.poll() is None, (f"replica on port {self.port} exited with {self.process.returncode}"
+                                                 + (f"; see {self.log_path}" if self.log_path else ""))
             try:
                 if self.http("GET", "/readyz")[0] == 200:
                     return

@@ -8,9 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_setup
 
-JOBMANAGER="${JOBMANAGER:-localhost:8081}"
-# The rendered local configuration names the venv's Python; a remote cluster brings its own.
-[ -d "$RUN_ROOT/flink/conf" ] && export FLINK_CONF_DIR="$RUN_ROOT/flink/conf"
+use_cluster
 
 flink_opts=()
 while [ $# -gt 0 ] && [[ "$1" == -* ]]; do
@@ -23,10 +21,8 @@ done
 job="$1"; shift
 [ -f "$job" ] || die "job file not found: $job"
 
-# The job's packages travel with it as one zip, so a remote cluster runs exactly this working tree.
 pyfs="$RUN_ROOT/pyfs/realtime_learning.zip"
-mkdir -p "$(dirname "$pyfs")" && rm -f "$pyfs"
-(cd "$PROJECT_DIR" && "$VENV_PYTHON" -m zipfile -c "$pyfs" jobs udfs serving)
+job_code_zip "$pyfs"
 
 out=$("$(flink_home)/bin/flink" run --detached --jobmanager "$JOBMANAGER" \
   -pyexec "$VENV_PYTHON" -pyclientexec "$VENV_PYTHON" \

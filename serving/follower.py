@@ -3,6 +3,15 @@ names, the same numbers of both topics) from the earliest offset, read_committed
 (every replica sees every record of what it follows); valid snapshots go to the model registry, feature
 rows to the feature store.
 
+The Kafka consumer, signature verification and the checks run in a child process (`TopicReader`,
+started with the spawn method by the `Follower` thread), so that their CPU does not hold the GIL the
+server's event loop answers requests with. The child sends what it read, one batch per poll, over a
+private pipe: verified snapshots (payload still pickled), feature rows, rejections and its progress.
+In the serving process only the stale check, the restricted unpickle of a newer model and the
+registry's one-slot swap remain. A child that dies is seen at once (its end of the pipe closes): the
+replica turns not ready (`/readyz` 503) and starts a new child, which reads the topics from the start
+again (versions already served are skipped) and makes it ready once caught up.
+
 Every snapshot's signature is verified before anything else is done with it (udfs/signing.py): one
 that is unsigned, signed with a key not in `signing.keys` or altered is rejected with reason
 `signature`, so a forged huge version or generation never reaches the registry. A signed payload that
@@ -17,8 +26,11 @@ A tombstone (a null value: the job expired or deleted the key) drops the key's m
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
+from typing import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -34,6 +46,8 @@ from udfs.signing import Keyring
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+# How long a stopping replica waits for its reader process before killing it.
+STOP_TIMEOUT_S = 5.0
 RECONNECT_BACKOFF_MAX_MS = 1000
 LAG_LOOKUP_TIMEOUT_MS = 1000
 
@@ -115,6 +129,10 @@ def is_rollback(rollback, version: int) -> bool:
 
 
 class Follower(threading.Thread):
+    """In the serving process: starts the reader process, applies what it sends (stale check, restricted
+    unpickle, swap) and keeps every metric. `handle_snapshot`/`handle_features` check and apply one record
+    in this process, as the reader and the applying halves do together."""
+
     def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str,
                  registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets,
                  keyring: Keyring, partitions: KeyPartitions | None = None):
@@ -128,6 +146,7 @@ class Follower(threading.Thread):
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.error: str | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
         self.applied = Counter("serving_snapshots_applied_total", "Snapshots now served.")
         self.stale = Counter("serving_snapshots_stale_total", "Snapshots not newer than the version served.")
         self.rejected = Counter("serving_snapshots_rejected_total", "Snapshots refused, by reason.", labels=("reason",))
@@ -149,20 +168,208 @@ class Follower(threading.Thread):
         return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
                 self.freshness, self.feature_rows, self.rejected_features, self.removed]
 
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop following: the reader process ends with this thread (it also ends by itself when this
+        process dies without stopping it: it watches its parent)."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join(timeout_s)
+
     def run(self):
+        context = multiprocessing.get_context("spawn")
         while not self.stopping.is_set():
+            receiving, sending = context.Pipe(duplex=False)
+            reader = TopicReader(self.bootstrap_servers, self.snapshot_topic, self.features_topic, self.schema_hash,
+                                 self.keyring, self.partitions.held)
+            self.process = context.Process(target=reader.run, args=(sending,), name="topic-reader", daemon=True)
+            self.process.start()
+            sending.close()  # only the child writes: its death then closes the pipe (EOFError below)
+            try:
+                self.receive(receiving)
+            finally:
+                receiving.close()
+                stop_process(self.process)
+            if self.error or self.stopping.is_set():
+                return
+            # The reader died (killed, out of memory): not ready until a new one has caught up again.
+            self.ready.clear()
+            log.error("the topic reader process exited with %s; starting a new one in %gs",
+                      self.process.exitcode, RETRY_S)
+            self.stopping.wait(RETRY_S)
+
+    def receive(self, receiving) -> None:
+        """Apply the reader's batches until it ends, reports an error, or the replica stops."""
+        while not self.stopping.is_set():
+            try:
+                if not receiving.poll(0.2):
+                    continue
+                # Unpickled with plain pickle: these bytes come only from this process's own child over a
+                # private pipe, never from Kafka; the child verified every snapshot's signature first, and
+                # the model payloads inside stay pickled until the registry's restricted unpickler loads them.
+                batch = receiving.recv()
+            except (EOFError, OSError):
+                return
+            for message in batch:
+                HANDLERS[message[0]](self, *message[1:])
+            if self.error:
+                return
+
+    # What the reader process sends, by the message's first item.
+    def _snapshot(self, snapshot: Snapshot, key: str | None, partition: int, offset: int) -> None:
+        self.apply_snapshot(snapshot, key, partition, offset)
+
+    def _rejected(self, reason: str, key: str | None, partition: int, offset: int, message: str) -> None:
+        self.count_rejected(reason, key, partition, offset, message)
+
+    def _features(self, row) -> None:
+        self.apply_features(row)
+
+    def _features_rejected(self, reason: str, message: str) -> None:
+        self.rejected_features.inc(reason=reason)
+        log.warning("%s", message)
+
+    def _advance(self) -> None:
+        self.features.advance()  # the rows of a new window just read are all in place
+
+    def _partitions(self, count: int, followed: int) -> None:
+        # Where a key lives is its partition among all of the topic's, followed or not.
+        self.partitions.count = count
+        self.followed.set(followed)
+
+    def _ready(self) -> None:
+        self.ready.set()
+        log.info("caught up: %d models, %d feature rows", len(self.registry), len(self.features))
+
+    def _lag(self, lag: int) -> None:
+        self.lag.set(lag)
+
+    def _error(self, error: str) -> None:
+        self.error = error  # a replica that stopped following serves ever older models; /healthz reports it
+
+    def _removed(self, topic: str, key: str) -> None:
+        """A tombstone: drop the key's model (`snapshots`) or features (`features`); counted if it had any."""
+        store, gauge = (self.registry, self.models) if topic == "snapshots" else (self.features, self.feature_rows)
+        if store.remove(key):
+            self.removed.inc(topic=topic)
+            gauge.set(len(store))
+
+    def handle_snapshot(self, record) -> None:
+        """Check and apply one snapshot record in this process."""
+        key = record.key.decode(errors="replace") if record.key else None
+        if key is not None and record.value is None:
+            return self._removed("snapshots", key)
+        try:
+            snapshot = check_snapshot(record.value, self.schema_hash, self.keyring)
+        except Rejected as e:
+            return self.count_rejected(e.reason, key, record.partition, record.offset, str(e))
+        self.apply_snapshot(snapshot, key, record.partition, record.offset)
+
+    def apply_snapshot(self, snapshot: Snapshot, key: str | None, partition: int, offset: int) -> None:
+        """Serve a verified, checked snapshot if it is newer than the key's."""
+        current = self.registry.get(snapshot.key)
+        if current is not None and current.snapshot.order >= snapshot.order:
+            self.stale.inc()
+            return
+        now = time.time()
+        try:
+            served = self.registry.offer(snapshot, applied_at=now)
+        except ForbiddenPayload as e:
+            return self.count_rejected("forbidden", key, partition, offset, str(e))
+        except EnvelopeError as e:
+            return self.count_rejected("corrupt", key, partition, offset, str(e))
+        if served is None:
+            return
+        self.applied.inc()
+        self.models.set(len(self.registry))
+        if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
+            self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
+        if "rollback" in snapshot.extra:
+            rollback = served.rollback
+            self.rollbacks.inc(source=rollback.source)
+            log.info("key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s", snapshot.key,
+                     rollback.version, rollback.to_version, rollback.source, rollback.from_version, rollback.reason)
+
+    def count_rejected(self, reason: str, key: str | None, partition: int, offset: int, error: str) -> None:
+        self.rejected.inc(reason=reason)
+        log.warning("rejected snapshot of key %r at partition %d offset %d: %s", key, partition, offset, error)
+
+    def handle_features(self, record) -> None:
+        """Check and apply one feature record in this process."""
+        if record.key and record.value is None:
+            return self._removed("features", record.key.decode(errors="replace"))
+        checked = check_features(record, self.schema_hash)
+        if isinstance(checked, tuple):
+            return self._features_rejected(*checked)
+        self.apply_features(checked)
+
+    def apply_features(self, row) -> None:
+        if self.features.offer(row, received_at=time.time()):
+            self.feature_rows.set(len(self.features))
+
+
+HANDLERS: dict[str, Callable] = {
+    "snapshot": Follower._snapshot, "rejected": Follower._rejected, "features": Follower._features,
+    "features_rejected": Follower._features_rejected, "advance": Follower._advance,
+    "partitions": Follower._partitions, "ready": Follower._ready, "lag": Follower._lag, "error": Follower._error,
+    "removed": Follower._removed,
+}
+
+
+def check_features(record, schema_hash: str):
+    """The feature row in a record, or (reason, log message) when it is refused."""
+    try:
+        row = decode_features(record.value)
+    except FeatureRecordError as e:
+        return "corrupt", f"rejected feature row at partition {record.partition} offset {record.offset}: {e}"
+    if row.feature_schema_hash != schema_hash:
+        return "schema", (f"rejected feature row of key {row.key!r} at partition {record.partition} offset "
+                          f"{record.offset}: feature schema {row.feature_schema_hash} is not {schema_hash}")
+    return row
+
+
+def stop_process(process) -> None:
+    """End a reader process that is still running: SIGTERM, then SIGKILL if it does not go."""
+    if process.is_alive():
+        process.terminate()
+        process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+class TopicReader:
+    """In the child process: reads both topics, verifies and checks every record, and sends the results to
+    the serving process, one list of messages per poll (see `Follower`'s handlers for what each says)."""
+
+    def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str, schema_hash: str,
+                 keyring: Keyring, held: frozenset[int] | None):
+        self.bootstrap_servers = bootstrap_servers
+        self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
+        self.schema_hash, self.keyring, self.held = schema_hash, keyring, held
+
+    def run(self, sending) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.parent = os.getppid()
+        self.sending = sending
+        while self.parent_alive():
             try:
                 return self.follow()
             except (KafkaError, TopicMissing) as e:
-                # A broker that restarts or topics not created yet: keep serving what is served, and retry.
+                # A broker that restarts or topics not created yet: the replica keeps serving what it serves.
                 # Reading again from the start is harmless: versions already served are skipped.
                 log.warning("cannot follow the topics, retrying in %gs: %s", RETRY_S, e)
-                self.stopping.wait(RETRY_S)
+                time.sleep(RETRY_S)
+            except (BrokenPipeError, EOFError):
+                return  # the serving process is gone or stopping
             except Exception as e:
-                # A replica that stopped following serves ever older models; /healthz reports it.
-                self.error = f"{type(e).__name__}: {e}"
                 log.exception("stopped following the topics")
+                self.sending.send([("error", f"{type(e).__name__}: {e}")])
                 return
+
+    def parent_alive(self) -> bool:
+        # A replica killed outright (SIGKILL, SIGTERM without cleanup) cannot stop its child: the child,
+        # re-parented, sees it and ends rather than reading Kafka for no one.
+        return os.getppid() == self.parent
 
     def follow(self):
         # Offsets out of range (records deleted while behind) restart from the earliest: skipping to the
@@ -179,94 +386,52 @@ class Follower(threading.Thread):
                 if not found:
                     raise TopicMissing(f"topic {topic!r} does not exist")
                 counts[topic] = len(found)
-            followed = partitions_to_follow(counts, self.partitions.held)
+            followed = partitions_to_follow(counts, self.held)
             partitions = [TopicPartition(topic, p) for topic, numbers in followed.items() for p in numbers]
-            # Where a key lives is its partition among all of the topic's, followed or not.
-            self.partitions.count = counts[self.snapshot_topic]
-            self.followed.set(len(followed[self.snapshot_topic]))
+            self.sending.send([("partitions", counts[self.snapshot_topic], len(followed[self.snapshot_topic]))])
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             # Ready once caught up with what was committed when the replica started.
             start_ends = consumer.end_offsets(partitions)
-            next_lag_check = 0.0
-            while not self.stopping.is_set():
+            ready, next_lag_check = False, 0.0
+            while self.parent_alive():
+                batch = []
                 for tp, records in consumer.poll(timeout_ms=200).items():
-                    handle = self.handle_snapshot if tp.topic == self.snapshot_topic else self.handle_features
+                    handle = self.snapshot if tp.topic == self.snapshot_topic else self.features
                     for record in records:
-                        handle(record)
-                self.features.advance()  # the rows of a new window just read are all in place
+                        batch.append(handle(record))
+                if batch:
+                    batch.append(("advance",))
                 if time.monotonic() >= next_lag_check:
                     next_lag_check = time.monotonic() + 0.5
                     positions = {tp: consumer.position(tp) for tp in partitions}
-                    if not self.ready.is_set() and all(positions[tp] >= start_ends[tp] for tp in partitions):
-                        self.ready.set()
-                        log.info("caught up: %d models, %d feature rows", len(self.registry), len(self.features))
+                    if not ready and all(positions[tp] >= start_ends[tp] for tp in partitions):
+                        ready = True
+                        batch.append(("ready",))
                     try:
                         # Bounded: while the broker is away, a lag lookup must not hold up the polling.
                         ends = consumer.end_offsets(partitions, timeout_ms=LAG_LOOKUP_TIMEOUT_MS)
+                        batch.append(("lag", sum(max(0, ends[tp] - positions[tp]) for tp in partitions)))
                     except KafkaError as e:
                         # The broker being away is no reason to stop serving; poll() reconnects.
                         log.warning("consumer lag unknown: %s", e)
-                        continue
-                    self.lag.set(sum(max(0, ends[tp] - positions[tp]) for tp in partitions))
+                if batch:
+                    self.sending.send(batch)
         finally:
             consumer.close()
 
-    def handle_snapshot(self, record) -> None:
-        if record.value is None and record.key is not None:
-            if self.registry.remove(record.key.decode(errors="replace")):
-                self.removed.inc(topic="snapshots")
-                self.models.set(len(self.registry))
-            return
-        try:
-            snapshot = check_snapshot(record.value, self.schema_hash, self.keyring)
-        except Rejected as e:
-            return self.reject(record, e.reason, e)
-        current = self.registry.get(snapshot.key)
-        if current is not None and current.snapshot.order >= snapshot.order:
-            self.stale.inc()
-            return
-        now = time.time()
-        try:
-            served = self.registry.offer(snapshot, applied_at=now)
-        except ForbiddenPayload as e:
-            return self.reject(record, "forbidden", e)
-        except EnvelopeError as e:
-            return self.reject(record, "corrupt", e)
-        if served is None:
-            return
-        self.applied.inc()
-        self.models.set(len(self.registry))
-        if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
-            self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
-        if "rollback" in snapshot.extra:
-            rollback = served.rollback
-            self.rollbacks.inc(source=rollback.source)
-            log.info("key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s", snapshot.key,
-                     rollback.version, rollback.to_version, rollback.source, rollback.from_version, rollback.reason)
-
-    def reject(self, record, reason: str, error: Exception) -> None:
-        self.rejected.inc(reason=reason)
+    def snapshot(self, record) -> tuple:
         key = record.key.decode(errors="replace") if record.key else None
-        log.warning("rejected snapshot of key %r at partition %d offset %d: %s",
-                    key, record.partition, record.offset, error)
-
-    def handle_features(self, record) -> None:
-        if record.value is None and record.key is not None:
-            if self.features.remove(record.key.decode(errors="replace")):
-                self.removed.inc(topic="features")
-                self.feature_rows.set(len(self.features))
-            return
+        if key is not None and record.value is None:
+            return "removed", "snapshots", key  # a tombstone: the serving process drops the key's model
         try:
-            row = decode_features(record.value)
-        except FeatureRecordError as e:
-            self.rejected_features.inc(reason="corrupt")
-            log.warning("rejected feature row at partition %d offset %d: %s", record.partition, record.offset, e)
-            return
-        if row.feature_schema_hash != self.schema_hash:
-            self.rejected_features.inc(reason="schema")
-            log.warning("rejected feature row of key %r at partition %d offset %d: feature schema %s is not %s",
-                        row.key, record.partition, record.offset, row.feature_schema_hash, self.schema_hash)
-            return
-        if self.features.offer(row, received_at=time.time()):
-            self.feature_rows.set(len(self.features))
+            return "snapshot", check_snapshot(record.value, self.schema_hash, self.keyring), key, record.partition, \
+                record.offset
+        except Rejected as e:
+            return "rejected", e.reason, key, record.partition, record.offset, str(e)
+
+    def features(self, record) -> tuple:
+        if record.key and record.value is None:
+            return "removed", "features", record.key.decode(errors="replace")
+        checked = check_features(record, self.schema_hash)
+        return ("features_rejected", *checked) if isinstance(checked, tuple) else ("features", checked)

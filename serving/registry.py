@@ -1,7 +1,8 @@
 """The models a replica serves: the newest version per key, swapped without locks on the read path,
 with the few versions before it held back for rollbacks.
 
-One follower thread writes; request threads read. A swap builds the new `ServedModel` completely and
+One follower thread writes (applying what the replica's reader process verified); request threads
+or the event loop read. A swap builds the new `ServedModel` completely and
 then rebinds one dict slot (the key's tuple of held versions, the served one last), which is atomic in
 CPython, so a reader sees the old model or the new one, never a half-built one.
 
@@ -11,7 +12,8 @@ unpickling; otherwise the record's own payload is loaded. Either way the record'
 
 "Newer" is `Snapshot.order`, (generation, model_version): a job started afresh (a later generation)
 replaces the models of the job before it, whatever versions those reached. Payloads are unpickled
-through the allow-list `classes` (udfs/safe_pickle.py), and only of envelopes the follower verified.
+through the allow-list `classes` (udfs/safe_pickle.py), and only of envelopes the follower's reader
+process verified (serving/follower.py).
 
 >>> from river import linear_model
 >>> from udfs.envelope import Snapshot, dump_model

@@ -23,8 +23,8 @@ partition (serving.partitions), for a router to send it to the replica holding i
 
 The endpoints (serving.routes) are answered by uvicorn on one event loop (serving.asgi_server), within
 the limits under `serving:` in the config (serving.limits); `--server stdlib` answers them with the
-standard library's thread-per-connection server instead, for comparison. The topic follower is a thread
-beside either.
+standard library's thread-per-connection server instead, for comparison. The topics are read, verified
+and checked in a child process (serving.follower); a thread beside either server applies what it sends.
 
 >>> parse_args(["--port", "0"]).server
 'asgi'
@@ -150,8 +150,9 @@ def main(argv=None):
         replica = Replica(load_config(args.config), partitions=args.partitions)
     except ConfigError as e:
         exit_with(e)  # a wrong setting or option, named in one line, rather than a traceback
-    # The follower thread unpickles every new model while requests wait for the GIL: Python hands the
-    # GIL over every 5 ms by default, which a request waiting behind a burst of swaps would pay.
+    # The follower thread unpickles every new model (its reader process does the rest) while requests wait
+    # for the GIL: Python hands the GIL over every 5 ms by default, which a request waiting behind a burst
+    # of swaps would pay.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         server = make_server(replica, args.host, args.port, args.server)
@@ -164,7 +165,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     finally:
-        replica.follower.stopping.set()
+        replica.follower.stop()  # and with it the reader process
         server.server_close()
 
 

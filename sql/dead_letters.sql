@@ -10,7 +10,7 @@ SELECT
     'source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
     'source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
   ] AS headers
-FROM checked_events WHERE problem IS NOT NULL;
+FROM checked_events WHERE problem IS NOT NULL AND NOT handled_before;
 
 CREATE TABLE dead_letters (
   payload BYTES,

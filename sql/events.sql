@@ -20,6 +20,8 @@ CREATE TABLE events_raw (
   'properties.group.id' = '${source.group_id}',
   'properties.auto.offset.reset' = 'earliest',
   'scan.startup.mode' = '${source.startup_mode}',
+  -- With startup_mode specific-offsets (written by scripts/upgrade.sh when the SQL changed; jobs/upgrade.py).
+  'scan.startup.specific-offsets' = '${source.specific_offsets}',
   'scan.bounded.mode' = '${source.bounded_mode}',
   'scan.watermark.idle-timeout' = '${source.idle_timeout}',
   'format' = 'raw'

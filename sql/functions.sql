@@ -3,6 +3,10 @@
 -- NULL elements for missing ones and NULL for a payload that is not one JSON object. It reads the event
 -- once, where each JSON_VALUE parses all of it again (java/realtime_learning/JsonFields.java).
 CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_FIELDS AS 'realtime_learning.JsonFields' LANGUAGE JAVA;
+-- JSON_PROBLEM(payload, 'a', 'b', ...): why JSON_FIELDS with the same fields is NULL (a tombstone, an empty
+-- event, not UTF-8, not an object, a duplicated field, too deep, malformed), as a dead-letter reason
+-- (java/realtime_learning/JsonProblem.java).
+CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_PROBLEM AS 'realtime_learning.JsonProblem' LANGUAGE JAVA;
 -- EVENT_TIME_MILLIS(ts_text, max_ahead_seconds): the event time sql/events.sql windows on, 0 (which never
 -- moves the watermark) for a ts that is missing, negative or too far ahead of the clock
 -- (java/realtime_learning/EventTimeMillis.java).

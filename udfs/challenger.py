@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jobs.config import settings_of
 from udfs.gate import value_of, worse_by_more_than
 from udfs.model_spec import build_model
 
@@ -36,7 +37,7 @@ class ChallengerSettings:
 
     @classmethod
     def from_config(cls, section: dict, error) -> "ChallengerSettings":
-        settings = cls(**section)
+        settings = settings_of(cls, section, "safety.challenger", error)
         if settings.enabled:
             build_model(settings.model, "safety.challenger.model")
         if settings.window < 1 or settings.margin < 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jobs.config import settings_of
 from udfs.model_spec import build_detector
 
 DRIFT_ACTIONS = ("reset", "promote_challenger", "flag")
@@ -31,7 +32,7 @@ class DriftSettings:
 
     @classmethod
     def from_config(cls, section: dict, error) -> "DriftSettings":
-        settings = cls(**section)
+        settings = settings_of(cls, section, "safety.drift", error)
         if settings.action not in DRIFT_ACTIONS:
             raise error("safety.drift.action", f"must be one of {', '.join(DRIFT_ACTIONS)}, not {settings.action!r}")
         build_detector(settings.detector, "safety.drift.detector")

@@ -26,6 +26,8 @@ from typing import Any
 
 from river import utils
 
+from jobs.config import settings_of
+
 
 @dataclasses.dataclass(frozen=True)
 class GateSettings:
@@ -38,7 +40,7 @@ class GateSettings:
 
     @classmethod
     def from_config(cls, section: dict, error) -> "GateSettings":
-        settings = cls(**section)
+        settings = settings_of(cls, section, "safety.gate", error)
         if settings.window < 1 or settings.min_rows < 1 or settings.margin < 0 or settings.rollback_margin < 0:
             raise error("safety.gate", "needs window >= 1, min_rows >= 1 and margins >= 0")
         if settings.rollback and not settings.enabled:

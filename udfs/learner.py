@@ -124,10 +124,7 @@ class SafetySettings:
             part = section.get(name) or {}
             if not isinstance(part, dict):
                 raise config.error(f"safety.{name}", f"must be a mapping, not {part!r}")
-            try:
-                parts[name] = kind.from_config(part, config.error)
-            except TypeError as e:
-                raise config.error(f"safety.{name}", f"has an unknown or missing setting: {e}") from None
+            parts[name] = kind.from_config(part, config.error)
         safety = cls(**parts)
         if safety.drift.action == "promote_challenger" and not safety.challenger.enabled:
             raise config.error("safety.drift.action", "promote_challenger needs safety.challenger.enabled: true")

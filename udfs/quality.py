@@ -31,6 +31,8 @@ import math
 
 from river import stats as river_stats
 
+from jobs.config import settings_of
+
 
 @dataclasses.dataclass(frozen=True)
 class QualitySettings:
@@ -41,7 +43,7 @@ class QualitySettings:
 
     @classmethod
     def from_config(cls, section: dict, error) -> "QualitySettings":
-        settings = cls(**section)
+        settings = settings_of(cls, section, "safety.quality", error)
         if settings.max_sigma <= 0 or settings.warmup_rows < 2 or settings.max_repeats < 1:
             raise error("safety.quality", "needs max_sigma > 0, warmup_rows >= 2 and max_repeats >= 1")
         return settings

@@ -18,9 +18,11 @@ import java.io.IOException;
  *
  * <p>A field's element is its value as written for a string, number or boolean ({@code 1.50} stays
  * "1.50"; cast it with {@code TRY_CAST}), and NULL when the field is missing, null, an object or an
- * array. A duplicated field counts as its last value. The whole result is NULL when the payload is not
- * exactly one well-formed JSON object (bad UTF-8, trailing text, and nesting or numbers beyond the
- * parser's limits included), so {@code fields IS NULL} is the "malformed JSON" check.
+ * array. The whole result is NULL when the payload is not exactly one well-formed JSON object in UTF-8
+ * (bad UTF-8 anywhere, trailing text, and nesting or numbers beyond the parser's limits included) or
+ * names one of the fields asked for twice (which of two values would be meant is a guess), so
+ * {@code fields IS NULL} is the check that the event is readable; {@code JSON_PROBLEM}
+ * ({@link JsonProblem}) says why not, for those events only.
  *
  * <p>Declared non-deterministic only so that Flink's planner computes it once per row where a query
  * reads several of its elements: it never merges a projection into one that would repeat a
@@ -34,7 +36,11 @@ public class JsonFields extends ScalarFunction {
         if (payload == null) {
             return null;
         }
+        if (!Utf8.valid(payload)) {
+            return null;
+        }
         String[] values = new String[names.length];
+        boolean[] seen = new boolean[names.length];
         try (JsonParser parser = FACTORY.createParser(payload)) {
             if (parser.nextToken() != JsonToken.START_OBJECT) {
                 return null;
@@ -42,6 +48,12 @@ public class JsonFields extends ScalarFunction {
             JsonToken token;
             while ((token = parser.nextToken()) == JsonToken.FIELD_NAME) {
                 int index = indexOf(names, parser.currentName());
+                if (index >= 0) {
+                    if (seen[index]) {
+                        return null;
+                    }
+                    seen[index] = true;
+                }
                 JsonToken value = parser.nextToken();
                 if (value == JsonToken.START_OBJECT || value == JsonToken.START_ARRAY) {
                     parser.skipChildren();
@@ -61,7 +73,7 @@ public class JsonFields extends ScalarFunction {
         }
     }
 
-    private static int indexOf(String[] names, String name) {
+    static int indexOf(String[] names, String name) {
         for (int i = 0; i < names.length; i++) {
             if (names[i].equals(name)) {
                 return i;

@@ -2,12 +2,12 @@
 -- names what is wrong, NULL when nothing is. sql/dead_letters.sql routes the rejected ones.
 -- As in sql/checked_events.sql: JSON_FIELDS reads every field in one pass over the event, and
 -- whole-body checks stay out of a valid event's path; the time checks are sql/checked_events.sql's.
-CREATE VIEW checked_events AS
+CREATE VIEW checked_events_once AS
 SELECT
   *,
   CASE
     WHEN CHAR_LENGTH(body) > ${events.max_chars} THEN 'oversized: more than ${events.max_chars} characters'
-    WHEN malformed THEN 'malformed JSON'
+    WHEN malformed THEN JSON_PROBLEM(payload, 'book', 'user', 'action', 'ts')
     WHEN book IS NULL OR CHAR_LENGTH(TRIM(book)) = 0 THEN 'missing key: book'
     WHEN `user` IS NULL THEN 'missing field: user'
     WHEN action IS NULL OR action NOT IN ('view', 'purchase') THEN 'action must be view or purchase'
@@ -37,5 +37,18 @@ FROM (
   )
 );
 
+-- `handled_before`: an event the job this one upgraded had read (before source.replay.until_offsets,
+-- scripts/upgrade.sh with changed SQL, jobs/upgrade.py) and so learned or dead-lettered, unless its window
+-- was still open then (ts from source.replay.from_ms on): those are taken again, the others skipped, so
+-- that every event is accepted or dead-lettered once across the upgrade. With no replay set, none is.
+CREATE VIEW checked_events AS
+SELECT
+  *,
+  source_offset < COALESCE(CAST(
+      STR_TO_MAP('${source.replay.until_offsets}', ',', ':')[CAST(source_partition AS STRING)] AS BIGINT), 0)
+    AND NOT COALESCE(ts >= ${source.replay.from_ms} AND (problem IS NULL OR problem LIKE 'late:%'), FALSE)
+    AS handled_before
+FROM checked_events_once;
+
 CREATE VIEW events AS
-SELECT book, `user`, action, ts, event_time FROM checked_events WHERE problem IS NULL;
+SELECT book, `user`, action, ts, event_time FROM checked_events WHERE problem IS NULL AND NOT handled_before;

@@ -27,16 +27,24 @@ CLOCK_WINDOWS = range(WINDOWS, WINDOWS + 4)
 CLOSED_WINDOWS = WINDOWS + 3
 
 
-def events() -> list:
-    rows = [(w, key, x, y) for key, by_window in ROWS.items() for w, (x, y) in by_window.items()]
-    rows += [(w, "clock", *synthetic_row(9, w)) for w in CLOCK_WINDOWS]
-    return [{"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": w * WINDOW_MS + 1}
-            for w, key, x, y in sorted(rows, key=lambda row: row[0])]
+def event(key: str, w: int, x: dict, y) -> dict:
+    return {"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": w * WINDOW_MS + 1}
+
+
+def produce(topic: str) -> None:
+    """The keys' rows in window order, then the clock's to every partition: no partition waits for the
+    idle timeout to let the watermark on (a partition read a second late under load would turn idle, and
+    its events late, with a short one)."""
+    rows = sorted(((w, key, x, y) for key, by_window in ROWS.items() for w, (x, y) in by_window.items()),
+                  key=lambda row: row[0])
+    stack.produce_json(topic, [event(key, w, x, y) for w, key, x, y in rows], key_field="entity")
+    for w in CLOCK_WINDOWS:
+        stack.produce_to_every_partition(topic, event("clock", w, *synthetic_row(9, w)))
 
 
 def start(tmp_path, flink_job, name, features):
     config = stack.isolated_config(tmp_path / name, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
         "window": {"size_seconds": WINDOW_MS // 1000},
         "model": MODEL, "metric": METRIC,
         "snapshots": {"policy": "every_window"},
@@ -58,7 +66,7 @@ def test_rows_whose_next_window_is_empty_learn_the_empty_label_or_are_dropped_an
     with_label, job_with = start(tmp_path, flink_job, "with", {"empty_window_label": False})
     without, job_without = start(tmp_path, flink_job, "without", {})
     for config in (with_label, without):
-        stack.produce_json(config["topics.events.name"], events(), key_field="entity")
+        produce(config["topics.events.name"])
 
     for config, job_id, empty_label in ((with_label, job_with, False), (without, job_without, None)):
         published = predictions_of(config)

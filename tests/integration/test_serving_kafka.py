@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -337,3 +338,43 @@ def test_two_replicas_each_holding_half_the_partitions_serve_their_keys_and_rout
     assert status == 200 and sorted(r["key"] for r in ranked["ranking"]) == sorted(by_partition[0] + by_partition[1])
     assert ranked["elsewhere"] == {"2": by_partition[2], "3": by_partition[3]}
     assert low.metric('serving_requests_total{path="/predict",status="421"}') == 6
+
+
+def reader_processes(replica) -> list[int]:
+    """The replica's topic reader process(es): multiprocessing's spawned children (not its resource tracker)."""
+    found = []
+    for pid in stack.descendants(replica.process.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read() and stack.alive(pid):
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_reader_process_that_dies_turns_the_replica_not_ready_until_a_new_one_caught_up(config, publisher, replicas):
+    publisher.publish({key: 1 for key in KEYS})
+    replica = replicas(config, 18206)
+    replica.wait_ready()
+    [reader] = reader_processes(replica)
+
+    os.kill(reader, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    stack.wait_until(lambda: replica.http("GET", "/readyz")[0] == 503, 5, "readiness to fail")
+    assert replica.http("GET", "/healthz") == (200, {"status": "ok"})  # restarting the reader is not failing
+    # Meanwhile the models held keep serving.
+    status, answer = replica.http("POST", "/predict", {"key": "book-1", "features": {"x1_avg": 0.1, "x2_avg": 0.2}})
+    assert status == 200 and answer["model_version"] == 1
+
+    publisher.publish({key: 2 for key in KEYS})
+    replica.wait_ready(30)
+    stack.wait_until(lambda: served_versions(replica) == {key: 2 for key in KEYS}, 30, "the versions after the restart")
+    [restarted] = reader_processes(replica)
+    assert restarted != reader and not stack.alive(reader)
+    assert replica.metric("serving_snapshots_applied_total") == 2 * len(KEYS)  # v1 read again is stale
+
+    # A replica killed outright cannot stop its reader: the reader sees it and ends by itself.
+    replica.process.kill()
+    replica.process.wait()
+    stack.wait_until(lambda: not stack.alive(restarted), 10, "the orphaned reader to end")

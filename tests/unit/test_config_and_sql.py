@@ -5,6 +5,7 @@ import re
 import pytest
 
 from jobs.config import Config, ConfigError, derive_config, load_config
+from jobs.learner_job import history_config
 from jobs.sql import load_sql, rejected, render_sql, statements
 from jobs.topics import declared_topics
 
@@ -58,6 +59,27 @@ def test_derived_config_has_its_own_names_and_keeps_the_project_ddl(tmp_path):
     assert derived["window.size_seconds"] == 3
     assert all(path.startswith(base.base_dir) for path in derived["sql.ddl"])
     assert load_sql(derived["sql.ddl"][0], derived)  # the DDL renders from the derived config
+
+
+@pytest.mark.parametrize("derived", [False, True])
+def test_a_history_job_reads_events_raw_from_files_and_leaves_the_other_ddl_alone(tmp_path, derived):
+    config = shipped = load_config("conf/job.yaml")
+    if derived:  # as the tests' configs are: DDL paths absolute, into the project's sql/
+        config = derive_config(shipped, str(tmp_path / "conf" / "job.yaml"), "abc123")
+    history = history_config(config, "/data/history")
+    ddl = [p.removeprefix(shipped.base_dir + "/") for p in history["sql.ddl"]]
+    assert ddl == [p if p != "sql/events.sql" else "sql/history_events.sql" for p in shipped["sql.ddl"]]
+    [events_raw] = load_sql(history["sql.ddl"][1], history)
+    assert "'connector' = 'filesystem'" in events_raw and "'path' = '/data/history'" in events_raw
+    assert "'format' = 'parquet'" in events_raw and "'source.monitor-interval' = '1 s'" in events_raw
+    assert config["sql.ddl"][1].endswith("sql/events.sql")  # the streaming job's config is unchanged
+
+
+def test_a_history_ddl_that_replaces_no_listed_file_is_named():
+    config = Config({"sql": {"ddl": ["sql/events.sql"]}, "history": {
+        "events_ddl": "sql/history_events.sql", "replaces": "sql/kafka_events.sql"}}, "/p/conf/job.yaml")
+    with pytest.raises(ConfigError, match="job.yaml: 'history.replaces' names sql/kafka_events.sql, which sql.ddl does not list"):
+        history_config(config, "/h")
 
 
 def test_a_comment_ending_in_a_semicolon_does_not_end_a_statement(tmp_path):

@@ -2,14 +2,17 @@
 
 import json
 import logging
+import os
 import pickle
 import random
+import signal
 import types
 
 import pytest
 
+from scripts import stack
 from serving.feature_store import FeatureStore
-from serving.follower import Follower, Rejected, check_snapshot
+from serving.follower import HANDLERS, Follower, Rejected, TopicReader, check_snapshot
 from serving.registry import ModelRegistry
 from tests.unit.models import KEYRING, snapshot, trained
 from tests.unit.test_envelope import RunsCode
@@ -174,6 +177,23 @@ def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_th
     assert f.rollbacks.value(source="payload") == 1 and f.registry.get("j").rollback.source == "payload"
 
 
+@pytest.mark.timeout(60)
+def test_the_reader_process_stops_with_the_follower_and_a_dead_one_is_replaced_while_readiness_fails():
+    f = follower()  # its broker is never reachable: the reader process retries, as while a broker is away
+    f.start()
+    try:
+        stack.wait_until(lambda: f.process is not None and f.process.is_alive(), 20, "the reader process")
+        first = f.process
+        f.ready.set()  # as once caught up
+        os.kill(first.pid, signal.SIGKILL)
+        stack.wait_until(lambda: not f.ready.is_set(), 20, "readiness to fail")
+        stack.wait_until(lambda: f.process is not first and f.process.is_alive(), 20, "a new reader process")
+        assert f.error is None  # a reader that died is replaced, not a failure for good
+    finally:
+        f.stop()
+    assert not f.is_alive() and not f.process.is_alive()
+
+
 def test_a_tombstone_drops_the_key_and_its_features_and_a_key_that_comes_back_serves_from_version_1():
     f = follower()
     for key in ("k", "j"):
@@ -191,3 +211,27 @@ def test_a_tombstone_drops_the_key_and_its_features_and_a_key_that_comes_back_se
     # The key's state started afresh in the job: version 1 is newer than nothing served.
     f.handle_snapshot(record(encode(snapshot(key="k", version=1), KEYRING), key="k"))
     assert f.registry.get("k").snapshot.model_version == 1
+
+
+def test_the_reader_process_passes_a_tombstone_through_and_the_server_drops_the_key():
+    """The child's half (TopicReader) and the server's (HANDLERS), as the pipe joins them."""
+    f = follower()
+    reader = TopicReader("127.0.0.1:1", "snapshots", "features", SCHEMA, KEYRING, None)
+
+    def deliver(message):
+        HANDLERS[message[0]](f, *message[1:])
+
+    deliver(reader.snapshot(record(encode(snapshot(key="k", version=5), KEYRING), key="k")))
+    deliver(reader.features(record(json.dumps({"key": "k", "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
+                                               "features": {"x1": 1.0, "x2": 2.0}}).encode(), key="k")))
+    assert (f.models.value(), f.feature_rows.value()) == (1, 1)
+    messages = [reader.snapshot(record(None, key="k")), reader.features(record(None, key="k"))]
+    assert messages == [("removed", "snapshots", "k"), ("removed", "features", "k")]
+    for message in messages:
+        deliver(message)
+    assert f.registry.get("k") is None and f.features.get("k") is None
+    assert (f.models.value(), f.feature_rows.value()) == (0, 0)
+    assert (f.removed.value(topic="snapshots"), f.removed.value(topic="features")) == (1, 1)
+    # A null value without a key names no key to drop: still a corrupt record, as before tombstones.
+    assert reader.snapshot(types.SimpleNamespace(key=None, value=None, partition=1, offset=3))[:2] == \
+        ("rejected", "corrupt")
