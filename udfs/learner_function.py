@@ -152,6 +152,16 @@ class ShardMemory:
         self.idle = idle
         self.expiry_timer_ms: int | None = None
 
+    def forget(self, keys) -> None:
+        """Remove `keys` (expired) from everything held here for them, the delayed-label index too."""
+        for key in keys:
+            self.dirty.pop(key, None)
+            self.due.discard(key)
+            if self.idle is not None:
+                self.idle.discard(key)
+        if self.pending:
+            self.pending.discard(set(keys))
+
 
 # In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys),
 # the label windows a watermark closed, (shard, CLOSED, closed through ms), and the keys that expired,
@@ -279,21 +289,18 @@ class LearnerFunction(KeyedProcessFunction):
         """Remove the keys whose last window ended `ttl_ms` or more before `closed_through_ms` from every
         place the shard keeps them; the keys removed. Their tombstones are the caller's to send."""
         expired = tuple(memory.idle.pop_idle(closed_through_ms - self.ttl_ms))
-        for key in expired:
-            self._forget(memory, key)
+        self._forget(memory, expired)
         return expired
 
-    def _forget(self, memory: ShardMemory, key: str) -> None:
-        """Remove `key` from every place the shard keeps it (a key in `pending` finds no rows waiting
-        when its label window closes)."""
-        memory.idle.discard(key)
-        memory.dirty.pop(key, None)
-        memory.due.discard(key)
-        self.cache.discard(key)
-        self.seeds.pop(key, None)  # a key that comes back starts afresh, not from its last snapshot
-        # At once, not at the next write-back: the checkpoint then holds the removal and the steps after
-        # it in `unwritten`, which a restored job replays (the expiry among them) on top of it.
-        self.states.remove(key)
+    def _forget(self, memory: ShardMemory, keys) -> None:
+        """Remove `keys` from every place the shard keeps them."""
+        memory.forget(keys)
+        for key in keys:
+            self.cache.discard(key)
+            self.seeds.pop(key, None)  # a key that comes back starts afresh, not from its last snapshot
+            # At once, not at the next write-back: the checkpoint then holds the removal and the steps after
+            # it in `unwritten`, which a restored job replays (the expiry among them) on top of it.
+            self.states.remove(key)
 
     def _set_expiry_timer(self, memory: ShardMemory, ctx) -> None:
         """An event-time timer at the oldest key's expiry: a shard whose keys all went silent gets no
@@ -388,8 +395,7 @@ class LearnerFunction(KeyedProcessFunction):
                         pass
                     continue
                 if batch[1] == EXPIRED:  # their tombstones went out before the checkpoint
-                    for key in batch[2]:
-                        self._forget(memory, key)
+                    self._forget(memory, batch[2])
                     continue
                 for _ in self._learn(batch, memory, clock, ctx):
                     pass
