@@ -6,6 +6,7 @@
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
                                                \\-> quarantined rows --> dead-letter table
+                                               \\-> expired keys' tombstones --> latest features table
           --> (SQL) latest features table: each key's newest window features, for serving by key alone
 
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
@@ -46,6 +47,7 @@ from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
     DRIFTS,
+    FEATURE_TOMBSTONES,
     PREDICTION_TYPE,
     QUARANTINED,
     SNAPSHOT_TYPE,
@@ -293,6 +295,10 @@ def main(argv=None):
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
+    if settings.idle_ttl_ms:
+        # Expired keys' tombstones (lifecycle.idle_ttl_seconds) join the SQL rows: one insert per sink table.
+        tombstones = table_env.from_data_stream(side_output(learner, FEATURE_TOMBSTONES))
+        latest_features = latest_features.union_all(tombstones)
     sinks.add_insert(config["sql.features_table"], latest_features)
     sinks.add_insert(config["sql.drifts_table"], table_env.from_data_stream(drifts))
     # One insert per sink table: two would be two Kafka writers sharing one transactional id prefix.

@@ -175,9 +175,11 @@ def keyring(config: Config) -> Keyring:
 
 
 def read_snapshots(config: Config, expected: int | None = 10**9, timeout_s: float = 5) -> list[Snapshot]:
-    """The envelopes on the config's snapshot topic (as read_topic reads), verified with its keys."""
+    """The envelopes on the config's snapshot topic (as read_topic reads), verified with its keys;
+    tombstones (null values: keys expired or deleted) are not envelopes and are left out."""
     keys = keyring(config)
-    return [decode(r.value, keys) for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)]
+    return [decode(r.value, keys) for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)
+            if r.value is not None]
 
 
 def submit(job: str, *args: str) -> str:

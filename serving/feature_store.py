@@ -8,6 +8,8 @@ True
 False
 >>> store.get("k").row.features
 {'x': 2.0}
+>>> store.remove("k"), store.get("k"), store.offer(FeatureRow("k", 1000, "h", {"x": 1.0}), received_at=4.5)
+(True, None, True)
 
 The newest window any key has a row for is the current window: a key whose row is older had no row in
 it (a quiet key). It moves only when the follower has applied what it read (`advance`), so that a key
@@ -50,6 +52,10 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def remove(self, key: str) -> bool:
+        """Forget `key`'s features (a tombstone); whether it had any."""
+        return self._rows.pop(key, None) is not None
 
     def offer(self, row: FeatureRow, received_at: float) -> bool:
         current = self._rows.get(row.key)

@@ -20,6 +20,7 @@ snapshot or feature row that does not decode, has another format version or anot
 schema is rejected: logged once with its key and offset, counted, and what was served stays. While
 the broker or a topic is away, the follower retries and the models it has keep serving. Rollback
 records are logged and counted by where their model came from (the registry's history or the payload).
+A tombstone (a null value: the job expired or deleted the key) drops the key's model or features.
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ class Follower(threading.Thread):
                               "Partitions of the snapshot topic followed here (all unless serving.partitions).")
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
+        self.removed = Counter("serving_keys_removed_total",
+                               "Tombstones that dropped a served model or stored features, by topic.", labels=("topic",))
         self.rejected_features = Counter("serving_feature_rows_rejected_total", "Feature rows refused, by reason.",
                                          labels=("reason",))
         self.freshness = Histogram("serving_freshness_seconds",
@@ -163,7 +166,7 @@ class Follower(threading.Thread):
 
     def metrics(self):
         return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
-                self.freshness, self.feature_rows, self.rejected_features]
+                self.freshness, self.feature_rows, self.rejected_features, self.removed]
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop following: the reader process ends with this thread (it also ends by itself when this
@@ -243,9 +246,18 @@ class Follower(threading.Thread):
     def _error(self, error: str) -> None:
         self.error = error  # a replica that stopped following serves ever older models; /healthz reports it
 
+    def _removed(self, topic: str, key: str) -> None:
+        """A tombstone: drop the key's model (`snapshots`) or features (`features`); counted if it had any."""
+        store, gauge = (self.registry, self.models) if topic == "snapshots" else (self.features, self.feature_rows)
+        if store.remove(key):
+            self.removed.inc(topic=topic)
+            gauge.set(len(store))
+
     def handle_snapshot(self, record) -> None:
         """Check and apply one snapshot record in this process."""
         key = record.key.decode(errors="replace") if record.key else None
+        if key is not None and record.value is None:
+            return self._removed("snapshots", key)
         try:
             snapshot = check_snapshot(record.value, self.schema_hash, self.keyring)
         except Rejected as e:
@@ -283,6 +295,8 @@ class Follower(threading.Thread):
 
     def handle_features(self, record) -> None:
         """Check and apply one feature record in this process."""
+        if record.key and record.value is None:
+            return self._removed("features", record.key.decode(errors="replace"))
         checked = check_features(record, self.schema_hash)
         if isinstance(checked, tuple):
             return self._features_rejected(*checked)
@@ -297,6 +311,7 @@ HANDLERS: dict[str, Callable] = {
     "snapshot": Follower._snapshot, "rejected": Follower._rejected, "features": Follower._features,
     "features_rejected": Follower._features_rejected, "advance": Follower._advance,
     "partitions": Follower._partitions, "ready": Follower._ready, "lag": Follower._lag, "error": Follower._error,
+    "removed": Follower._removed,
 }
 
 
@@ -407,6 +422,8 @@ class TopicReader:
 
     def snapshot(self, record) -> tuple:
         key = record.key.decode(errors="replace") if record.key else None
+        if key is not None and record.value is None:
+            return "removed", "snapshots", key  # a tombstone: the serving process drops the key's model
         try:
             return "snapshot", check_snapshot(record.value, self.schema_hash, self.keyring), key, record.partition, \
                 record.offset
@@ -414,5 +431,7 @@ class TopicReader:
             return "rejected", e.reason, key, record.partition, record.offset, str(e)
 
     def features(self, record) -> tuple:
+        if record.key and record.value is None:
+            return "removed", "features", record.key.decode(errors="replace")
         checked = check_features(record, self.schema_hash)
         return ("features_rejected", *checked) if isinstance(checked, tuple) else ("features", checked)

@@ -33,6 +33,8 @@ process verified (serving/follower.py).
 [2, 3, 4]
 >>> registry.offer(dataclasses.replace(snapshot(1), generation=2), applied_at=6.0).snapshot.order
 (2, 1)
+>>> registry.remove("k"), registry.get("k"), registry.remove("k")
+(True, None, False)
 """
 
 from __future__ import annotations
@@ -133,6 +135,11 @@ class ModelRegistry:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def remove(self, key: str) -> bool:
+        """Stop serving `key` and drop its held versions (a tombstone: the key expired or was deleted);
+        whether it was served. Its next snapshot, whatever its version, serves as a new key's."""
+        return self._held.pop(key, None) is not None
 
     def offer(self, snapshot: Snapshot, applied_at: float) -> ServedModel | None:
         """Serve this snapshot if it is newer than the key's current one; the ServedModel now serving,

@@ -46,6 +46,9 @@ def newest_snapshots(records, schema_hash: str, keyring: Keyring) -> dict[str, S
     newest: dict[str, Snapshot] = {}
     skipped = unsigned = 0
     for key, value in records:
+        if value is None:  # a tombstone: the key expired or was deleted, and starts afresh
+            newest.pop(key, None)
+            continue
         try:
             snapshot = decode(value, keyring)
         except EnvelopeSignatureError:

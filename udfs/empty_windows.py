@@ -30,6 +30,11 @@ the keys that wait on it:
 >>> waiting.add(3000, "b"); waiting.add(3000, "a"); waiting.add(4000, "a")
 >>> waiting.pop_closed(3500), waiting.pop_closed(3500), waiting.as_dict()
 ([(3000, 'a'), (3000, 'b')], [], {4000: ['a']})
+
+An expired key (udfs/idle_keys.py) leaves the index at once, and a window no other key waits on with it:
+
+>>> waiting.add(5000, "b"); waiting.add(5000, "c"); waiting.discard({"a", "b"}); waiting.as_dict()
+{5000: ['c']}
 """
 
 from __future__ import annotations
@@ -106,6 +111,16 @@ class PendingKeys:
         then key order: the same order however many windows one call closes."""
         closed = sorted(end for end in self._by_window if end <= through_ms)
         return [(end, key) for end in closed for key in sorted(set(self._by_window.pop(end)))]
+
+    def discard(self, keys: set) -> None:
+        """Remove `keys` from every window (they expired); a window left without keys goes. One pass
+        over the index for all of them: a shard's keys expire many at a time."""
+        for end in list(self._by_window):
+            kept = [key for key in self._by_window[end] if key not in keys]
+            if kept:
+                self._by_window[end] = kept
+            else:
+                del self._by_window[end]
 
     def as_dict(self) -> dict:
         return {end: list(keys) for end, keys in self._by_window.items()}

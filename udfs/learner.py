@@ -34,6 +34,7 @@ from udfs.cold_start import Prior, PriorSettings, load_template
 from udfs.drift import DriftSettings, DriftWatch, prediction_error
 from udfs import feature_types
 from udfs.empty_windows import EmptyWindows
+from udfs.idle_keys import idle_ttl_ms
 from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
 from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
@@ -159,6 +160,9 @@ class LearnerSettings:
     # Calls into the learner (one per watermark that closes windows) between writes of a shard's
     # changed states to Flink state: udfs/learner_function.py.
     state_write_every: int = 8
+    # Event time without a row after which a key's state is removed (lifecycle.idle_ttl_seconds; 0:
+    # never): udfs/idle_keys.py.
+    idle_ttl_ms: int = 0
     # (bootstrap servers, snapshot topic) when keys without state start from their newest snapshot:
     # udfs/bootstrap.py.
     bootstrap_from: tuple | None = None
@@ -207,6 +211,7 @@ class LearnerSettings:
             shards=shards,
             state_cache_keys=cache_keys,
             state_write_every=write_every,
+            idle_ttl_ms=idle_ttl_ms(config),
             bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
                             if bootstrap == "snapshots" else None),
             prior_template=(load_template(config.file_path(template), columns, config.error,

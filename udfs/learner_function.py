@@ -14,6 +14,9 @@ processing-time timer per shard (`udfs.due_keys`). With delayed labels, a row wh
 closes without a row of its key learns the empty window's label or is dropped and counted
 (`udfs.empty_windows`): each shard indexes its keys with waiting rows by label window, and an
 event-time timer at each label window's end closes it even when no batch of the shard comes.
+With `lifecycle.idle_ttl_seconds`, keys without a row for that long are removed (`udfs.idle_keys`):
+each shard indexes its keys by their last window, and an event-time timer at the oldest one's expiry
+wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES.
 Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
 side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
@@ -22,6 +25,7 @@ model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs
 >>> cache.update({"a": 1, "b": 2}); cache.update({"c": 3})
 >>> [cache.get(key) for key in ("a", "b", "c")]
 [None, 2, 3]
+>>> cache.discard("b"); cache.get("b")
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.empty_windows import PendingKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
+from udfs.idle_keys import IdleKeys  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
 # sql/predictions.sql's columns, in its order.
@@ -86,6 +91,9 @@ def in_columns(row_type):
 
 
 SNAPSHOTS = OutputTag("model-snapshots", in_columns(SNAPSHOT_TYPE))
+# An expired key's tombstone for the features table (model_key, record NULL), beside its SQL-written rows.
+FEATURE_TOMBSTONE_TYPE = Types.ROW_NAMED(["model_key", "record"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+FEATURE_TOMBSTONES = OutputTag("feature-tombstones", FEATURE_TOMBSTONE_TYPE)
 DRIFT_TYPE = Types.ROW_NAMED(
     ["model_key", "window_end_ms", "model_version", "action", "drift_count", "detected_at_ms"],
     [Types.STRING(), Types.LONG(), Types.LONG(), Types.STRING(), Types.LONG(), Types.LONG()],
@@ -123,6 +131,9 @@ class StateCache:
             self._states.move_to_end(key)
         return state
 
+    def discard(self, key: str) -> None:
+        self._states.pop(key, None)
+
     def update(self, states: dict) -> None:
         if self.capacity <= 0:
             return
@@ -139,7 +150,7 @@ class ShardMemory:
     processing-time timer set for them (None: none set by this process), and the shard's cold-start
     prior."""
 
-    def __init__(self, due: DueKeys, prior: Prior, pending: PendingKeys):
+    def __init__(self, due: DueKeys, prior: Prior, pending: PendingKeys, idle: IdleKeys | None = None):
         self.dirty: dict = {}
         self.calls_unwritten = 0
         self.due = due
@@ -147,12 +158,28 @@ class ShardMemory:
         self.pending = pending
         self.timer_ms: int | None = None
         self.prior = prior
+        # The keys by their last window, for expiry (None: lifecycle.idle_ttl_seconds not set), and the
+        # event-time timer set for the oldest (None: none set by this process).
+        self.idle = idle
+        self.expiry_timer_ms: int | None = None
+
+    def forget(self, keys) -> None:
+        """Remove `keys` (expired) from everything held here for them, the delayed-label index too."""
+        for key in keys:
+            self.dirty.pop(key, None)
+            self.due.discard(key)
+            if self.idle is not None:
+                self.idle.discard(key)
+        if self.pending:
+            self.pending.discard(set(keys))
 
 
 # In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys),
-# and the label windows a watermark closed, (shard, CLOSED, closed through ms).
+# the label windows a watermark closed, (shard, CLOSED, closed through ms), and the keys that expired,
+# (shard, EXPIRED, keys).
 TIMED = None
 CLOSED = "closed"
+EXPIRED = "expired"
 
 
 class LearnerFunction(KeyedProcessFunction):
@@ -181,6 +208,9 @@ class LearnerFunction(KeyedProcessFunction):
         # The shard's keys with rows waiting for a delayed label, as a `PendingKeys` dict, written with the states.
         self.pending_keys = runtime_context.get_state(ValueStateDescriptor("pending-label-keys", Types.PICKLED_BYTE_ARRAY()))
         self.delay_ms = self.settings.label_delay_windows * self.settings.window_ms
+        self.ttl_ms = self.settings.idle_ttl_ms
+        # The shard's keys by their last window (`IdleKeys` dict), written with the states; only with a TTL.
+        self.idle_keys = runtime_context.get_state(ValueStateDescriptor("idle-keys", Types.PICKLED_BYTE_ARRAY()))
         # Batches that arrived before the watermark that closes their window.
         self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
         # Batches learned since the shard's states were last written to `states`. A key's state is not
@@ -203,7 +233,7 @@ class LearnerFunction(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
-            "replayed_rows", "pending_rows_dropped",
+            "replayed_rows", "pending_rows_dropped", "keys_expired",
         )}
 
     def _state(self, key: str) -> KeyState:
@@ -240,9 +270,9 @@ class LearnerFunction(KeyedProcessFunction):
         if later:
             self.waiting.update(later)
             ctx.timer_service().register_event_time_timer(later[0][1] - 1)
-        if not batches and not self.delay_ms:  # a timer restored from a checkpoint beside one set since
+        if not batches and not self.delay_ms and not self.ttl_ms:  # a restored timer beside one set since
             return
-        # Without batches: a label window closing (the timer `_learn` set), or a restored timer.
+        # Without batches: a label window closing (the timer `_learn` set), keys expiring, or a restored timer.
         shard = batches[0][0] if batches else _shard_of(ctx)
         if not later:
             self.waiting.clear()
@@ -254,8 +284,42 @@ class LearnerFunction(KeyedProcessFunction):
         # The watermark closed every window ending by watermark + 1 (a window's last millisecond is its end - 1).
         if (yield from self._close_windows(memory, watermark + 1, clock, ctx)):
             learned.append((shard, CLOSED, watermark + 1))
+        if self.ttl_ms:
+            expired = self._expire(memory, watermark + 1)
+            if expired:
+                self.counters["keys_expired"].inc(len(expired))
+                learned.append((shard, EXPIRED, expired))
+                for key in expired:
+                    yield SNAPSHOTS, (key, None)
+                    yield FEATURE_TOMBSTONES, Row(key, None)
+            self._set_expiry_timer(memory, ctx)
         if learned:
             self._end_call(memory, learned)
+
+    def _expire(self, memory: ShardMemory, closed_through_ms: int) -> tuple:
+        """Remove the keys whose last window ended `ttl_ms` or more before `closed_through_ms` from every
+        place the shard keeps them; the keys removed. Their tombstones are the caller's to send."""
+        expired = tuple(memory.idle.pop_idle(closed_through_ms - self.ttl_ms))
+        self._forget(memory, expired)
+        return expired
+
+    def _forget(self, memory: ShardMemory, keys) -> None:
+        """Remove `keys` from every place the shard keeps them."""
+        memory.forget(keys)
+        for key in keys:
+            self.cache.discard(key)
+            self.seeds.pop(key, None)  # a key that comes back starts afresh, not from its last snapshot
+            # At once, not at the next write-back: the checkpoint then holds the removal and the steps after
+            # it in `unwritten`, which a restored job replays (the expiry among them) on top of it.
+            self.states.remove(key)
+
+    def _set_expiry_timer(self, memory: ShardMemory, ctx) -> None:
+        """An event-time timer at the oldest key's expiry: a shard whose keys all went silent gets no
+        batch to wake it."""
+        oldest = memory.idle.next_idle_ms()
+        if oldest is not None and memory.expiry_timer_ms != oldest + self.ttl_ms - 1:
+            memory.expiry_timer_ms = oldest + self.ttl_ms - 1
+            ctx.timer_service().register_event_time_timer(memory.expiry_timer_ms)
 
     def _end_call(self, memory: ShardMemory, learned: list) -> None:
         """Write the shard's changed states back, or keep what the call `learned` for a restored job.
@@ -283,13 +347,15 @@ class LearnerFunction(KeyedProcessFunction):
             # The prior learns every row of the shard: in key order within a window, so that it is the
             # same model whatever order the rows arrived in (several upstream subtasks, partitions).
             rows = sorted(rows, key=lambda row: row[0])
-        delay_ms = self.delay_ms
+        delay_ms, idle = self.delay_ms, memory.idle
         for row in rows:
             key = row[0]
             state = dirty.get(key) or self._changing(dirty, key)
             yield from self._process(key, state, row, window_end_ms, memory, clock, ctx)
             if delay_ms and window_end_ms in state.pending:
                 memory.pending.add(window_end_ms + delay_ms, key)
+            if idle is not None:
+                idle.touch(key, window_end_ms)
 
     def _close_windows(self, memory: ShardMemory, closed_through_ms: int, clock, ctx):
         """The label windows ending by `closed_through_ms` closed: the rows of keys without a row in them
@@ -328,7 +394,7 @@ class LearnerFunction(KeyedProcessFunction):
                 due.add(key, due_ms)  # a savepoint of a release before the due-key index
             self.timed_keys.clear()
             memory = self.shards[shard] = ShardMemory(due, self.learner.shard_prior(self.prior_models.value()),
-                                                      self._pending_keys())
+                                                      self._pending_keys(), self._idle_keys())
             self.learner.prior = memory.prior
             learned = list(self.unwritten.get())  # in the order they were learned
             for batch in learned:
@@ -338,6 +404,9 @@ class LearnerFunction(KeyedProcessFunction):
                 if batch[1] == CLOSED:
                     for _ in self._close_windows(memory, batch[2], clock, ctx):
                         pass
+                    continue
+                if batch[1] == EXPIRED:  # their tombstones went out before the checkpoint
+                    self._forget(memory, batch[2])
                     continue
                 for _ in self._learn(batch, memory, clock, ctx):
                     pass
@@ -358,6 +427,18 @@ class LearnerFunction(KeyedProcessFunction):
                 pending.add(window_end_ms + self.delay_ms, key)
         return pending
 
+    def _idle_keys(self) -> IdleKeys | None:
+        """The shard's index of keys by last window; for state of a release before it, or of a job run
+        without a TTL, built once from the states themselves."""
+        if not self.ttl_ms:
+            # Once per shard: a later run with a TTL rebuilds the index from the states this run changes.
+            self.idle_keys.clear()
+            return None
+        stored = self.idle_keys.value()
+        if stored is not None:
+            return IdleKeys(stored)
+        return IdleKeys.from_states((key, state.last_window_end_ms) for key, state in self.states.items())
+
     def _write_back(self, memory: ShardMemory) -> None:
         """Write the shard's changed states and due keys to Flink state, in one call each, and forget
         the batches."""
@@ -374,6 +455,8 @@ class LearnerFunction(KeyedProcessFunction):
             self.prior_models.update(memory.prior.global_model)
         if self.delay_ms:  # written even when empty: no index at all is a state from before it
             self.pending_keys.update(memory.pending.as_dict())
+        if self.ttl_ms:
+            self.idle_keys.update(memory.idle.as_dict())
         self.unwritten.clear()
         memory.calls_unwritten = 0
 

@@ -1,8 +1,9 @@
 """The follower's handling of one snapshot record, without Kafka: what is served, refused or skipped."""
 
+import json
 import logging
-import pickle
 import os
+import pickle
 import random
 import signal
 import types
@@ -11,7 +12,7 @@ import pytest
 
 from scripts import stack
 from serving.feature_store import FeatureStore
-from serving.follower import Follower, Rejected, check_snapshot
+from serving.follower import HANDLERS, Follower, Rejected, TopicReader, check_snapshot
 from serving.registry import ModelRegistry
 from tests.unit.models import KEYRING, snapshot, trained
 from tests.unit.test_envelope import RunsCode
@@ -192,3 +193,45 @@ def test_the_reader_process_stops_with_the_follower_and_a_dead_one_is_replaced_w
         f.stop()
     assert not f.is_alive() and not f.process.is_alive()
 
+
+def test_a_tombstone_drops_the_key_and_its_features_and_a_key_that_comes_back_serves_from_version_1():
+    f = follower()
+    for key in ("k", "j"):
+        f.handle_snapshot(record(encode(snapshot(key=key, version=5), KEYRING), key=key))
+        f.handle_features(record(json.dumps({"key": key, "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
+                                             "features": {"x1": 1.0, "x2": 2.0}}).encode(), key=key))
+    assert (f.models.value(), f.feature_rows.value()) == (2, 2)
+    f.handle_snapshot(record(None, key="k"))
+    f.handle_features(record(None, key="k"))
+    f.handle_snapshot(record(None, key="never-served"))  # nothing to drop: not counted, not rejected
+    assert f.registry.get("k") is None and f.features.get("k") is None and f.registry.get("j") is not None
+    assert (f.models.value(), f.feature_rows.value()) == (1, 1)
+    assert (f.removed.value(topic="snapshots"), f.removed.value(topic="features")) == (1, 1)
+    assert list(f.rejected.samples()) == []
+    # The key's state started afresh in the job: version 1 is newer than nothing served.
+    f.handle_snapshot(record(encode(snapshot(key="k", version=1), KEYRING), key="k"))
+    assert f.registry.get("k").snapshot.model_version == 1
+
+
+def test_the_reader_process_passes_a_tombstone_through_and_the_server_drops_the_key():
+    """The child's half (TopicReader) and the server's (HANDLERS), as the pipe joins them."""
+    f = follower()
+    reader = TopicReader("127.0.0.1:1", "snapshots", "features", SCHEMA, KEYRING, None)
+
+    def deliver(message):
+        HANDLERS[message[0]](f, *message[1:])
+
+    deliver(reader.snapshot(record(encode(snapshot(key="k", version=5), KEYRING), key="k")))
+    deliver(reader.features(record(json.dumps({"key": "k", "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
+                                               "features": {"x1": 1.0, "x2": 2.0}}).encode(), key="k")))
+    assert (f.models.value(), f.feature_rows.value()) == (1, 1)
+    messages = [reader.snapshot(record(None, key="k")), reader.features(record(None, key="k"))]
+    assert messages == [("removed", "snapshots", "k"), ("removed", "features", "k")]
+    for message in messages:
+        deliver(message)
+    assert f.registry.get("k") is None and f.features.get("k") is None
+    assert (f.models.value(), f.feature_rows.value()) == (0, 0)
+    assert (f.removed.value(topic="snapshots"), f.removed.value(topic="features")) == (1, 1)
+    # A null value without a key names no key to drop: still a corrupt record, as before tombstones.
+    assert reader.snapshot(types.SimpleNamespace(key=None, value=None, partition=1, offset=3))[:2] == \
+        ("rejected", "corrupt")
