@@ -30,6 +30,7 @@ model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs
 
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import math
@@ -231,6 +232,8 @@ class LearnerFunction(KeyedProcessFunction):
             self.seeds = newest_snapshots(read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash,
                                           keyring)
         metrics = runtime_context.get_metrics_group()
+        # Counted here during a call, handed to Flink at its end (`_count`).
+        self.counts = collections.Counter()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
             "replayed_rows", "pending_rows_dropped", "keys_expired",
@@ -287,7 +290,7 @@ class LearnerFunction(KeyedProcessFunction):
         if self.ttl_ms:
             expired = self._expire(memory, watermark + 1)
             if expired:
-                self.counters["keys_expired"].inc(len(expired))
+                self.counts["keys_expired"] += len(expired)
                 learned.append((shard, EXPIRED, expired))
                 for key in expired:
                     yield SNAPSHOTS, (key, None)
@@ -371,7 +374,7 @@ class LearnerFunction(KeyedProcessFunction):
                 memory.dirty[key] = state
             steps, dropped = self.learner.close_windows(state, label_end_ms)
             if dropped:
-                self.counters["pending_rows_dropped"].inc(dropped)
+                self.counts["pending_rows_dropped"] += dropped
             for step in steps:
                 yield from self._after_learning(key, state, step, None, None, memory, clock, ctx)
         return bool(closed)
@@ -466,9 +469,9 @@ class LearnerFunction(KeyedProcessFunction):
         dropped = state.pending_dropped
         step = self.learner.process(state, x, label, window_end_ms)
         if state.pending_dropped != dropped:  # more than features.max_pending_windows rows waiting
-            self.counters["pending_rows_dropped"].inc(state.pending_dropped - dropped)
+            self.counts["pending_rows_dropped"] += state.pending_dropped - dropped
         if step.prediction is None:  # a window this key has learned already
-            self.counters["replayed_rows"].inc()
+            self.counts["replayed_rows"] += 1
             return
         yield from self._after_learning(key, state, step, x, label, memory, clock, ctx)
         p = step.prediction
@@ -478,7 +481,7 @@ class LearnerFunction(KeyedProcessFunction):
         """A row's side outputs, and its key's snapshot now or a place among the keys waiting for one."""
         yield from self._side_outputs(key, state, step, x, label, clock)
         if step.rollback_due:
-            self.counters["rollbacks"].inc()
+            self.counts["rollbacks"] += 1
             yield SNAPSHOTS, (key, self.learner.rollback(key, state, *clock.now()))
         elif self.learner.snapshot_due(state):
             yield from self._publish(key, state, clock)
@@ -498,6 +501,14 @@ class LearnerFunction(KeyedProcessFunction):
             yield from as_columns(self._learn_waiting(ctx))
         else:
             yield from as_columns(self._publish_due(timestamp, ctx))
+        self._count()
+
+    def _count(self) -> None:
+        """Hand the call's counts to Flink's counters: once per call, as each `inc` is a call into the JVM."""
+        for name, count in self.counts.items():
+            if count:
+                self.counters[name].inc(count)
+        self.counts.clear()
 
     def _publish_due(self, timestamp: int, ctx):
         """Publish the shard's keys whose `snapshot_wait_ms` is up, and set the timer for the next."""
@@ -530,10 +541,10 @@ class LearnerFunction(KeyedProcessFunction):
 
     def _side_outputs(self, key, state: KeyState, step: Step, x, label, clock):
         if step.quarantined is not None:
-            self.counters["quarantined_rows"].inc()
+            self.counts["quarantined_rows"] += 1
             yield QUARANTINED, quarantine_record(key, state.last_window_end_ms, x, label, step.quarantined)
         if step.drifted:
-            self.counters["drifts_detected"].inc()
+            self.counts["drifts_detected"] += 1
             drift = state.drift
             yield DRIFTS, Row(key, drift.last_window_end_ms, state.model_version, drift.last_action, drift.count,
                               clock.now()[1])
@@ -541,9 +552,9 @@ class LearnerFunction(KeyedProcessFunction):
     def _publish(self, key, state: KeyState, clock):
         envelope = self.learner.publish(key, state, *clock.now())
         if envelope is None:
-            self.counters["snapshots_held_back"].inc()
+            self.counts["snapshots_held_back"] += 1
             return
-        self.counters["snapshots_published"].inc()
+        self.counts["snapshots_published"] += 1
         yield SNAPSHOTS, (key, envelope)
 
 
