@@ -39,7 +39,7 @@ from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Gauge, Histogram
 from serving.partitions import SETTING as PARTITIONS_SETTING, KeyPartitions
 from serving.registry import ModelRegistry
-from udfs.envelope import FORMAT_VERSION, MAGIC, EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, Snapshot, decode
+from udfs.envelope import EXTRA_ROLLBACK, FORMAT_VERSION, MAGIC, EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, Snapshot, decode
 from udfs.feature_records import FeatureRecordError, decode_features
 from udfs.signing import Keyring
 
@@ -113,7 +113,7 @@ def check_snapshot(value: bytes, schema_hash: str, keyring: Keyring) -> Snapshot
         raise Rejected("schema", f"feature schema {snapshot.feature_schema_hash} is not the served {schema_hash}")
     if not isinstance(snapshot.extra, dict):
         raise Rejected("corrupt", f"extra must be an object, got {type(snapshot.extra).__name__}")
-    rollback = snapshot.extra.get("rollback")
+    rollback = snapshot.extra.get(EXTRA_ROLLBACK)
     if rollback is not None and not is_rollback(rollback, snapshot.model_version):
         raise Rejected("corrupt", f"extra.rollback must be {{from_version, to_version, reason}} with versions "
                                   f"older than v{snapshot.model_version}, got {rollback!r}")
@@ -283,7 +283,7 @@ class Follower(threading.Thread):
         self.models.set(len(self.registry))
         if self.ready.is_set():  # while catching up, the age of history is no measure of freshness
             self.freshness.observe(max(0.0, now - snapshot.window_end_ms / 1000))
-        if "rollback" in snapshot.extra:
+        if EXTRA_ROLLBACK in snapshot.extra:
             rollback = served.rollback
             self.rollbacks.inc(source=rollback.source)
             log.info("key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s", snapshot.key,

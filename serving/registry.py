@@ -42,7 +42,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from udfs.envelope import RIVER_ONLY, Snapshot
+from udfs.envelope import (EXTRA_CHALLENGER, EXTRA_CHAMPION, EXTRA_DRIFT, EXTRA_HELD_BACK, EXTRA_PRIOR,
+                           EXTRA_ROLLBACK, RIVER_ONLY, Snapshot)
 from udfs.prediction import ModelKind, kind_of
 from udfs.safe_pickle import ModelClasses
 
@@ -74,7 +75,7 @@ class ServedModel:
 
     def describe(self, now: float) -> dict:
         s = self.snapshot
-        challenger = s.extra.get("challenger")
+        challenger = s.extra.get(EXTRA_CHALLENGER)
         return {
             "key": s.key,
             "model_version": s.model_version,
@@ -89,10 +90,10 @@ class ServedModel:
             # Window close -> servable in this replica, for this version.
             "freshness_s": round(self.applied_at - s.window_end_ms / 1000, 3),
             "rollback": dataclasses.asdict(self.rollback) if self.rollback else None,
-            "drift": s.extra.get("drift"),
-            "held_back": s.extra.get("held_back"),
-            "prior": s.extra.get("prior"),
-            "champion": s.extra.get("champion"),
+            "drift": s.extra.get(EXTRA_DRIFT),
+            "held_back": s.extra.get(EXTRA_HELD_BACK),
+            "prior": s.extra.get(EXTRA_PRIOR),
+            "champion": s.extra.get(EXTRA_CHAMPION),
             "challenger": {**challenger, "shadow": self.shadow is not None} if challenger else None,
         }
 
@@ -149,8 +150,8 @@ class ModelRegistry:
         if current is not None and current.snapshot.order >= snapshot.order:
             return None
         rollback, model = current.rollback if current else None, None
-        if "rollback" in snapshot.extra:
-            asked = snapshot.extra["rollback"]
+        if EXTRA_ROLLBACK in snapshot.extra:
+            asked = snapshot.extra[EXTRA_ROLLBACK]
             restored = self.held(snapshot.key, asked["to_version"], snapshot.generation)
             model = restored.model if restored else None
             rollback = Rollback(snapshot.model_version, asked["from_version"], asked["to_version"], str(asked["reason"]),

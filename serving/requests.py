@@ -21,6 +21,7 @@ import time
 from serving.feature_store import FeatureStore
 from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica
 from serving.registry import ModelRegistry
+from udfs.envelope import EXTRA_CHALLENGER
 from udfs.feature_types import NUMBER, FeatureTypeError
 from udfs.feature_types import checked as feature_value
 from udfs.prediction import class_name, kind_of, predict as model_answer
@@ -120,7 +121,7 @@ def answer_fields(model, x: dict, kind) -> dict:
 
 def shadow_score(served, x: dict) -> dict:
     """The challenger's answer next to the champion's; a challenger that fails must not fail the answer."""
-    role = (served.snapshot.extra.get("challenger") or {}).get("role")
+    role = (served.snapshot.extra.get(EXTRA_CHALLENGER) or {}).get("role")
     try:
         return {**answer_fields(served.shadow, x, kind_of(served.shadow)), "role": role}
     except Exception as e:  # noqa: BLE001 - any failure of the shadow is reported in its place

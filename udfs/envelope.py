@@ -74,6 +74,14 @@ SIGNED_FORMAT = 3
 _HEADER = struct.Struct(">4sBI")
 # What River alone needs; readers pass the allow-list of their declared models (ModelClasses.of).
 RIVER_ONLY = ModelClasses()
+# The keys of `Snapshot.extra` (the module's docstring says what each holds), written by udfs/publishing.py
+# and read by serving. They are the wire format: the names are what every release writes and reads.
+EXTRA_DRIFT = "drift"
+EXTRA_ROLLBACK = "rollback"
+EXTRA_CHALLENGER = "challenger"
+EXTRA_CHAMPION = "champion"
+EXTRA_PRIOR = "prior"
+EXTRA_HELD_BACK = "held_back"
 
 
 class EnvelopeError(ValueError):

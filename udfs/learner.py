@@ -3,7 +3,10 @@
 `Learner` is the logic, with no Flink in it; `udfs.learner_function.LearnerFunction` runs it in Flink,
 keeping a `KeyState` per key in keyed state. The model-safety guards of `SafetySettings` (drift,
 gated publishing and rollback, a challenger, a cold-start prior, a data-quality guard) each live in
-a module of their own and are off unless `safety:` in the job's config turns them on.
+a module of their own and are off unless `safety:` in the job's config turns them on. Around the
+algorithm here: the per-key state and its migration (udfs/key_state.py), the settings read from the
+job's config (udfs/learner_settings.py), and when and how a key's model is published
+(udfs/publishing.py, the `Publisher` part of `Learner`).
 
 >>> from udfs.signing import Keyring
 >>> learner = Learner(LearnerSettings(
@@ -22,63 +25,29 @@ import dataclasses
 import logging
 import math
 import pickle
-import time
-from typing import Any
 
 import cloudpickle
 
-from jobs.config import whole_number
-from udfs.bootstrap import BOOTSTRAP_MODES
-from udfs.challenger import ChallengerSettings, Duel, challenger_wins
-from udfs.cold_start import Prior, PriorSettings, load_template
-from udfs.drift import DriftSettings, DriftWatch, prediction_error
 from udfs import feature_types
-from udfs.empty_windows import EmptyWindows
-from udfs.idle_keys import idle_ttl_ms
-from udfs.envelope import EnvelopeError, Snapshot, dump_model, encode, feature_schema_hash
-from udfs.gate import GateSettings, GateState, PublishedVersion, rolling, value_of, worse_by_more_than
+from udfs.challenger import Duel, challenger_wins
+from udfs.cold_start import Prior
+from udfs.drift import DriftWatch, prediction_error
+from udfs.envelope import EnvelopeError, feature_schema_hash
+from udfs.gate import GateState, rolling, value_of, worse_by_more_than
+# Re-exported: importers (udfs/learner_function.py, jobs/learner_job.py, tests/golden) and every pickled
+# state name them here, as before the state, the settings and publishing had modules of their own.
+from udfs.key_state import STATE_SCHEMA_VERSION, KeyState, StateSchemaError, migrate
+from udfs.learner_settings import SNAPSHOT_POLICIES, LearnerSettings, SafetySettings
 from udfs.model_spec import ModelSpecError, build_metric, build_model, is_classifier
 from udfs.prediction import kind_of, published, raw_prediction
-from udfs.quality import FeatureStats, QualitySettings, check
-from udfs.safe_pickle import ModelClasses, declared_classes
-from udfs.signing import Keyring, SigningSettings
+from udfs.publishing import Publisher
+from udfs.quality import FeatureStats, check
+from udfs.signing import Keyring
+
+__all__ = ["STATE_SCHEMA_VERSION", "SNAPSHOT_POLICIES", "KeyState", "Learner", "LearnerSettings", "Prediction",
+           "SafetySettings", "StateSchemaError", "Step", "migrate", "non_finite"]
 
 log = logging.getLogger(__name__)
-
-STATE_SCHEMA_VERSION = 3
-SNAPSHOT_POLICIES = ("every_n_updates", "every_window", "every_seconds")
-
-
-@dataclasses.dataclass
-class KeyState:
-    """Everything the job knows about one key; one Flink ValueState holds it."""
-
-    model: Any
-    metric: Any
-    n_learned: int = 0
-    # Grows by one per update and never goes back, across restarts, resets and rollbacks alike.
-    model_version: int = 0
-    published_version: int = 0
-    last_window_end_ms: int = 0
-    # window end -> (features, prediction) of rows waiting for their delayed label.
-    pending: dict = dataclasses.field(default_factory=dict)
-    pending_dropped: int = 0
-    # Rows for a window this key has already learned: a source replay after an upgrade, skipped.
-    replayed_windows: int = 0
-    unlabeled: int = 0
-    schema_version: int = STATE_SCHEMA_VERSION
-    # Since schema 2: the model version of the last snapshot the gate held back.
-    held_version: int = 0
-    # What the model started from: "" (untrained), "global" or "template".
-    prior: str = ""
-    drift: DriftWatch | None = None
-    gate: GateState | None = None
-    duel: Duel | None = None
-    quality: FeatureStats | None = None
-    # Since schema 3: the lineage of the key's model, the submit time (ms) of the job that created this
-    # state (`LearnerSettings.generation`); kept on restore, 0 for states created before lineages.
-    # Its envelopes carry it, and replicas order a key's envelopes by (generation, model_version).
-    generation: int = 0
 
 
 # Made for every row: a frozen dataclass costs four times as much to make.
@@ -106,147 +75,6 @@ class Step:
     rollback_due: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class SafetySettings:
-    drift: DriftSettings = DriftSettings()
-    gate: GateSettings = GateSettings()
-    challenger: ChallengerSettings = ChallengerSettings()
-    cold_start: PriorSettings = PriorSettings()
-    quality: QualitySettings = QualitySettings()
-
-    @classmethod
-    def from_config(cls, config) -> "SafetySettings":
-        section = config.get("safety", None) or {}
-        kinds = {"drift": DriftSettings, "gate": GateSettings, "challenger": ChallengerSettings,
-                 "cold_start": PriorSettings, "quality": QualitySettings}
-        if unknown := set(section) - set(kinds):
-            raise config.error("safety", f"has unknown part(s) {', '.join(sorted(unknown))}; it has {', '.join(kinds)}")
-        parts = {}
-        for name, kind in kinds.items():
-            part = section.get(name) or {}
-            if not isinstance(part, dict):
-                raise config.error(f"safety.{name}", f"must be a mapping, not {part!r}")
-            parts[name] = kind.from_config(part, config.error)
-        safety = cls(**parts)
-        if safety.drift.action == "promote_challenger" and not safety.challenger.enabled:
-            raise config.error("safety.drift.action", "promote_challenger needs safety.challenger.enabled: true")
-        return safety
-
-
-@dataclasses.dataclass(frozen=True)
-class LearnerSettings:
-    model: dict
-    metric: dict
-    feature_names: tuple
-    window_ms: int
-    # Each feature's type (udfs/feature_types.py), in feature_names' order, read by the job from the feature
-    # view's SQL column types and published in every envelope; empty: every feature a number.
-    feature_types: tuple = ()
-    label_delay_windows: int = 0
-    max_pending_windows: int = 100
-    # The label of a window in which the key has no row (features.empty_window_label; None: not
-    # declared, and a row whose label window closes without a row of the key is dropped and counted).
-    empty_window_label: Any = None
-    snapshot_policy: str = "every_n_updates"
-    snapshot_every_n: int = 10
-    snapshot_every_ms: int = 5000
-    # every_n_updates: how long an unpublished update may wait for the Nth (0: as long as it takes).
-    snapshot_max_wait_ms: int = 0
-    safety: SafetySettings = SafetySettings()
-    # Feature rows reach the learner grouped per (shard of the key, window): udfs/feature_batches.py.
-    shards: int = 4
-    # Keys whose state the learner keeps unpickled between batches (0: none).
-    state_cache_keys: int = 10_000
-    # Calls into the learner (one per watermark that closes windows) between writes of a shard's
-    # changed states to Flink state: udfs/learner_function.py.
-    state_write_every: int = 8
-    # Event time without a row after which a key's state is removed (lifecycle.idle_ttl_seconds; 0:
-    # never): udfs/idle_keys.py.
-    idle_ttl_ms: int = 0
-    # (bootstrap servers, snapshot topic) when keys without state start from their newest snapshot:
-    # udfs/bootstrap.py.
-    bootstrap_from: tuple | None = None
-    # The cold-start template's pickled model, read and verified at submit time so that it ships with the job.
-    prior_template: bytes | None = dataclasses.field(default=None, repr=False)
-    # The job's lineage: its submit time in ms, given to the keys whose state it creates (KeyState.generation).
-    generation: int = 0
-    # The key files envelopes are signed with and verified by (only paths: each process reads the keys).
-    signing: SigningSettings = SigningSettings()
-    # What model payloads read back (snapshots to start from, the template) may name: udfs/safe_pickle.py.
-    model_classes: ModelClasses = ModelClasses()
-
-    @classmethod
-    def from_config(cls, config) -> "LearnerSettings":
-        policy = config.get("snapshots.policy", "every_n_updates")
-        if policy not in SNAPSHOT_POLICIES:
-            raise config.error("snapshots.policy", f"must be one of {', '.join(SNAPSHOT_POLICIES)}, not {policy!r}")
-        columns = config["features.columns"]
-        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
-            raise config.error("features.columns", "must be a non-empty list of column names")
-        delay = whole_number(config, "features.label_delay_windows", 0, minimum=0)
-        empty = EmptyWindows.from_config(config)
-        safety = SafetySettings.from_config(config)
-        shards = whole_number(config, "learner.shards", 4, minimum=1)
-        cache_keys = whole_number(config, "learner.state_cache_keys", 10_000, minimum=0)
-        write_every = whole_number(config, "learner.state_write_every", 8, minimum=1)
-        bootstrap = config.get("learner.bootstrap", "none")
-        if bootstrap not in BOOTSTRAP_MODES:
-            raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
-        template = safety.cold_start.template
-        signing = SigningSettings.from_config(config)
-        classes = declared_classes(config)
-        return cls(
-            model=config["model"],
-            metric=config["metric"],
-            feature_names=tuple(columns),
-            window_ms=int(float(config["window.size_seconds"]) * 1000),
-            label_delay_windows=delay,
-            max_pending_windows=int(config.get("features.max_pending_windows", 100)),
-            empty_window_label=empty.label,
-            snapshot_policy=policy,
-            snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
-            snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
-            snapshot_max_wait_ms=int(float(config.get("snapshots.max_wait_seconds", 0)) * 1000),
-            safety=safety,
-            shards=shards,
-            state_cache_keys=cache_keys,
-            state_write_every=write_every,
-            idle_ttl_ms=idle_ttl_ms(config),
-            bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
-                            if bootstrap == "snapshots" else None),
-            prior_template=(load_template(config.file_path(template), columns, config.error,
-                                          signing.keyring(config.error), classes) if template else None),
-            # Submit time: a job started afresh outranks every model of the jobs before it in serving.
-            generation=time.time_ns() // 1_000_000,
-            signing=signing,
-            model_classes=classes,
-        )
-
-
-class StateSchemaError(RuntimeError):
-    """Keyed state written by a job version this code cannot read."""
-
-
-def migrate(state: KeyState) -> KeyState:
-    """Bring a KeyState restored from a savepoint of an older job version up to this one.
-
-    Fields added since are filled with their defaults; state from a newer version is refused,
-    because reading it with older code would silently drop what the newer code keeps."""
-    version = getattr(state, "schema_version", 0)
-    if version == STATE_SCHEMA_VERSION:
-        return state
-    if version > STATE_SCHEMA_VERSION:
-        raise StateSchemaError(
-            f"learner state has schema version {version}, this job reads up to {STATE_SCHEMA_VERSION}: "
-            "submit the job version that wrote the savepoint, or a newer one"
-        )
-    for field in dataclasses.fields(KeyState):
-        if field.name not in vars(state):
-            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            setattr(state, field.name, default)
-    state.schema_version = STATE_SCHEMA_VERSION
-    return state
-
 
 def non_finite(x: dict, prediction: float | None) -> str | None:
     """Why a row must not be learned because a number in it is not finite, or None.
@@ -268,7 +96,9 @@ def _scored(y_pred) -> bool:
     return y_pred is not None and y_pred != {}
 
 
-class Learner:
+class Learner(Publisher):
+    """One job's learning for all of its keys: each key's `KeyState` is passed in, the learner keeps none."""
+
     def __init__(self, settings: LearnerSettings, keyring: Keyring):
         self.settings = settings
         # Signs every envelope; verifies none (what the learner reads back is verified where it is read).
@@ -479,92 +309,3 @@ class Learner:
             return False
         return worse_by_more_than(value_of(gate.served_live), gate.published.metric_value,
                                   self.safety.gate.rollback_margin, gate.served_live)
-
-    @property
-    def snapshot_wait_ms(self) -> int:
-        """How long, in processing time, a key's first unpublished update may wait for a snapshot before a
-        timer publishes it; 0 for no timer. `every_seconds` publishes only so; `every_n_updates` so
-        too when N updates take longer than `snapshots.max_wait_seconds`, so that no key (a quiet one,
-        a new one with fewer than N rows) waits for its model without bound."""
-        if self.settings.snapshot_policy == "every_seconds":
-            return self.settings.snapshot_every_ms
-        if self.settings.snapshot_policy == "every_n_updates":
-            return self.settings.snapshot_max_wait_ms
-        return 0
-
-    def snapshot_due(self, state: KeyState) -> bool:
-        """Whether the count-based policies want a snapshot now; `every_seconds` uses timers instead."""
-        unpublished = state.model_version - max(state.published_version, state.held_version)
-        if self.settings.snapshot_policy == "every_window":
-            return unpublished > 0
-        if self.settings.snapshot_policy == "every_n_updates":
-            return unpublished >= self.settings.snapshot_every_n
-        return False
-
-    def publish(self, key: str, state: KeyState, watermark_ms: int, now_ms: int) -> bytes | None:
-        """The envelope of the key's current model, or None when the gate holds it back."""
-        gate = state.gate
-        recent = None
-        if gate is not None:
-            enough = len(gate.recent.window) >= self.safety.gate.min_rows
-            recent = value_of(gate.recent) if enough else None
-            baseline = gate.published.metric_value if gate.published else None
-            # Against a baseline, too few recent rows is no evidence that the model is still good.
-            if (baseline is not None and not enough) or worse_by_more_than(recent, baseline, self.safety.gate.margin, gate.recent):
-                gate.held_back += 1
-                state.held_version = state.model_version
-                return None
-        payload = dump_model(state.model)
-        if gate is not None:
-            gate.previous, gate.published = gate.published, PublishedVersion(state.model_version, recent, payload)
-            if self.safety.gate.rollback:
-                gate.served_model = pickle.loads(payload)
-                gate.served_live = rolling(self.new_metric(), self.safety.gate.window)
-        return self._envelope(key, state, payload, watermark_ms, now_ms)
-
-    def rollback(self, key: str, state: KeyState, watermark_ms: int, now_ms: int) -> bytes:
-        """Go back to the version published before the degraded one: a new version, the good model."""
-        gate = state.gate
-        bad, good = gate.published, gate.previous
-        live = value_of(gate.served_live)
-        state.model_version += 1
-        state.model = pickle.loads(good.payload)
-        gate.served_model = pickle.loads(good.payload)
-        gate.served_live = rolling(self.new_metric(), self.safety.gate.window)
-        gate.recent = rolling(self.new_metric(), self.safety.gate.window)
-        gate.published, gate.previous = PublishedVersion(state.model_version, good.metric_value, good.payload), None
-        gate.rollbacks += 1
-        reason = (f"v{bad.version} scored {live:.3f} on live rows against {bad.metric_value:.3f} at publication "
-                  f"(rollback margin {self.safety.gate.rollback_margin})")
-        return self._envelope(key, state, good.payload, watermark_ms, now_ms, rollback={
-            "from_version": bad.version, "to_version": good.version, "reason": reason})
-
-    def _envelope(self, key, state: KeyState, payload: bytes, watermark_ms: int, now_ms: int, **extra) -> bytes:
-        value = state.metric.get()
-        state.published_version = state.model_version
-        duel = state.duel
-        if state.drift is not None:
-            extra["drift"] = state.drift.summary()
-        if state.gate is not None:
-            extra["held_back"] = state.gate.held_back
-        if state.prior:
-            extra["prior"] = state.prior
-        if duel is not None:
-            extra["champion"] = duel.champion_role
-            extra["challenger"] = {"role": duel.challenger_role(), "metric_value": value_of(duel.metric)}
-        return encode(Snapshot(
-            key=key,
-            model_version=state.model_version,
-            n_learned=state.n_learned,
-            metric_name=type(state.metric).__name__,
-            metric_value=value if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            window_end_ms=state.last_window_end_ms,
-            watermark_ms=watermark_ms,
-            emitted_at_ms=now_ms,
-            feature_schema_hash=self.schema_hash,
-            payload=payload,
-            extra=extra,
-            challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
-            generation=state.generation,
-            feature_types=self.feature_types,
-        ), self.keyring)
