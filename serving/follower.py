@@ -4,8 +4,8 @@ names, the same numbers of both topics) from the earliest offset, read_committed
 rows to the feature store.
 
 The Kafka consumer, signature verification and the checks (`TopicReader`) run in the `Follower`
-thread itself by default, or with `serving.reader_process: true` in a child process started with the
-spawn method, so that their CPU does not hold the GIL the server's event loop answers requests with.
+thread itself by default or, with `serving.reader_process: true`, in a child process started with the
+spawn method, where their CPU does not hold the GIL the server's event loop answers requests with.
 The child sends what it read, one batch per poll, over a private pipe: verified snapshots (payload
 still pickled), feature rows, rejections and its progress. In the serving process only the stale
 check, the restricted unpickle of a newer model and the registry's one-slot swap remain. A child that
