@@ -3,14 +3,20 @@ names, the same numbers of both topics) from the earliest offset, read_committed
 (every replica sees every record of what it follows); valid snapshots go to the model registry, feature
 rows to the feature store.
 
-The Kafka consumer, signature verification and the checks run in a child process (`TopicReader`,
-started with the spawn method by the `Follower` thread), so that their CPU does not hold the GIL the
-server's event loop answers requests with. The child sends what it read, one batch per poll, over a
-private pipe: verified snapshots (payload still pickled), feature rows, rejections and its progress.
-In the serving process only the stale check, the restricted unpickle of a newer model and the
-registry's one-slot swap remain. A child that dies is seen at once (its end of the pipe closes): the
-replica turns not ready (`/readyz` 503) and starts a new child, which reads the topics from the start
-again (versions already served are skipped) and makes it ready once caught up.
+The Kafka consumer, signature verification and the checks (`TopicReader`) run in the `Follower`
+thread itself by default or, with `serving.reader_process: true`, in a child process started with the
+spawn method, where their CPU does not hold the GIL the server's event loop answers requests with.
+The child sends what it read, one batch per poll, over a private pipe: verified snapshots (payload
+still pickled), feature rows, rejections and its progress. In the serving process only the stale
+check, the restricted unpickle of a newer model and the registry's one-slot swap remain. A child that
+dies is seen at once (its end of the pipe closes): the replica turns not ready (`/readyz` 503) and
+starts a new child, which reads the topics from the start again (versions already served are skipped)
+and makes it ready once caught up.
+
+Which is quicker depends on the CPU the replica gets: the child takes the reading off the serving
+process's GIL, but costs more CPU in all (each record is pickled across the pipe and unpickled again,
+and the server's process still unpickles the models, the largest part), which a replica on cores that
+are busy with other work pays for in latency (README, Serving replicas, measured both ways).
 
 Every snapshot's signature is verified before anything else is done with it (udfs/signing.py): one
 that is unsigned, signed with a key not in `signing.keys` or altered is rejected with reason
@@ -46,6 +52,8 @@ from udfs.signing import Keyring
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+# serving.reader_process: whether the topics are read in a child process rather than the follower thread.
+READER_PROCESS_SETTING = "serving.reader_process"
 # How long a stopping replica waits for its reader process before killing it.
 STOP_TIMEOUT_S = 5.0
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -128,15 +136,32 @@ def is_rollback(rollback, version: int) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) and v < version for v in versions)
 
 
+def reader_process(config) -> bool:
+    """`serving.reader_process` (default false), checked: true or false, naming the setting otherwise.
+
+    >>> from jobs.config import Config
+    >>> reader_process(Config({"serving": {"reader_process": "yes"}}, "job.yaml"))
+    Traceback (most recent call last):
+    ...
+    jobs.config.ConfigError: job.yaml: 'serving.reader_process' must be true or false, not 'yes'
+    """
+    value = config.get(READER_PROCESS_SETTING, False)
+    if not isinstance(value, bool):
+        raise config.error(READER_PROCESS_SETTING, f"must be true or false, not {value!r}")
+    return value
+
+
 class Follower(threading.Thread):
-    """In the serving process: starts the reader process, applies what it sends (stale check, restricted
-    unpickle, swap) and keeps every metric. `handle_snapshot`/`handle_features` check and apply one record
-    in this process, as the reader and the applying halves do together."""
+    """In the serving process: runs the topic reader here or starts its process (`reader_process`),
+    applies what it sends (stale check, restricted unpickle, swap) and keeps every metric.
+    `handle_snapshot`/`handle_features` check and apply one record, as the reader and the applying
+    halves do together."""
 
     def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str,
                  registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets,
-                 keyring: Keyring, partitions: KeyPartitions | None = None):
-        """`partitions`: the partitions to follow (None: every one); its count is set once known."""
+                 keyring: Keyring, partitions: KeyPartitions | None = None, reader_process: bool = False):
+        """`partitions`: the partitions to follow (None: every one); its count is set once known.
+        `reader_process`: read the topics in a child process rather than in this thread."""
         super().__init__(name="topic-follower", daemon=True)
         self.bootstrap_servers = bootstrap_servers
         self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
@@ -146,6 +171,7 @@ class Follower(threading.Thread):
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.error: str | None = None
+        self.reader_process = reader_process
         self.process: multiprocessing.process.BaseProcess | None = None
         self.applied = Counter("serving_snapshots_applied_total", "Snapshots now served.")
         self.stale = Counter("serving_snapshots_stale_total", "Snapshots not newer than the version served.")
@@ -169,19 +195,24 @@ class Follower(threading.Thread):
                 self.freshness, self.feature_rows, self.rejected_features, self.removed]
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Stop following: the reader process ends with this thread (it also ends by itself when this
+        """Stop following: a reader process ends with this thread (it also ends by itself when this
         process dies without stopping it: it watches its parent)."""
         self.stopping.set()
         if self.is_alive():
             self.join(timeout_s)
 
+    def _reader(self) -> TopicReader:
+        return TopicReader(self.bootstrap_servers, self.snapshot_topic, self.features_topic, self.schema_hash,
+                           self.keyring, self.partitions.held)
+
     def run(self):
+        if not self.reader_process:
+            # The reader's batches are applied as they are read, in this thread: no pipe, no process.
+            return self._reader().run(_ApplyHere(self), self.stopping)
         context = multiprocessing.get_context("spawn")
         while not self.stopping.is_set():
             receiving, sending = context.Pipe(duplex=False)
-            reader = TopicReader(self.bootstrap_servers, self.snapshot_topic, self.features_topic, self.schema_hash,
-                                 self.keyring, self.partitions.held)
-            self.process = context.Process(target=reader.run, args=(sending,), name="topic-reader", daemon=True)
+            self.process = context.Process(target=self._reader().run, args=(sending,), name="topic-reader", daemon=True)
             self.process.start()
             sending.close()  # only the child writes: its death then closes the pipe (EOFError below)
             try:
@@ -209,10 +240,14 @@ class Follower(threading.Thread):
                 batch = receiving.recv()
             except (EOFError, OSError):
                 return
-            for message in batch:
-                HANDLERS[message[0]](self, *message[1:])
+            self.apply(batch)
             if self.error:
                 return
+
+    def apply(self, batch: list) -> None:
+        """Apply one batch of the reader's messages."""
+        for message in batch:
+            HANDLERS[message[0]](self, *message[1:])
 
     # What the reader process sends, by the message's first item.
     def _snapshot(self, snapshot: Snapshot, key: str | None, partition: int, offset: int) -> None:
@@ -315,6 +350,13 @@ HANDLERS: dict[str, Callable] = {
 }
 
 
+class _ApplyHere:
+    """What a reader in the follower's own thread sends its batches to: the follower, directly."""
+
+    def __init__(self, follower: Follower):
+        self.send = follower.apply
+
+
 def check_features(record, schema_hash: str):
     """The feature row in a record, or (reason, log message) when it is refused."""
     try:
@@ -338,8 +380,9 @@ def stop_process(process) -> None:
 
 
 class TopicReader:
-    """In the child process: reads both topics, verifies and checks every record, and sends the results to
-    the serving process, one list of messages per poll (see `Follower`'s handlers for what each says)."""
+    """In the follower thread or a child process: reads both topics, verifies and checks every record, and
+    sends the results to the follower, one list of messages per poll (see `Follower`'s handlers for what
+    each says)."""
 
     def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str, schema_hash: str,
                  keyring: Keyring, held: frozenset[int] | None):
@@ -347,9 +390,13 @@ class TopicReader:
         self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
         self.schema_hash, self.keyring, self.held = schema_hash, keyring, held
 
-    def run(self, sending) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.parent = os.getppid()
+    def run(self, sending, stopping: threading.Event | None = None) -> None:
+        """Follow until `stopping` is set (in the follower's thread) or, without it (in a child process),
+        until the parent process is gone."""
+        if stopping is None:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.parent, self.stopping = os.getppid(), stopping or threading.Event()
+        self.in_child = stopping is None
         self.sending = sending
         while self.parent_alive():
             try:
@@ -358,7 +405,7 @@ class TopicReader:
                 # A broker that restarts or topics not created yet: the replica keeps serving what it serves.
                 # Reading again from the start is harmless: versions already served are skipped.
                 log.warning("cannot follow the topics, retrying in %gs: %s", RETRY_S, e)
-                time.sleep(RETRY_S)
+                self.stopping.wait(RETRY_S)
             except (BrokenPipeError, EOFError):
                 return  # the serving process is gone or stopping
             except Exception as e:
@@ -367,9 +414,10 @@ class TopicReader:
                 return
 
     def parent_alive(self) -> bool:
+        """Whether to go on reading: not stopping, and in a child process, its parent still there."""
         # A replica killed outright (SIGKILL, SIGTERM without cleanup) cannot stop its child: the child,
         # re-parented, sees it and ends rather than reading Kafka for no one.
-        return os.getppid() == self.parent
+        return not self.stopping.is_set() and (not self.in_child or os.getppid() == self.parent)
 
     def follow(self):
         # Offsets out of range (records deleted while behind) restart from the earliest: skipping to the

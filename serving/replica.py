@@ -24,7 +24,8 @@ partition (serving.partitions), for a router to send it to the replica holding i
 The endpoints (serving.routes) are answered by uvicorn on one event loop (serving.asgi_server), within
 the limits under `serving:` in the config (serving.limits); `--server stdlib` answers them with the
 standard library's thread-per-connection server instead, for comparison. The topics are read, verified
-and checked in a child process (serving.follower); a thread beside either server applies what it sends.
+and checked by a follower thread beside either server, or with `serving.reader_process: true` in a child
+process whose results that thread applies (serving.follower).
 
 >>> parse_args(["--port", "0"]).server
 'asgi'
@@ -39,7 +40,7 @@ import sys
 from jobs.config import (ConfigError, column_names, exit_with, increasing_seconds, load_config, seconds, text)
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
-from serving.follower import Follower
+from serving.follower import Follower, reader_process
 from serving.limits import Limits
 from serving.metrics import Counter, Histogram, render
 from serving.partitions import KeyPartitions, held_partitions
@@ -97,7 +98,7 @@ class Replica:
             text(config, "kafka.bootstrap_servers"), snapshots_topic, text(config, "topics.features.name"),
             self.registry, self.features, feature_schema_hash(self.serving.feature_names),
             increasing_seconds(config, "serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
-            keyring, held,
+            keyring, held, reader_process=reader_process(config),
         )
         self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
         self.stale_features = Counter("serving_stale_feature_predictions_total",
@@ -150,9 +151,9 @@ def main(argv=None):
         replica = Replica(load_config(args.config), partitions=args.partitions)
     except ConfigError as e:
         exit_with(e)  # a wrong setting or option, named in one line, rather than a traceback
-    # The follower thread unpickles every new model (its reader process does the rest) while requests wait
-    # for the GIL: Python hands the GIL over every 5 ms by default, which a request waiting behind a burst
-    # of swaps would pay.
+    # The follower thread unpickles every new model (and reads the topics, unless a reader process does)
+    # while requests wait for the GIL: Python hands the GIL over every 5 ms by default, which a request
+    # waiting behind a burst of swaps would pay.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         server = make_server(replica, args.host, args.port, args.server)

@@ -63,6 +63,9 @@ class ModelClasses:
 
     names: frozenset = frozenset()
     allow_cloudpickle: bool = False
+    # (module, name) -> what it names, for names admitted before: a replica unpickles a thousand models a
+    # second, each naming a dozen classes, and checking and importing them anew was a third of the work.
+    found: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, models, allow_cloudpickle: bool = False, what: str = "model") -> "ModelClasses":
@@ -102,9 +105,12 @@ class _Restricted(pickle.Unpickler):
         self.classes = classes
 
     def find_class(self, module, name):
-        if not self.classes.admits(module, name):
-            raise ForbiddenClass(f"the payload names {module}.{name}, which a model of the declared spec does not use")
-        return super().find_class(module, name)
+        found = self.classes.found.get((module, name))
+        if found is None:
+            if not self.classes.admits(module, name):
+                raise ForbiddenClass(f"the payload names {module}.{name}, which a model of the declared spec does not use")
+            found = self.classes.found[module, name] = super().find_class(module, name)
+        return found
 
 
 class _Recorder(pickle.Unpickler):

@@ -354,9 +354,15 @@ def reader_processes(replica) -> list[int]:
 
 
 @pytest.mark.timeout(120)
-def test_a_reader_process_that_dies_turns_the_replica_not_ready_until_a_new_one_caught_up(config, publisher, replicas):
+def test_a_reader_process_that_dies_turns_the_replica_not_ready_until_a_new_one_caught_up(config, publisher, replicas,
+                                                                                          tmp_path):
     publisher.publish({key: 1 for key in KEYS})
-    replica = replicas(config, 18206)
+    # By default the follower thread reads the topics: no process of its own.
+    default = replicas(config, 18207)
+    default.wait_ready()
+    assert reader_processes(default) == [] and served_versions(default) == {key: 1 for key in KEYS}
+    replica = replicas(stack.write_config(config, tmp_path / "reader" / "job.yaml", {"serving": {"reader_process": True}}),
+                       18206)
     replica.wait_ready()
     [reader] = reader_processes(replica)
 

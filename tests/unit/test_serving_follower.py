@@ -2,10 +2,12 @@
 
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import random
 import signal
+import time
 import types
 
 import pytest
@@ -28,8 +30,9 @@ def record(value, key="k", offset=0):
     return types.SimpleNamespace(key=key.encode(), value=value, partition=1, offset=offset)
 
 
-def follower():
-    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10], KEYRING)
+def follower(reader_process=False):
+    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10], KEYRING,
+                    reader_process=reader_process)
 
 
 def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
@@ -179,7 +182,7 @@ def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_th
 
 @pytest.mark.timeout(60)
 def test_the_reader_process_stops_with_the_follower_and_a_dead_one_is_replaced_while_readiness_fails():
-    f = follower()  # its broker is never reachable: the reader process retries, as while a broker is away
+    f = follower(reader_process=True)  # its broker is never reachable: the reader process retries, as while a broker is away
     f.start()
     try:
         stack.wait_until(lambda: f.process is not None and f.process.is_alive(), 20, "the reader process")
@@ -235,3 +238,20 @@ def test_the_reader_process_passes_a_tombstone_through_and_the_server_drops_the_
     # A null value without a key names no key to drop: still a corrupt record, as before tombstones.
     assert reader.snapshot(types.SimpleNamespace(key=None, value=None, partition=1, offset=3))[:2] == \
         ("rejected", "corrupt")
+
+
+@pytest.mark.timeout(30)
+def test_without_a_reader_process_the_follower_thread_reads_and_stops_when_asked():
+    f = follower()  # its broker is never reachable: the thread retries, as while a broker is away
+    f.start()
+    try:
+        stack.wait_until(lambda: f.is_alive(), 10, "the follower thread")
+        time.sleep(0.5)  # long enough for a reader process to have been started
+        assert f.process is None and not [p for p in multiprocessing.active_children() if p.name == "topic-reader"]
+    finally:
+        f.stop(timeout_s=0.1)  # kafka-python looks for an unreachable broker for 30 s before it gives up
+    # A reader in the follower's thread reads nothing more once the follower stops, and ends at once.
+    reader, sent = f._reader(), []
+    started = time.monotonic()
+    reader.run(types.SimpleNamespace(send=sent.append), f.stopping)
+    assert time.monotonic() - started < 1 and sent == [] and not reader.parent_alive()

@@ -230,6 +230,7 @@ def test_wrong_safety_settings_name_themselves(setting, value, message):
     ("freshness_buckets", [1, 0.5], "'serving.freshness_buckets' must be a non-empty list of seconds > 0 in "
                                     "increasing order, not [1, 0.5]"),
     ("fallback_key", 7, "'serving.fallback_key' must be non-empty text, not 7"),
+    ("reader_process", "yes", "'serving.reader_process' must be true or false, not 'yes'"),
 ])
 def test_wrong_serving_settings_name_themselves(setting, value, message):
     with pytest.raises(ConfigError) as error:
