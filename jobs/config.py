@@ -23,10 +23,11 @@ jobs.config.ConfigError: job.yaml: 'learner.shards' must be a whole number >= 1,
 >>> error = Config({}, "job.yaml").error
 >>> settings_of(Gate, {"window": 20, "margin": 0}, "safety.gate", error)
 Gate(window=20, margin=0.0)
->>> settings_of(Gate, {"windw": 20}, "safety.gate", error)
+>>> settings_of(Gate, {"windw": 20}, "safety.gate", error)  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'safety.gate.windw' is not a setting: did you mean 'window'? (safety.gate has window, margin)
+jobs.config.ConfigError: job.yaml: 'safety.gate.windw' is not a setting: did you mean 'window'?
+(safety.gate has window, margin)
 >>> settings_of(Gate, {"window": "50"}, "safety.gate", error)
 Traceback (most recent call last):
 ...

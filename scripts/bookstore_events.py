@@ -8,7 +8,8 @@ popular one goes quiet, and a long tail of books sells now and then.
 >>> store = Bookstore(release_at_s=1.0, quiet_at_s=2.0)
 >>> before = {store.event(0.5, 500)["book"] for _ in range(2000)}
 >>> after = {store.event(2.5, 2500)["book"] for _ in range(2000)}
->>> (NEW_BOOK in before, NEW_BOOK in after, QUIET_BOOK in before, QUIET_BOOK in after, store.last_event_of_quiet_book_ms)
+>>> (NEW_BOOK in before, NEW_BOOK in after, QUIET_BOOK in before, QUIET_BOOK in after,
+...  store.last_event_of_quiet_book_ms)
 (False, True, True, False, 500)
 >>> sorted(store.tail_event_ms)[:2], len(store.tail_event_ms)
 (['tail-0', 'tail-1'], 4)

@@ -4,8 +4,9 @@ bytes, request time) and the ASGI application (requests in flight, body length).
 
 A prediction is answered inline on the event loop: in a thread pool, kept-alive POST /predict at 16
 connections went from 10,369 to 8,816 requests/s and its p99 from 3.5 to 5.2 ms (README, Serving
-replicas). The models are swapped by the follower thread without locks (serving.registry). Every refusal is a JSON answer naming its setting, never a dropped
-connection, except for a connection that sent nothing before its time ran out.
+replicas). The models are swapped by the follower thread without locks (serving.registry). Every
+refusal is a JSON answer naming its setting, never a dropped connection, except for a connection that
+sent nothing before its time ran out.
 
 >>> raw_reply(Reply.of(408, {"error": "slow"}, close=True)).split(b"\\r\\n")[0]
 b'HTTP/1.1 408 Request Timeout'

@@ -74,10 +74,12 @@ def partitions_to_follow(counts: dict[str, int], held: frozenset[int] | None) ->
 
     >>> partitions_to_follow({"snapshots": 4, "features": 4}, frozenset({1, 3}))
     {'snapshots': [1, 3], 'features': [1, 3]}
-    >>> partitions_to_follow({"snapshots": 4, "features": 2}, frozenset({1}))
+    >>> partitions_to_follow({"snapshots": 4, "features": 2}, frozenset({1}))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    serving.follower.PartitioningError: serving.partitions needs topics partitioned alike, so that a key's model and features are on the same partition number: snapshots has 4 partitions, features 2 (give both the same 'partitions' under topics:)
+    serving.follower.PartitioningError: serving.partitions needs topics partitioned alike,
+    so that a key's model and features are on the same partition number: snapshots has 4 partitions,
+    features 2 (give both the same 'partitions' under topics:)
     """
     if held is None:
         return {topic: list(range(count)) for topic, count in counts.items()}

@@ -15,10 +15,11 @@ serving.requests.BadRequest: body is nested 3 deep, over the limit of 2 (serving
 Traceback (most recent call last):
 ...
 serving.requests.BadRequest: 'features.x1' is NaN, which is not a JSON number
->>> parse_json(b'{"x1": NaN, ', max_depth=8, max_digits=20)
+>>> parse_json(b'{"x1": NaN, ', max_depth=8, max_digits=20)  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-serving.requests.BadRequest: body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 13 (char 12)
+serving.requests.BadRequest: body is not valid JSON: Expecting property name enclosed in double quotes:
+line 1 column 13 (char 12)
 >>> parse_json(b'{"requests": [{"n": 1234567}]}', max_depth=8, max_digits=5)
 Traceback (most recent call last):
 ...

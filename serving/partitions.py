@@ -13,14 +13,16 @@ partition number, and a replica that follows partitions P of both holds exactly 
 [0, 2]
 >>> held_partitions(Config({}, "job.yaml")) is None, sorted(held_partitions(Config({}, "job.yaml"), "1,3"))
 (True, [1, 3])
->>> held_partitions(Config({"serving": {"partitions": [0, 0]}}, "job.yaml"))
+>>> held_partitions(Config({"serving": {"partitions": [0, 0]}}, "job.yaml"))  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'serving.partitions' must be null (every partition) or a list of distinct partition numbers >= 0, not [0, 0]
->>> KeyPartitions(frozenset({0, 1}), "model-snapshots", count=4).check("book-1")
+jobs.config.ConfigError: job.yaml: 'serving.partitions' must be null (every partition) or a list of distinct partition
+numbers >= 0, not [0, 0]
+>>> KeyPartitions(frozenset({0, 1}), "model-snapshots", count=4).check("book-1")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-serving.partitions.WrongReplica: key 'book-1' is on partition 2 of model-snapshots (4 partitions); this replica holds partitions 0, 1
+serving.partitions.WrongReplica: key 'book-1' is on partition 2 of model-snapshots (4 partitions);
+this replica holds partitions 0, 1
 """
 
 from __future__ import annotations

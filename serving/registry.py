@@ -26,7 +26,8 @@ process verified (serving/follower.py).
 (True, None)
 >>> registry.offer(snapshot(3), applied_at=3.0).snapshot.model_version
 3
->>> served = registry.offer(snapshot(4, rollback={"from_version": 3, "to_version": 2, "reason": "worse"}), applied_at=4.0)
+>>> served = registry.offer(snapshot(4, rollback={"from_version": 3, "to_version": 2, "reason": "worse"}),
+...                          applied_at=4.0)
 >>> served.model is registry.held("k", 2).model, served.rollback.source
 (True, 'history')
 >>> registry.describe("k", now=5.0)["history_versions"]

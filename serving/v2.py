@@ -19,11 +19,12 @@ C classes named in the tensor's `parameters.classes`; 0.0 for a class a row's an
 [('x1', 'FP64'), ('genre', 'BYTES')]
 >>> answer = infer(serving, "k", {"inputs": [{"name": "x1", "shape": [2], "datatype": "FP64", "data": [0, 1]},
 ...                                          {"name": "genre", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]})
->>> for output in answer["outputs"]:
+>>> for output in answer["outputs"]:  # doctest: +NORMALIZE_WHITESPACE
 ...     print(output)
 {'name': 'prediction', 'shape': [2], 'datatype': 'FP64', 'data': [0.5, 0.5]}
 {'name': 'predicted', 'shape': [2], 'datatype': 'BYTES', 'data': ['false', 'false']}
-{'name': 'probabilities', 'shape': [2, 2], 'datatype': 'FP64', 'data': [0.5, 0.5, 0.5, 0.5], 'parameters': {'classes': ['false', 'true']}}
+{'name': 'probabilities', 'shape': [2, 2], 'datatype': 'FP64', 'data': [0.5, 0.5, 0.5, 0.5],
+ 'parameters': {'classes': ['false', 'true']}}
 >>> infer(serving, "k", {"inputs": [{"name": "x1", "shape": [1], "datatype": "FP64", "data": [1]},
 ...                                 {"name": "genre", "shape": [1], "datatype": "FP64", "data": [2]}]})
 Traceback (most recent call last):

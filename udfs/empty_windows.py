@@ -15,10 +15,12 @@ a window for serving: a key whose latest row is older than the newest window is 
 (0, {'views': 0.0, 'buys': 0.0})
 >>> EmptyWindows.from_config(Config({"features": {"columns": ["views"]}}, "job.yaml"))
 EmptyWindows(label=None, features=None)
->>> EmptyWindows.from_config(Config({"features": {"columns": ["views"], "empty_window_features": {"view": 0}}}, "job.yaml"))
+>>> EmptyWindows.from_config(Config({"features": {"columns": ["views"], "empty_window_features": {"view": 0}}},
+...                                  "job.yaml"))  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'features.empty_window_features' must give a finite number for every one of features.columns (views) and nothing else, not {'view': 0}
+jobs.config.ConfigError: job.yaml: 'features.empty_window_features' must give a finite number for every one of
+features.columns (views) and nothing else, not {'view': 0}
 >>> label_value_error(0, "DOUBLE", "regressor"), label_value_error("0", "DOUBLE", "regressor")
 (None, "'0' is a string, and the label column is of type DOUBLE: give an integer or a number")
 

@@ -18,8 +18,9 @@ later generation (its submit time) than every envelope of the job before it, wha
 Formats 3 and 4 are signed (udfs/signing.py): `decode` verifies the signature with the reader's keys
 before it returns anything, and refuses unsigned envelopes (formats 1 and 2, written before signing)
 with a `SignatureError`. A format 3 envelope names no feature types: it decodes with `feature_types`
-empty, which readers take as every feature a number, as every feature was then. Payloads are unpickled only by `Snapshot.model` and `Snapshot.challenger`, through
-the allow-list of udfs/safe_pickle.py. `extra` carries the model-safety facts, all optional:
+empty, which readers take as every feature a number, as every feature was then. Payloads are unpickled
+only by `Snapshot.model` and `Snapshot.challenger`, through the allow-list of udfs/safe_pickle.py.
+`extra` carries the model-safety facts, all optional:
 
 - `drift`: `{"count", "last_window_end_ms", "last_action"}`, drifts detected for this key so far;
 - `rollback`: `{"from_version", "to_version", "reason"}`: this record's model is version

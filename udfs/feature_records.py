@@ -10,12 +10,14 @@ SELECT `entity` AS model_key, CAST(JSON_OBJECT(
   'feature_schema_hash' VALUE 'f00d',
   'features' VALUE JSON_OBJECT('views' VALUE `views`, 'price' VALUE `price`)) AS BYTES) AS record
 FROM `features`
->>> decode_features(b'{"features":{"price":9.5,"views":3.0},"feature_schema_hash":"f00d","key":"book-1","window_end_ms":60000}')
+>>> decode_features(b'{"features":{"price":9.5,"views":3.0},"feature_schema_hash":"f00d",'
+...                 b'"key":"book-1","window_end_ms":60000}')
 FeatureRow(key='book-1', window_end_ms=60000, feature_schema_hash='f00d', features={'price': 9.5, 'views': 3.0})
->>> decode_features(b"[1]")
+>>> decode_features(b"[1]")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-udfs.feature_records.FeatureRecordError: not a feature row: expected a JSON object with key, window_end_ms, feature_schema_hash, features
+udfs.feature_records.FeatureRecordError: not a feature row: expected a JSON object with key,
+window_end_ms, feature_schema_hash, features
 """
 
 from __future__ import annotations

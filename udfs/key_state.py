@@ -11,10 +11,11 @@ versioned: a savepoint of an older job version restores with the fields added si
 >>> (state.n_learned, state.held_version, state.generation, state.schema_version == STATE_SCHEMA_VERSION)
 (7, 0, 0, True)
 >>> state.schema_version = STATE_SCHEMA_VERSION + 1
->>> migrate(state)
+>>> migrate(state)  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-udfs.key_state.StateSchemaError: learner state has schema version 4, this job reads up to 3: submit the job version that wrote the savepoint, or a newer one
+udfs.key_state.StateSchemaError: learner state has schema version 4, this job reads up to 3:
+submit the job version that wrote the savepoint, or a newer one
 """
 
 from __future__ import annotations

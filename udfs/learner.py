@@ -164,7 +164,8 @@ class Learner(Publisher):
         return probabilities if self.predicts_proba else label
 
     def _outputs(self, model, x: dict):
-        """(what the metric scores, what is published) for one row, from as few calls into the model as its kind allows."""
+        """(what the metric scores, what is published) for one row, from as few calls into the model as
+        its kind allows."""
         kind = kind_of(model)
         probabilities, label = raw_prediction(model, x, kind)
         return (probabilities if self.predicts_proba else label), published(probabilities, label, kind)

@@ -7,14 +7,17 @@ line naming the file and setting; the frozen settings then travel with the job t
 >>> safety = SafetySettings.from_config(Config({"safety": {"drift": {"enabled": True}}}, "conf/job.yaml"))
 >>> safety.drift.enabled, safety.drift.action, safety.gate.enabled
 (True, 'reset', False)
->>> SafetySettings.from_config(Config({"safety": {"drfit": {}}}, "conf/job.yaml"))
+>>> SafetySettings.from_config(Config({"safety": {"drfit": {}}}, "conf/job.yaml"))  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'safety' has unknown part(s) drfit; it has drift, gate, challenger, cold_start, quality
->>> LearnerSettings.from_config(Config({"snapshots": {"policy": "every_minute"}}, "conf/job.yaml"))
+jobs.config.ConfigError: job.yaml: 'safety' has unknown part(s) drfit; it has drift, gate, challenger,
+cold_start, quality
+>>> LearnerSettings.from_config(Config({"snapshots": {"policy": "every_minute"}},
+...                                    "conf/job.yaml"))  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'snapshots.policy' must be one of every_n_updates, every_window, every_seconds, not 'every_minute'
+jobs.config.ConfigError: job.yaml: 'snapshots.policy' must be one of every_n_updates, every_window,
+every_seconds, not 'every_minute'
 """
 
 from __future__ import annotations

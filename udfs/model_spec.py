@@ -40,8 +40,9 @@ udfs.model_spec.ModelSpecError: model.steps[0].class: unknown River class 'optim
 
 The label column's SQL type must suit the model's kind (`label_type_error`):
 
->>> label_type_error(model, "VARCHAR", "STRING")
-'is of type STRING, but LogisticRegression is a binary classifier, which learns BOOLEAN labels (or 0/1 integers); a multiclass model (tree.HoeffdingTreeClassifier, say) learns string classes'
+>>> label_type_error(model, "VARCHAR", "STRING")  # doctest: +NORMALIZE_WHITESPACE
+'is of type STRING, but LogisticRegression is a binary classifier, which learns BOOLEAN labels (or 0/1 integers);
+a multiclass model (tree.HoeffdingTreeClassifier, say) learns string classes'
 >>> label_type_error(build_model({"steps": [{"class": "tree.HoeffdingTreeClassifier"}]}), "VARCHAR", "STRING") is None
 True
 """

@@ -47,7 +47,8 @@ def table(results: dict) -> str:
                       f"{row['rows']:,} rows", f"{row['windows']:,}",
                       f"{plain['rows_per_s']:,.0f}", number(pipeline["rows_per_s"]), number(row["ratio"], "x", 2),
                       "-" if goal is None else f">= {goal:.2f}x", yes_no(row["met"]),
-                      f"{checkpoints['completed']}, {checkpoints['max_size_mb']:,.1f} MB, {checkpoints['max_duration_ms']:,} ms",
+                      (f"{checkpoints['completed']}, {checkpoints['max_size_mb']:,.1f} MB, "
+                       f"{checkpoints['max_duration_ms']:,} ms"),
                       f"{plain['peak_rss_mb']:,.0f} MB", f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
                       f"{pipeline['peak_python_rss_mb']:,.0f} MB", str(pipeline["other_jobs"])))
     if "sql_stage" in results:

@@ -23,9 +23,11 @@ checks it predicts and learns on identically, or refuses the envelope with the r
 | schema1-format1-cc933bf | cc933bf | 1 | 1 | last commit of format 1 (cloudpickled payload), with `replayed_windows` |
 | schema1-format2-1f677f9 | 1f677f9 | 1 | 2 | last commit of schema 1; format 2 with a cloudpickled payload |
 | schema2-format2-16af45f | 16af45f | 2 | 2 | last commit of schema 2 and of format 2 (pickled payload, unsigned) |
-| schema3-format3-4941694 | 4941694 | 3 | 3 | first signed release; its state still has `pending_timer_ms` (gone at 40b81f8) |
+| schema3-format3-4941694 | 4941694 | 3 | 3 | first signed release; its state still has `pending_timer_ms` (see below) |
 | schema3-format3-b230bc9 | b230bc9 | 3 | 3 | a later format 3 release (no feature types: read as numbers) |
 | schema3-format4-0b2107f | 0b2107f | 3 | 4 | the current schema and format: the envelope names each feature's type |
+
+KeyState's `pending_timer_ms`, still in the state of schema3-format3-4941694, is gone at 40b81f8.
 
 Regenerate one release's files (the current release needs no worktree: PYTHONPATH=.), from the
 project folder:

@@ -4,9 +4,9 @@ its rows exactly once.
 - At parallelism 1, two kills: every version on the snapshot topic (the default at-least-once lane:
   published before the checkpoint that covers it) carries one model, however often it was published.
 - At parallelism 2 on two TaskManagers, on RocksDB with incremental checkpoints, five kills during
-  200,000 events over 1,000 keys, with every sink exactly-once: one prediction per key and window, versions without gap or duplicate in the
-  read_committed view, and each key's final metric that of plain River on its rows (a run without
-  failures reproduces plain River to 1e-9: test_learner_job.py).
+  200,000 events over 1,000 keys, with every sink exactly-once: one prediction per key and window,
+  versions without gap or duplicate in the read_committed view, and each key's final metric that of
+  plain River on its rows (a run without failures reproduces plain River to 1e-9: test_learner_job.py).
 """
 
 import json

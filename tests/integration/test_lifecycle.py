@@ -4,9 +4,9 @@
 `lifecycle.idle_ttl_seconds: 3` (three one-second windows) the silent half expire once window 7 has
 closed: the learner counts them (`keys_expired`), writes tombstones to the compacted snapshot and
 features topics, and a replica following them drops their models and features. One silent key comes
-back once they have expired (the events of windows 15 on are sent then) and learns from scratch. After the broker's log cleaner has compacted the topics (tiny
-segments), they hold a value only for the keys still alive, and a replica started afresh on them
-serves exactly those.
+back once they have expired (the events of windows 15 on are sent then) and learns from scratch. After
+the broker's log cleaner has compacted the topics (tiny segments), they hold a value only for the keys
+still alive, and a replica started afresh on them serves exactly those.
 """
 
 import time

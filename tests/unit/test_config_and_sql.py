@@ -127,9 +127,11 @@ def test_a_cluster_config_sets_replication_for_every_topic_and_a_topic_can_diffe
     ({"topics": {"e": {"name": "e", "replication_factor": True}}}, "'topics.e.replication_factor' must be a whole"),
     ({"topics": {"e": {"name": "e", "partitions": 0}}}, "'topics.e.partitions' must be a whole number >= 1"),
     ({"kafka": {"topic_config": {"min.insync.replicas": 2}}},
-     "'kafka.topic_config.min.insync.replicas' must be a whole number no larger than topic 'e''s replication factor (1)"),
+     "'kafka.topic_config.min.insync.replicas' must be a whole number no larger than topic "
+     "'e''s replication factor (1)"),
     ({"kafka": {"replication_factor": 3}, "topics": {"e": {"name": "e", "config": {"min.insync.replicas": 4}}}},
-     "'topics.e.config.min.insync.replicas' must be a whole number no larger than topic 'e''s replication factor (3)"),
+     "'topics.e.config.min.insync.replicas' must be a whole number no larger than topic "
+     "'e''s replication factor (3)"),
     ({"kafka": {"topic_config": [1]}}, "'kafka.topic_config' must be a mapping"),
 ])
 def test_wrong_replication_settings_name_the_setting(data, message):

@@ -263,12 +263,15 @@ def test_missing_required_parameter():
 @pytest.mark.parametrize("spec, message", [
     # River's own checks, whatever they raise, come back as spec errors at the right path.
     (logistic_spec(l1=0.1, l2=0.1),
-     r"^model\.steps\[1\]\.params: linear_model\.LogisticRegression rejected its parameters: NotImplementedError: "),
+     r"^model\.steps\[1\]\.params: linear_model\.LogisticRegression rejected its parameters: "
+     r"NotImplementedError: "),
     (logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.Optimal",
                                      "params": {"loss": {"class": "optim.losses.Log"}, "alpha": 0}})),
-     r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its parameters: ZeroDivisionError"),
+     r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its "
+     r"parameters: ZeroDivisionError"),
     (logistic_spec(optimizer=sgd(lr={"class": "optim.schedulers.Optimal", "params": {"loss": "log"}})),
-     r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its parameters: AttributeError"),
+     r"^model\.steps\[1\]\.params\.optimizer\.params\.lr\.params: optim\.schedulers\.Optimal rejected its "
+     r"parameters: AttributeError"),
     ({"steps": [{"class": "tree.HoeffdingTreeRegressor", "params": {
         "splitter": {"class": "tree.splitter.QOSplitter", "params": {"radius": 0}}}}]},
      r"^model\.steps\[0\]\.params\.splitter\.params: tree\.splitter\.QOSplitter rejected its parameters: "
@@ -296,7 +299,8 @@ def test_a_river_class_given_as_a_plain_string_is_an_error_not_a_silent_string()
     (["linear_model.LogisticRegression"], r"^model: expected a mapping with 'steps'"),
     ({"steps": [{"class": "linear_model.LogisticRegression"}], "name": "lr"}, r"^model: unexpected key\(s\) 'name'"),
     ({"steps": [{"class": "preprocessing.StandardScaler"}, "linear_model.LogisticRegression"]},
-     r"^model\.steps\[1\]: expected a mapping like \{class: \.\.\., params: \{\.\.\.\}\}, got 'linear_model\.LogisticRegression'$"),
+     r"^model\.steps\[1\]: expected a mapping like \{class: \.\.\., params: \{\.\.\.\}\}, "
+     r"got 'linear_model\.LogisticRegression'$"),
     ({"steps": [{"params": {"l2": 0.1}}]}, r"^model\.steps\[0\]: missing 'class'"),
     ({"steps": [{"class": "linear_model.LogisticRegression", "param": {"l2": 0.1}}]},
      r"^model\.steps\[0\]: unexpected key\(s\) 'param'; expected 'class' and optional 'params'$"),
@@ -313,9 +317,11 @@ def test_malformed_specs(spec, message):
     ([{"class": "metrics.Accuracy"}], r"^model\.steps\[0\]\.class: metrics\.Accuracy is not a River estimator$"),
     ([{"class": "optim.SGD"}], r"^model\.steps\[0\]\.class: optim\.SGD is not a River estimator$"),
     ([{"class": "linear_model.LogisticRegression"}, {"class": "preprocessing.StandardScaler"}],
-     r"^model\.steps\[0\]: linear_model\.LogisticRegression is not a transformer; only the last step may be a model$"),
+     r"^model\.steps\[0\]: linear_model\.LogisticRegression is not a transformer; "
+     r"only the last step may be a model$"),
     ([{"class": "preprocessing.StandardScaler"}],
-     r"^model\.steps\[0\]: preprocessing\.StandardScaler cannot predict \(no predict_one\); the last step must be a model$"),
+     r"^model\.steps\[0\]: preprocessing\.StandardScaler cannot predict \(no predict_one\); "
+     r"the last step must be a model$"),
 ])
 def test_steps_must_form_a_pipeline_that_predicts(steps, message):
     with pytest.raises(ModelSpecError, match=message):
