@@ -124,8 +124,12 @@ def text(config: Config, path: str, default: Any = _MISSING) -> str:
 def column_names(config: Config, path: str) -> tuple[str, ...]:
     """A non-empty list of distinct column names."""
     value = config[path]
-    if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value) \
-            or len(set(value)) != len(value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(c, str) and c for c in value)
+        or len(set(value)) != len(value)
+    ):
         raise config.error(path, f"must be a non-empty list of distinct column names, not {value!r}")
     return tuple(value)
 
@@ -133,9 +137,12 @@ def column_names(config: Config, path: str) -> tuple[str, ...]:
 def increasing_seconds(config: Config, path: str, default: list) -> list[float]:
     """A non-empty list of durations > 0 in increasing order (histogram buckets)."""
     value = config.get(path, default)
-    if not isinstance(value, list) or not value or \
-            any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value) or \
-            any(a >= b for a, b in zip(value, value[1:])):
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value)
+        or any(a >= b for a, b in zip(value, value[1:]))
+    ):
         raise config.error(path, f"must be a non-empty list of seconds > 0 in increasing order, not {value!r}")
     return [float(v) for v in value]
 

@@ -67,7 +67,7 @@ def history_config(config: Config, path: str) -> Config:
     if not matches:
         raise config.error("history.replaces", f"names {replaces}, which sql.ddl does not list")
     data = copy.deepcopy(config.data)
-    data["sql"]["ddl"] = ddl[:matches[0]] + [events_ddl] + ddl[matches[0] + 1:]
+    data["sql"]["ddl"] = ddl[: matches[0]] + [events_ddl] + ddl[matches[0] + 1 :]
     data["history"]["path"] = path
     return Config(data, config.source)
 
@@ -85,12 +85,15 @@ def history_path(path: str) -> str:
 def history_jars() -> list[str]:
     """The jars a job over history files ships (pipeline.jars): the file format's and Hadoop's, which the
     cluster's classpath lacks (scripts/maven/history-jars.xml); HISTORY_JARS names another folder of them."""
-    folder = os.environ.get("HISTORY_JARS") or os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "lib", "history")
+    folder = os.environ.get("HISTORY_JARS") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib", "history"
+    )
     jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
     if not jars:
-        exit_with(f"no jars in {folder} for reading history files: run scripts/setup.sh "
-                  "(scripts/maven/history-jars.xml), or set HISTORY_JARS to a folder of them")
+        exit_with(
+            f"no jars in {folder} for reading history files: run scripts/setup.sh "
+            "(scripts/maven/history-jars.xml), or set HISTORY_JARS to a folder of them"
+        )
     return ["file://" + jar for jar in jars]
 
 
@@ -103,8 +106,9 @@ def compute_once(table_env, view: str, rowtime: str) -> None:
     under the same name, as a temporary view, which shadows the catalog's: the views defined on it
     (`events`, `features`, `rejected_events`) resolve their names when they are queried."""
     stream = table_env.to_data_stream(table_env.from_path(view))
-    table_env.create_temporary_view(view, table_env.from_data_stream(
-        stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build()))
+    table_env.create_temporary_view(
+        view, table_env.from_data_stream(stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build())
+    )
 
 
 # The learner's columns of the feature view, with each row's shard (a temporary view of the job's own).
@@ -117,9 +121,16 @@ def features_once(table_env, view: str, window_end: str) -> None:
     every event into its window again. Its rows come back with a rowtime, `ROWTIME`, on which the
     batches are a cascaded window (udfs/feature_batches.py)."""
     stream = table_env.to_data_stream(table_env.from_path(view))
-    table_env.create_temporary_view(view, table_env.from_data_stream(
-        stream, Schema.new_builder().column_by_expression(ROWTIME, rowtime_of(window_end))
-        .watermark(ROWTIME, "SOURCE_WATERMARK()").build()))
+    table_env.create_temporary_view(
+        view,
+        table_env.from_data_stream(
+            stream,
+            Schema.new_builder()
+            .column_by_expression(ROWTIME, rowtime_of(window_end))
+            .watermark(ROWTIME, "SOURCE_WATERMARK()")
+            .build(),
+        ),
+    )
 
 
 def check_label(table_env, config, settings: LearnerSettings) -> None:
@@ -130,7 +141,9 @@ def check_label(table_env, config, settings: LearnerSettings) -> None:
     schema = table_env.from_path(view)._j_table.getResolvedSchema()
     column = schema.getColumn(label)
     if not column.isPresent():
-        raise config.error("features.label", f"names no column of view {view} (it has {', '.join(schema.getColumnNames())})")
+        raise config.error(
+            "features.label", f"names no column of view {view} (it has {', '.join(schema.getColumnNames())})"
+        )
     logical = column.get().getDataType().getLogicalType()
     models = [("model", settings.model)]
     if settings.safety.challenger.enabled:
@@ -155,8 +168,10 @@ def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
     for name in settings.feature_names:
         column = schema.getColumn(name)
         if not column.isPresent():
-            raise config.error("features.columns", f"names {name}, no column of view {view} "
-                                                   f"(it has {', '.join(schema.getColumnNames())})")
+            raise config.error(
+                "features.columns",
+                f"names {name}, no column of view {view} (it has {', '.join(schema.getColumnNames())})",
+            )
         logical = column.get().getDataType().getLogicalType()
         try:
             # Nullability aside: a NULL feature reaches River as None whatever the type.
@@ -206,18 +221,27 @@ def side_output(stream: DataStream, tag) -> DataStream:
 
 def columns_to_rows(stream: DataStream, row_type: TypeInformation, uid: str) -> DataStream:
     """The rows of `stream`'s records of columns (udfs.learner_function.in_columns), made in the JVM."""
-    j_rows = stream._j_data_stream.flatMap(get_gateway().jvm.realtime_learning.ColumnsToRows(
-        row_type.get_java_type_info()))
+    j_rows = stream._j_data_stream.flatMap(
+        get_gateway().jvm.realtime_learning.ColumnsToRows(row_type.get_java_type_info())
+    )
     return DataStream(j_rows.uid(uid).name(uid))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Online learning: one River model per key, in Flink state")
     parser.add_argument("--config", default="conf/job.yaml")
-    parser.add_argument("--parallelism", type=int, help="overrides the config's flink parallelism.default "
-                        "(scripts/rescale.sh passes it: a program's own configuration wins over flink run -p)")
-    parser.add_argument("--history", metavar="PATH", help="read history files (a file or folder) instead of "
-                        "Kafka, with history.events_ddl in the config (scripts/backfill.sh)")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        help="overrides the config's flink parallelism.default "
+        "(scripts/rescale.sh passes it: a program's own configuration wins over flink run -p)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="read history files (a file or folder) instead of "
+        "Kafka, with history.events_ddl in the config (scripts/backfill.sh)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -234,14 +258,17 @@ def main(argv=None):
         flink_config.set_string(key, str(value))
     if args.parallelism is not None:
         if not 1 <= args.parallelism <= int(flink_config.get_string("pipeline.max-parallelism", "32768")):
-            exit_with(f"--parallelism {args.parallelism} is not between 1 and the max parallelism "
-                      f"(flink: pipeline.max-parallelism in {args.config})")
+            exit_with(
+                f"--parallelism {args.parallelism} is not between 1 and the max parallelism "
+                f"(flink: pipeline.max-parallelism in {args.config})"
+            )
         flink_config.set_string("parallelism.default", str(args.parallelism))
     # scripts/upgrade.sh reads it back (REST /jobs/<id>/config) to tell whether the new version's SQL is this one's.
     sql_id = sql_fingerprint(config)
     parameters = flink_config.get_string("pipeline.global-job-parameters", "")
-    flink_config.set_string("pipeline.global-job-parameters",
-                            ",".join(filter(None, [parameters, f"sql.fingerprint:{sql_id}"])))
+    flink_config.set_string(
+        "pipeline.global-job-parameters", ",".join(filter(None, [parameters, f"sql.fingerprint:{sql_id}"]))
+    )
     env = StreamExecutionEnvironment.get_execution_environment(flink_config)
     table_env = StreamTableEnvironment.create(env)
     # Table options (table.local-time-zone among them) go onto the TableConfig too: read through the
@@ -269,10 +296,17 @@ def main(argv=None):
     compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]
     features_once(table_env, config["sql.features_view"], config["features.window_end"])
-    table_env.create_temporary_view(LEARNER_ROWS, table_env.sql_query(select_rows(
-        config["sql.features_view"], key, config["features.label"], settings.feature_names, settings.shards)))
-    batches_table = table_env.sql_query(select_batches(
-        LEARNER_ROWS, key, config["features.label"], settings.feature_names, settings.window_ms))
+    table_env.create_temporary_view(
+        LEARNER_ROWS,
+        table_env.sql_query(
+            select_rows(
+                config["sql.features_view"], key, config["features.label"], settings.feature_names, settings.shards
+            )
+        ),
+    )
+    batches_table = table_env.sql_query(
+        select_batches(LEARNER_ROWS, key, config["features.label"], settings.feature_names, settings.window_ms)
+    )
     stream, batch_type = shard_stream(table_env, batches_table)
     learner = (
         key_by_shard(stream, batch_type)
@@ -288,9 +322,15 @@ def main(argv=None):
     drifts, quarantined = (side_output(learner, tag) for tag in (DRIFTS, QUARANTINED))
     # In SQL, from the feature view's rows (computed once, beside the batches): not from the batches,
     # which Flink would copy whole for each row UNNEST makes of them; in Python it would cost every row a call.
-    latest_features = table_env.sql_query(select_records(
-        config["sql.features_view"], key, config["features.window_end"], settings.feature_names,
-        feature_schema_hash(settings.feature_names)))
+    latest_features = table_env.sql_query(
+        select_records(
+            config["sql.features_view"],
+            key,
+            config["features.window_end"],
+            settings.feature_names,
+            feature_schema_hash(settings.feature_names),
+        )
+    )
 
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))

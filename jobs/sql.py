@@ -74,7 +74,7 @@ def statements(path: str, config: Config) -> list[Statement]:
     uncommented = _COMMENT_LINE.sub("", rendered)
     found, start = [], 0
     for end in [*re.finditer(r";\s*(?:\n|$)", uncommented), None]:
-        chunk = uncommented[start:end.start() if end else len(uncommented)]
+        chunk = uncommented[start : end.start() if end else len(uncommented)]
         if chunk.strip():
             first = start + len(chunk) - len(chunk.lstrip())
             found.append(Statement(chunk.strip(), shown, uncommented.count("\n", 0, first) + 1))
@@ -125,5 +125,5 @@ def rejected(statement: Statement, message: str) -> str:
     line, column = statement.line, None
     if position := _RANGE.match(reason) or _AT.search(reason):
         line, column = statement.line + int(position.group(1)) - 1, position.group(2)
-        reason = (reason[:position.start()] + reason[position.end():]).strip()
+        reason = (reason[: position.start()] + reason[position.end() :]).strip()
     return f"{statement.path} line {line}: {reason}" + (f" (column {column})" if column else "")

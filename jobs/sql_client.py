@@ -53,8 +53,7 @@ def client_config(config: Config, with_sinks: bool) -> Config:
     flink = data.get("flink") or {}
     if not isinstance(flink, dict):
         raise config.error("flink", f"must be a mapping of Flink options, not {flink!r}")
-    data["flink"] = {key: value for key, value in flink.items()
-                     if with_sinks or not _JOB_ONLY_OPTIONS.match(key)}
+    data["flink"] = {key: value for key, value in flink.items() if with_sinks or not _JOB_ONLY_OPTIONS.match(key)}
     data["flink"]["pipeline.name"] = f"sql-client ({config.source})"
     return Config(data, config.source)
 
@@ -100,8 +99,10 @@ def init_script(config: Config, with_sinks: bool) -> str:
     config's order, each after a comment naming its file and line (the client's errors name neither)."""
     config = client_config(config, with_sinks)
     found = client_statements(config, with_sinks)
-    lines = [f"-- Rendered from {config.source} by jobs/sql_client.py (scripts/sql-client.sh); "
-             f"sinks {'included' if with_sinks else 'left out'}."]
+    lines = [
+        f"-- Rendered from {config.source} by jobs/sql_client.py (scripts/sql-client.sh); "
+        f"sinks {'included' if with_sinks else 'left out'}."
+    ]
     lines += [f"SET {_quoted(key)} = {_quoted(value)};" for key, value in config["flink"].items()]
     for statement in found:
         lines += ["", f"-- {statement.path} line {statement.line}", f"{statement.text};"]

@@ -55,12 +55,19 @@ def declared_topics(config: Config) -> list[NewTopic]:
         insync = configs.get("min.insync.replicas")
         if insync is not None and (not insync.isdigit() or int(insync) > factor):
             where = f"topics.{alias}.config" if "min.insync.replicas" in own else "kafka.topic_config"
-            raise config.error(f"{where}.min.insync.replicas",
-                               f"must be a whole number no larger than topic {spec['name']!r}'s replication "
-                               f"factor ({factor}), not {insync}: no write with acks=all could succeed")
-        topics.append(NewTopic(name=spec["name"], num_partitions=whole_number(
-            config, f"topics.{alias}.partitions", 1, minimum=1), replication_factor=factor,
-            topic_configs=configs))
+            raise config.error(
+                f"{where}.min.insync.replicas",
+                f"must be a whole number no larger than topic {spec['name']!r}'s replication "
+                f"factor ({factor}), not {insync}: no write with acks=all could succeed",
+            )
+        topics.append(
+            NewTopic(
+                name=spec["name"],
+                num_partitions=whole_number(config, f"topics.{alias}.partitions", 1, minimum=1),
+                replication_factor=factor,
+                topic_configs=configs,
+            )
+        )
     return topics
 
 
@@ -92,21 +99,28 @@ def ensure_topics(bootstrap_servers: str, topics: list[NewTopic]) -> list[str]:
 
 
 def _too_few_brokers(topic: NewTopic, bootstrap_servers: str, brokers: int) -> TopicError:
-    return TopicError(f"topic {topic.name!r}: replication factor {topic.replication_factor} needs as many brokers, "
-                      f"and the cluster at {bootstrap_servers} has {brokers}; lower kafka.replication_factor (or "
-                      f"the topic's replication_factor under topics:) in the config, or add brokers")
+    return TopicError(
+        f"topic {topic.name!r}: replication factor {topic.replication_factor} needs as many brokers, "
+        f"and the cluster at {bootstrap_servers} has {brokers}; lower kafka.replication_factor (or "
+        f"the topic's replication_factor under topics:) in the config, or add brokers"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", help="YAML config files with a 'topics' section")
-    parser.add_argument("--bootstrap-servers", default=None,
-                        help="the cluster to create them on (default: each config's kafka.bootstrap_servers)")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="the cluster to create them on (default: each config's kafka.bootstrap_servers)",
+    )
     args = parser.parse_args(argv)
     try:
         configs = [load_config(path) for path in args.configs]
-        plan = [(args.bootstrap_servers or config.get("kafka.bootstrap_servers", "127.0.0.1:9092"),
-                 declared_topics(config)) for config in configs]
+        plan = [
+            (args.bootstrap_servers or config.get("kafka.bootstrap_servers", "127.0.0.1:9092"), declared_topics(config))
+            for config in configs
+        ]
         created = [name for servers, topics in plan for name in ensure_topics(servers, topics)]
     except (ConfigError, TopicError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -37,8 +37,9 @@ from jobs.sql import ddl_statements
 
 NO_WATERMARK = -(2**63)  # Flink's Long.MIN_VALUE: no watermark yet
 # The settings an upgrade writes for the new job's source; they leave the SQL's fingerprint alone.
-RESUME_SETTINGS = {"source": {"startup_mode": "group-offsets", "specific_offsets": "",
-                              "replay": {"until_offsets": "", "from_ms": 0}}}
+RESUME_SETTINGS = {
+    "source": {"startup_mode": "group-offsets", "specific_offsets": "", "replay": {"until_offsets": "", "from_ms": 0}}
+}
 SCAN_CHUNK = 2_000
 
 
@@ -55,8 +56,12 @@ def sql_fingerprint(config: Config) -> str:
     the settings the job's own queries over the feature view are built from (jobs/learner_job.py)."""
     data = copy.deepcopy(config.data)
     _merge(data, RESUME_SETTINGS)
-    queries = {"plan": QUERY_PLAN, "features": config.get("features", None), "learner.shards": config.get("learner.shards", None),
-               "sql": {k: v for k, v in (config.get("sql", None) or {}).items() if k != "ddl"}}
+    queries = {
+        "plan": QUERY_PLAN,
+        "features": config.get("features", None),
+        "learner.shards": config.get("learner.shards", None),
+        "sql": {k: v for k, v in (config.get("sql", None) or {}).items() if k != "ddl"},
+    }
     text = "\n".join(ddl_statements(Config(data, config.source))) + json.dumps(queries, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -123,20 +128,25 @@ def resume_plan(config: Config, watermark_ms: int) -> dict:
         partitions = sorted(consumer.partitions_for_topic(topic) or [])
         missing = [p for p in partitions if p not in committed]
         if missing:
-            raise ConfigError(f"{os.path.basename(config.source)}: consumer group '{group}' (source.group_id) has "
-                              f"no committed offset for partitions {missing} of topic '{topic}': cannot tell "
-                              f"what the stopped job read")
+            raise ConfigError(
+                f"{os.path.basename(config.source)}: consumer group '{group}' (source.group_id) has "
+                f"no committed offset for partitions {missing} of topic '{topic}': cannot tell "
+                f"what the stopped job read"
+            )
         starts = {}
         for p in partitions:
             tp = TopicPartition(topic, p)
             first = consumer.beginning_offsets([tp])[tp]
-            starts[p] = _scan_back(consumer, tp, first, committed[p], from_ms, delay_ms,
-                                   int(config["events.max_chars"]))
+            starts[p] = _scan_back(
+                consumer, tp, first, committed[p], from_ms, delay_ms, int(config["events.max_chars"])
+            )
     finally:
         consumer.close()
-    return {"startup_mode": "specific-offsets", "specific_offsets": offsets_setting(starts),
-            "replay": {"until_offsets": ",".join(f"{p}:{o}" for p, o in sorted(committed.items())),
-                       "from_ms": from_ms}}
+    return {
+        "startup_mode": "specific-offsets",
+        "specific_offsets": offsets_setting(starts),
+        "replay": {"until_offsets": ",".join(f"{p}:{o}" for p, o in sorted(committed.items())), "from_ms": from_ms},
+    }
 
 
 def _scan_back(consumer, tp, first: int, until: int, from_ms: int, delay_ms: int, max_chars: int) -> int:
@@ -161,6 +171,7 @@ def _scan_back(consumer, tp, first: int, until: int, from_ms: int, delay_ms: int
 
 def job_watermark(rest_url: str, job_id: str, vertex_name: str = "learner", wait_s: float = 20) -> int:
     """The lowest input watermark of the job's learner subtasks: every window before it has fired."""
+
     def get(path):
         with urllib.request.urlopen(rest_url + path, timeout=10) as response:
             return json.loads(response.read())
@@ -191,8 +202,9 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     same = sub.add_parser("same-sql", help="exit 0 when the running job's SQL equals the new config's")
     watermark = sub.add_parser("watermark", help="print the running job's learner input watermark")
-    resume = sub.add_parser("resume", help="write the new config with the source settings that resume the "
-                                           "stopped job; print its path")
+    resume = sub.add_parser(
+        "resume", help="write the new config with the source settings that resume the stopped job; print its path"
+    )
     for p in (same, watermark):
         p.add_argument("job_id")
     for p in (same, resume):
@@ -208,7 +220,9 @@ def main(argv=None) -> None:
         else:
             config = load_config(args.config)
             base, _ = os.path.splitext(args.config)
-            derived = derive_config(config, f"{base}.resume.yaml", overrides={"source": resume_plan(config, args.watermark)})
+            derived = derive_config(
+                config, f"{base}.resume.yaml", overrides={"source": resume_plan(config, args.watermark)}
+            )
             print(derived.source)
     except ConfigError as e:
         sys.exit(f"error: {e}")

@@ -38,8 +38,9 @@ def history_rows(path: str) -> int:
     total = 0
     for folder, subfolders, files in os.walk(path):
         subfolders[:] = [d for d in subfolders if not d.startswith((".", "_"))]
-        total += sum(pq.ParquetFile(os.path.join(folder, f)).metadata.num_rows
-                     for f in files if not f.startswith((".", "_")))
+        total += sum(
+            pq.ParquetFile(os.path.join(folder, f)).metadata.num_rows for f in files if not f.startswith((".", "_"))
+        )
     return total
 
 
@@ -48,8 +49,11 @@ def source_rows_read(job_id: str) -> int:
     total = 0
     for vertex in stack.rest(f"/jobs/{job_id}")["vertices"]:
         path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-        ids = [m["id"] for m in stack.rest(path)
-               if m["id"].split(".", 1)[-1].startswith("Source__") and m["id"].endswith(".numRecordsIn")]
+        ids = [
+            m["id"]
+            for m in stack.rest(path)
+            if m["id"].split(".", 1)[-1].startswith("Source__") and m["id"].endswith(".numRecordsIn")
+        ]
         if ids:
             query = urllib.parse.urlencode({"get": ",".join(ids)})
             total += sum(int(float(m["value"])) for m in stack.rest(f"{path}?{query}"))
@@ -66,15 +70,22 @@ def wait_until_read(job_id: str, rows: int, timeout_s: float) -> None:
         if state == "RUNNING" and (read := source_rows_read(job_id)) >= rows:
             return
         time.sleep(1)
-    sys.exit(f"error: backfill job {job_id} read {read} of {rows} history rows in {timeout_s:.0f} s "
-             "(--timeout); it is still running")
+    sys.exit(
+        f"error: backfill job {job_id} read {read} of {rows} history rows in {timeout_s:.0f} s "
+        "(--timeout); it is still running"
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="conf/job.yaml")
-    parser.add_argument("--from", dest="history", required=True, metavar="PATH",
-                        help="a Parquet file or a folder of them, in event-time order")
+    parser.add_argument(
+        "--from",
+        dest="history",
+        required=True,
+        metavar="PATH",
+        help="a Parquet file or a folder of them, in event-time order",
+    )
     parser.add_argument("--savepoint-dir", help="where the savepoint goes (default: state.savepoints.dir)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds the history may take to read")
     parser.add_argument("--no-stream", action="store_true", help="stop after the savepoint")
@@ -91,14 +102,26 @@ def main(argv=None) -> None:
     started = time.monotonic()
     wait_until_read(job_id, rows, args.timeout)
     print(f"read {rows} rows in {time.monotonic() - started:.0f} s; stopping with a savepoint (--drain)", flush=True)
-    savepoint = stack.script("savepoint.sh", "--drain", job_id, *([args.savepoint_dir] if args.savepoint_dir else []),
-                             timeout=600).strip().splitlines()[-1]
+    savepoint = (
+        stack.script(
+            "savepoint.sh", "--drain", job_id, *([args.savepoint_dir] if args.savepoint_dir else []), timeout=600
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     if args.no_stream:
         print(savepoint)
         return
     print(f"savepoint {savepoint}", flush=True)
-    out = stack.script("submit.sh", "--fromSavepoint", savepoint, "--allowNonRestoredState",
-                       "jobs/learner_job.py", "--config", args.config)
+    out = stack.script(
+        "submit.sh",
+        "--fromSavepoint",
+        savepoint,
+        "--allowNonRestoredState",
+        "jobs/learner_job.py",
+        "--config",
+        args.config,
+    )
     print(f"streaming job {out.strip().splitlines()[-1]}")
     print(out.strip().splitlines()[-1])
 

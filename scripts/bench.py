@@ -63,8 +63,14 @@ SQL_STAGE_KEYS, SQL_STAGE_EVENTS_PER_WINDOW = 100, 1_000
 WARM_UP_EVENTS = 100_000
 # The learner bounded at the topic's end, and the same with every model-safety guard of conf/job.yaml on.
 BOUNDED_SOURCE = {"source": {"startup_mode": "earliest-offset", "bounded_mode": "latest-offset"}}
-GUARDS_ON = {"safety": {"drift": {"enabled": True}, "gate": {"enabled": True, "rollback": True},
-                        "challenger": {"enabled": True}, "quality": {"enabled": True}}}
+GUARDS_ON = {
+    "safety": {
+        "drift": {"enabled": True},
+        "gate": {"enabled": True, "rollback": True},
+        "challenger": {"enabled": True},
+        "quality": {"enabled": True},
+    }
+}
 # The learner's variants measured beside the default configuration, each on its own copy of the topic.
 VARIANTS = {
     "guards on": GUARDS_ON,
@@ -107,14 +113,17 @@ class Bench:
         flink_runs.run_job(job, config, f"{label}, warm-up run", workload.events)
         config, workload = self.workload_topic(f"fixed-cost-{name}", keys=10, windows=10)
         runs = range(1, self.fixed_cost_runs + 1)
-        return min(flink_runs.run_job(job, config, f"{label} fixed cost, run {i}", workload.events).seconds for i in runs)
+        return min(
+            flink_runs.run_job(job, config, f"{label} fixed cost, run {i}", workload.events).seconds for i in runs
+        )
 
     def learner(self, keys: int, rows: int, fixed_cost_s: float, variant: str | None = None) -> dict:
         """The learner job against the plain loop on one topic; `variant` names a VARIANTS configuration."""
         # Two windows at least: a key's first row only creates its model, the second reads its state back.
         name = f"learner-{keys}" + (f"-{variant.replace(' ', '-')}" if variant else "")
-        config, workload = self.workload_topic(name, keys, windows=max(2, rows // keys),
-                                               overrides=VARIANTS[variant] if variant else None)
+        config, workload = self.workload_topic(
+            name, keys, windows=max(2, rows // keys), overrides=VARIANTS[variant] if variant else None
+        )
         plain = run_plain_loop(config["topics.events.name"], workload.feature_rows)
         label = f"pipeline, {keys:,} keys" + (f", {variant}" if variant else "")
         run = flink_runs.run_job(LEARNER_JOB, config, label, workload.events)
@@ -123,28 +132,48 @@ class Bench:
         if ratio is not None:
             log(f"  pipeline {pipeline:,.0f} rows/s = {ratio:.2f} x the plain loop's {plain['rows_per_s']:,.0f}")
         goal = None if variant else LEARNER_GOALS.get(keys)
-        return {"keys": keys, "variant": variant, "rows": workload.feature_rows, "windows": workload.windows,
-                "plain": plain, "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline}, "ratio": ratio,
-                "goal_ratio": goal, "met": None if goal is None or ratio is None else ratio >= goal}
+        return {
+            "keys": keys,
+            "variant": variant,
+            "rows": workload.feature_rows,
+            "windows": workload.windows,
+            "plain": plain,
+            "pipeline": {**dataclasses.asdict(run), "rows_per_s": pipeline},
+            "ratio": ratio,
+            "goal_ratio": goal,
+            "met": None if goal is None or ratio is None else ratio >= goal,
+        }
 
     def sql_stage(self, events: int, fixed_cost_s: float) -> dict:
         per_window = SQL_STAGE_KEYS * SQL_STAGE_EVENTS_PER_WINDOW
-        config, workload = self.workload_topic("sql-stage", SQL_STAGE_KEYS, max(1, events // per_window),
-                                               SQL_STAGE_EVENTS_PER_WINDOW)
+        config, workload = self.workload_topic(
+            "sql-stage", SQL_STAGE_KEYS, max(1, events // per_window), SQL_STAGE_EVENTS_PER_WINDOW
+        )
         run = flink_runs.run_job(SQL_STAGE_JOB, config, "SQL feature stage", workload.events)
         events_per_s = flink_runs.rate(workload.events, run, fixed_cost_s)
         # The same topic through Flink's own JSON format, unchecked: what the checks cost, as a ratio.
-        plain_run = flink_runs.run_job(SQL_STAGE_JOB, config, "SQL feature stage, plain JSON source", workload.events, "--plain-json")
+        plain_run = flink_runs.run_job(
+            SQL_STAGE_JOB, config, "SQL feature stage, plain JSON source", workload.events, "--plain-json"
+        )
         plain = flink_runs.rate(workload.events, plain_run, fixed_cost_s)
         ratio = None if events_per_s is None or plain is None else events_per_s / plain
         if events_per_s is not None:
-            log(f"  SQL feature stage {events_per_s:,.0f} events/s"
-                + (f" = {ratio:.2f} x the plain JSON source's {plain:,.0f}" if ratio is not None else ""))
-        return {"events": workload.events, "keys": workload.keys, "windows": workload.windows,
-                "events_per_key_window": workload.per_window, "run": dataclasses.asdict(run),
-                "events_per_s": events_per_s, "plain_json_events_per_s": plain, "ratio": ratio,
-                "goal_events_per_s": SQL_STAGE_GOAL,
-                "met": None if events_per_s is None else events_per_s >= SQL_STAGE_GOAL}
+            log(
+                f"  SQL feature stage {events_per_s:,.0f} events/s"
+                + (f" = {ratio:.2f} x the plain JSON source's {plain:,.0f}" if ratio is not None else "")
+            )
+        return {
+            "events": workload.events,
+            "keys": workload.keys,
+            "windows": workload.windows,
+            "events_per_key_window": workload.per_window,
+            "run": dataclasses.asdict(run),
+            "events_per_s": events_per_s,
+            "plain_json_events_per_s": plain,
+            "ratio": ratio,
+            "goal_events_per_s": SQL_STAGE_GOAL,
+            "met": None if events_per_s is None else events_per_s >= SQL_STAGE_GOAL,
+        }
 
     def live(self, seconds: float) -> dict:
         """Freshness and predict latency: a live stream through the learner job into one replica."""
@@ -172,25 +201,62 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 200,000 rows: each job compiles its SQL anew, and the JIT warms that code up in the job's first
     # seconds; on 50,000 rows that start-up was a third of the learner's time at 10 keys.
-    parser.add_argument("--rows", type=int, default=200_000,
-                        help="events (= feature rows) per key count, in whole windows, at least two per key")
-    parser.add_argument("--keys", type=int, nargs="*", default=[10, 10_000, 100_000],
-                        help="key counts to measure the learner at; none skips it")
-    parser.add_argument("--sql-events", type=int, default=1_000_000, help="events for the SQL feature stage; 0 skips it")
-    parser.add_argument("--live-seconds", type=float, default=30,
-                        help="how long to time freshness and serving on the live stream; 0 skips it")
-    parser.add_argument("--flink", action="append", default=[], metavar="KEY=VALUE",
-                        help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)")
-    parser.add_argument("--guards-keys", type=int, default=10_000,
-                        help="key count of the learner run with every safety guard on; 0 skips it")
-    parser.add_argument("--parallel-keys", type=int, default=10_000,
-                        help="key count of the learner run at parallelism 2 (beside parallelism 1); 0 skips it")
-    parser.add_argument("--rocksdb-keys", type=int, default=100_000,
-                        help="key count of the learner run on RocksDB, incremental checkpoints; 0 skips it")
-    parser.add_argument("--fixed-cost-runs", type=int, default=2, help="runs on 100 events that time a job's fixed cost")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 10, 10,000 and 100,000 keys, 20,000 rows (two windows per key"
-                             " at least), 200,000 SQL stage events, one fixed-cost run, 10 s live")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=200_000,
+        help="events (= feature rows) per key count, in whole windows, at least two per key",
+    )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        nargs="*",
+        default=[10, 10_000, 100_000],
+        help="key counts to measure the learner at; none skips it",
+    )
+    parser.add_argument(
+        "--sql-events", type=int, default=1_000_000, help="events for the SQL feature stage; 0 skips it"
+    )
+    parser.add_argument(
+        "--live-seconds",
+        type=float,
+        default=30,
+        help="how long to time freshness and serving on the live stream; 0 skips it",
+    )
+    parser.add_argument(
+        "--flink",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)",
+    )
+    parser.add_argument(
+        "--guards-keys",
+        type=int,
+        default=10_000,
+        help="key count of the learner run with every safety guard on; 0 skips it",
+    )
+    parser.add_argument(
+        "--parallel-keys",
+        type=int,
+        default=10_000,
+        help="key count of the learner run at parallelism 2 (beside parallelism 1); 0 skips it",
+    )
+    parser.add_argument(
+        "--rocksdb-keys",
+        type=int,
+        default=100_000,
+        help="key count of the learner run on RocksDB, incremental checkpoints; 0 skips it",
+    )
+    parser.add_argument(
+        "--fixed-cost-runs", type=int, default=2, help="runs on 100 events that time a job's fixed cost"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 10, 10,000 and 100,000 keys, 20,000 rows (two windows per key"
+        " at least), 200,000 SQL stage events, one fixed-cost run, 10 s live",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000, 100_000], 20_000, 200_000, 1
@@ -207,17 +273,27 @@ def main(argv=None) -> int:
     started = time.monotonic()
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     bench = Bench(run_id, flink_settings, args.fixed_cost_runs)
-    results = {"run_id": run_id, "machine": report.machine(), "command": " ".join(["scripts/bench.py", *sys.argv[1:]]),
-               "rows": args.rows, "keys": args.keys, "flink_settings": flink_settings, "learner": [],
-               "fixed_cost_s": {}}
+    results = {
+        "run_id": run_id,
+        "machine": report.machine(),
+        "command": " ".join(["scripts/bench.py", *sys.argv[1:]]),
+        "rows": args.rows,
+        "keys": args.keys,
+        "flink_settings": flink_settings,
+        "learner": [],
+        "fixed_cost_s": {},
+    }
     log(f"benchmark {run_id} on {results['machine']['summary']}")
     try:
         if args.keys:
             results["fixed_cost_s"]["learner"] = bench.fixed_cost(LEARNER_JOB, "learner")
         for keys in args.keys:
             results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"]))
-        for variant, keys in (("guards on", args.guards_keys), ("parallelism 2", args.parallel_keys),
-                              ("rocksdb", args.rocksdb_keys)):
+        for variant, keys in (
+            ("guards on", args.guards_keys),
+            ("parallelism 2", args.parallel_keys),
+            ("rocksdb", args.rocksdb_keys),
+        ):
             if args.keys and keys:
                 results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"], variant))
         if args.sql_events:
@@ -238,10 +314,15 @@ def main(argv=None) -> int:
     fixed = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results["fixed_cost_s"].items())
     print()
     print(report.table(results))
-    print(f"\npipeline rates: rows / (job RUNNING -> FINISHED - fixed cost); fixed cost = the job on 100 events: {fixed}")
-    print(f"live stream: checkpoints every {results['live']['checkpoint_interval']}, 1 s windows,"
-          f" {results['live']['keys']} keys and {results['live']['quiet_keys']} quiet ones"
-          if "live" in results else "live stream: not measured")
+    print(
+        f"\npipeline rates: rows / (job RUNNING -> FINISHED - fixed cost); fixed cost = the job on 100 events: {fixed}"
+    )
+    print(
+        f"live stream: checkpoints every {results['live']['checkpoint_interval']}, 1 s windows,"
+        f" {results['live']['keys']} keys and {results['live']['quiet_keys']} quiet ones"
+        if "live" in results
+        else "live stream: not measured"
+    )
     print(f"{results['machine']['summary']}; the benchmark took {results['seconds'] / 60:.1f} min; results in {path}")
     return 1 if "error" in results else 0
 

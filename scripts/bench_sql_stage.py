@@ -41,8 +41,11 @@ SOURCE_DDL, FEATURES_DDL = ("functions.sql", "events.sql"), "features.sql"
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="conf/job.yaml")
-    parser.add_argument("--plain-json", action="store_true",
-                        help="read the events with Flink's json format, unchecked, instead of the job's DDL")
+    parser.add_argument(
+        "--plain-json",
+        action="store_true",
+        help="read the events with Flink's json format, unchecked, instead of the job's DDL",
+    )
     args = parser.parse_args(argv)
 
     config = load_config(args.config)

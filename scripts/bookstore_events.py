@@ -34,9 +34,18 @@ class Bookstore:
     draw `tail_weight` of the most popular one's attention each: at 300 events a second, an event
     in about every other 2 s window, so many of their windows have no row."""
 
-    def __init__(self, seed: int = 7, n_books: int = 20, n_users: int = 500, release_at_s: float = 20.0,
-                 hit_factor: float = 3.0, conversion: float = 0.1, quiet_at_s: float = float("inf"),
-                 tail_books: int = 4, tail_weight: float = 0.005):
+    def __init__(
+        self,
+        seed: int = 7,
+        n_books: int = 20,
+        n_users: int = 500,
+        release_at_s: float = 20.0,
+        hit_factor: float = 3.0,
+        conversion: float = 0.1,
+        quiet_at_s: float = float("inf"),
+        tail_books: int = 4,
+        tail_weight: float = 0.005,
+    ):
         self.random = random.Random(seed)
         self.books = [f"book-{i:02d}" for i in range(n_books)] + [f"tail-{i}" for i in range(tail_books)]
         self.weights = [1.0 / (i + 1) for i in range(n_books)] + [tail_weight] * tail_books
@@ -95,8 +104,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config)
     producer = KafkaProducer(bootstrap_servers=config["kafka.bootstrap_servers"], linger_ms=5)
-    sent = produce(Bookstore(seed=args.seed, release_at_s=args.release_at, quiet_at_s=args.quiet_at), producer,
-                   config["topics.events.name"], args.seconds, args.rate)
+    sent = produce(
+        Bookstore(seed=args.seed, release_at_s=args.release_at, quiet_at_s=args.quiet_at),
+        producer,
+        config["topics.events.name"],
+        args.seconds,
+        args.rate,
+    )
     print(f"produced {sent} events to {config['topics.events.name']}")
 
 

@@ -32,8 +32,9 @@ def rank_of(ranking: list, key: str):
     return keys.index(key) + 1 if key in keys else None
 
 
-def run_story(config, replicas, seconds: float, rate: float, release_at: float, top_n: int, quiet_at: float,
-              log=print) -> dict:
+def run_story(
+    config, replicas, seconds: float, rate: float, release_at: float, top_n: int, quiet_at: float, log=print
+) -> dict:
     """Produce the story and watch serving; returns what was observed, rank and freshness over time."""
     store = Bookstore(release_at_s=release_at, quiet_at_s=quiet_at)
     producer = KafkaProducer(bootstrap_servers=config["kafka.bootstrap_servers"], linger_ms=5)
@@ -73,15 +74,27 @@ def run_story(config, replicas, seconds: float, rate: float, release_at: float, 
     seconds_to_top = entered_at - first_purchase / 1000 if entered_at and first_purchase else None
     window_ms = int(float(config["window.size_seconds"]) * 1000)
     # The watermark stops at the last event's time less its delay: windows before this one have closed.
-    closed_through = (int(time.time() * 1000) - int(float(config["source.watermark_delay_seconds"]) * 1000)) // window_ms
+    closed_through = (
+        int(time.time() * 1000) - int(float(config["source.watermark_delay_seconds"]) * 1000)
+    ) // window_ms
     time.sleep(2 * window_ms / 1000)  # for the last closed windows' models to reach the replicas
-    tail = {book: tail_learning(replicas[-1], book, times, window_ms, closed_through)
-            for book, times in store.tail_event_ms.items()}
-    return {"ranks": ranks, "freshness": freshness, "before": before, "after": after,
-            "release_at_s": release_at, "seconds_to_top_n": seconds_to_top, "top_n": top_n,
-            "window_s": window_ms / 1000,
-            "first_purchase_s": first_purchase / 1000 - started if first_purchase else None,
-            **quiet_book_left(tops, store.last_event_of_quiet_book_ms, window_ms), "tail": tail}
+    tail = {
+        book: tail_learning(replicas[-1], book, times, window_ms, closed_through)
+        for book, times in store.tail_event_ms.items()
+    }
+    return {
+        "ranks": ranks,
+        "freshness": freshness,
+        "before": before,
+        "after": after,
+        "release_at_s": release_at,
+        "seconds_to_top_n": seconds_to_top,
+        "top_n": top_n,
+        "window_s": window_ms / 1000,
+        "first_purchase_s": first_purchase / 1000 - started if first_purchase else None,
+        **quiet_book_left(tops, store.last_event_of_quiet_book_ms, window_ms),
+        "tail": tail,
+    }
 
 
 def quiet_book_left(tops: list, last_event_ms, window_ms: int) -> dict:
@@ -98,9 +111,11 @@ def quiet_book_left(tops: list, last_event_ms, window_ms: int) -> dict:
             left = (at, window_end_ms)
             break
     last_window_end_ms = (last_event_ms // window_ms + 1) * window_ms
-    return {"quiet_in_top_n_before": any(QUIET_BOOK in top for top in before[-4:]),
-            "windows_to_leave": (left[1] - last_window_end_ms) / window_ms if left else None,
-            "seconds_to_leave": left[0] - last_event_ms / 1000 if left else None}
+    return {
+        "quiet_in_top_n_before": any(QUIET_BOOK in top for top in before[-4:]),
+        "windows_to_leave": (left[1] - last_window_end_ms) / window_ms if left else None,
+        "seconds_to_leave": left[0] - last_event_ms / 1000 if left else None,
+    }
 
 
 def tail_learning(replica, book: str, event_ms: list, window_ms: int, closed_through: int) -> dict:
@@ -110,12 +125,17 @@ def tail_learning(replica, book: str, event_ms: list, window_ms: int, closed_thr
     serves it."""
     windows = sorted({ms // window_ms for ms in event_ms})
     model = replica.http("GET", f"/models/{book}")[1]
-    return {"rows": len(windows), "rows_with_next": sum(1 for w in windows if w + 1 in windows),
-            "learnable": sum(1 for w in windows if w + 1 < closed_through), "n_learned": model.get("n_learned", 0)}
+    return {
+        "rows": len(windows),
+        "rows_with_next": sum(1 for w in windows if w + 1 in windows),
+        "learnable": sum(1 for w in windows if w + 1 < closed_through),
+        "n_learned": model.get("n_learned", 0),
+    }
 
 
 def plot(result: dict, path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -151,8 +171,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=50, help="length of the story")
     parser.add_argument("--rate", type=float, default=300, help="events per second")
     parser.add_argument("--release-at", type=float, default=20, help="seconds until the new book appears")
-    parser.add_argument("--quiet-at", type=float, default=None,
-                        help=f"seconds until {QUIET_BOOK} goes quiet (default: halfway from the release to the end)")
+    parser.add_argument(
+        "--quiet-at",
+        type=float,
+        default=None,
+        help=f"seconds until {QUIET_BOOK} goes quiet (default: halfway from the release to the end)",
+    )
     parser.add_argument("--top-n", type=int, default=3)
     parser.add_argument("--ports", type=int, nargs=2, default=[8000, 8001])
     parser.add_argument("--plot", default=os.path.join(stack.PROJECT_DIR, "run", "demo", "bookstore.png"))
@@ -171,8 +195,10 @@ def main(argv=None) -> dict:
             replicas.append(stack.Replica(config, port, log_path=os.path.join(run_dir, f"replica-{port}.log")))
         for replica in replicas:
             replica.wait_ready()
-        print(f"demo: job {job_id} and replicas on ports {args.ports} are up; "
-              f"the story runs {args.seconds:.0f}s, {NEW_BOOK} is released at {args.release_at:.0f}s")
+        print(
+            f"demo: job {job_id} and replicas on ports {args.ports} are up; "
+            f"the story runs {args.seconds:.0f}s, {NEW_BOOK} is released at {args.release_at:.0f}s"
+        )
         result = run_story(config, replicas, args.seconds, args.rate, args.release_at, args.top_n, quiet_at)
     finally:
         for replica in replicas:
@@ -186,18 +212,24 @@ def main(argv=None) -> dict:
         print(f"demo: {NEW_BOOK} did not reach the top {args.top_n} during the story")
     else:
         windows = result["seconds_to_top_n"] / result["window_s"]
-        print(f"demo: {NEW_BOOK} entered the top {args.top_n} {result['seconds_to_top_n']:.1f}s after its first "
-              f"purchase ({windows:.1f} windows of {result['window_s']:.0f}s)")
+        print(
+            f"demo: {NEW_BOOK} entered the top {args.top_n} {result['seconds_to_top_n']:.1f}s after its first "
+            f"purchase ({windows:.1f} windows of {result['window_s']:.0f}s)"
+        )
     if result["windows_to_leave"] is None:
         print(f"demo: {QUIET_BOOK}, quiet from {quiet_at:.0f}s, did not leave the top {args.top_n}")
     else:
-        print(f"demo: {QUIET_BOOK} went quiet at {quiet_at:.0f}s and left the top {args.top_n} "
-              f"{result['seconds_to_leave']:.1f}s after its last event ({result['windows_to_leave']:.0f} window(s) "
-              f"after its last window with events)")
+        print(
+            f"demo: {QUIET_BOOK} went quiet at {quiet_at:.0f}s and left the top {args.top_n} "
+            f"{result['seconds_to_leave']:.1f}s after its last event ({result['windows_to_leave']:.0f} window(s) "
+            f"after its last window with events)"
+        )
     tail = result["tail"]
-    print(f"demo: long-tail books learned {sum(t['n_learned'] for t in tail.values())} of their "
-          f"{sum(t['rows'] for t in tail.values())} rows ({sum(t['rows_with_next'] for t in tail.values())} had a "
-          f"row in the next window; the rest learned 0 purchases, features.empty_window_label)")
+    print(
+        f"demo: long-tail books learned {sum(t['n_learned'] for t in tail.values())} of their "
+        f"{sum(t['rows'] for t in tail.values())} rows ({sum(t['rows_with_next'] for t in tail.values())} had a "
+        f"row in the next window; the rest learned 0 purchases, features.empty_window_label)"
+    )
     print(f"demo: plot written to {args.plot}")
     return result
 

@@ -33,10 +33,15 @@ FLINK_REST = "http://localhost:8081"
 def script(name: str, *args: str, timeout: float = 180) -> str:
     result = subprocess.run(
         ["bash", os.path.join(PROJECT_DIR, "scripts", name), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_DIR,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"scripts/{name} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(
+            f"scripts/{name} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result.stdout
 
 
@@ -69,8 +74,13 @@ def descendants(pid: int) -> list[int]:
 def taskmanager_daemon_pids() -> list[int]:
     """The TaskManager daemons that run, from the pid file scripts/flink.sh keeps (not their workers)."""
     run = os.path.join(PROJECT_DIR, "run", "flink")
-    return [int(pid) for name in os.listdir(run) if name.endswith("-taskexecutor.pid")
-            for pid in open(os.path.join(run, name)).read().split() if alive(int(pid))]
+    return [
+        int(pid)
+        for name in os.listdir(run)
+        if name.endswith("-taskexecutor.pid")
+        for pid in open(os.path.join(run, name)).read().split()
+        if alive(int(pid))
+    ]
 
 
 def kill_with_workers(pid: int) -> None:
@@ -82,8 +92,12 @@ def kill_with_workers(pid: int) -> None:
 
 
 def service_running(name: str) -> bool:
-    return subprocess.run(["bash", os.path.join(PROJECT_DIR, "scripts", name), "status"],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(
+            ["bash", os.path.join(PROJECT_DIR, "scripts", name), "status"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
 
 
 def isolated_config(tmp_path, base: str, overrides: dict | None = None) -> Config:
@@ -146,7 +160,8 @@ def read_topic(topic: str, expected: int | None, timeout_s: float, read_committe
     """Read every partition from the start until `expected` records, or with `expected` None until
     the end offsets of when it started (the last stable offsets, read_committed), or the timeout."""
     consumer = KafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
         isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
     try:
@@ -178,8 +193,11 @@ def read_snapshots(config: Config, expected: int | None = 10**9, timeout_s: floa
     """The envelopes on the config's snapshot topic (as read_topic reads), verified with its keys;
     tombstones (null values: keys expired or deleted) are not envelopes and are left out."""
     keys = keyring(config)
-    return [decode(r.value, keys) for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)
-            if r.value is not None]
+    return [
+        decode(r.value, keys)
+        for r in read_topic(config["topics.snapshots.name"], expected, timeout_s)
+        if r.value is not None
+    ]
 
 
 def submit(job: str, *args: str) -> str:
@@ -209,7 +227,7 @@ def job_metrics(job_id: str, prefix: str) -> dict[str, float]:
         path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
         ids = [m["id"] for m in rest(path) if m["id"].rsplit(".", 1)[-1].startswith(prefix)]
         for start in range(0, len(ids), 20):  # a short query string per request
-            query = urllib.parse.urlencode({"get": ",".join(ids[start:start + 20])})
+            query = urllib.parse.urlencode({"get": ",".join(ids[start : start + 20])})
             for metric in rest(f"{path}?{query}"):
                 name = metric["id"].rsplit(".", 1)[-1]
                 totals[name] = totals.get(name, 0.0) + float(metric["value"])
@@ -247,8 +265,9 @@ def wait_for_job_state(job_id: str, state: str, timeout_s: float) -> None:
         if current in ("FAILED", "CANCELED", "FINISHED") and current != state:
             break
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} is {current}, expected {state}; latest exception:\n"
-                         f"{root_exception(job_id, wait_s=5)}")
+    raise AssertionError(
+        f"job {job_id} is {current}, expected {state}; latest exception:\n{root_exception(job_id, wait_s=5)}"
+    )
 
 
 def root_exception(job_id: str, wait_s: float = 0) -> str:
@@ -262,7 +281,7 @@ def root_exception(job_id: str, wait_s: float = 0) -> str:
         time.sleep(1)
     lines = entries[0].get("stacktrace", "").splitlines() or ["(no stack trace)"]
     causes = [i for i, line in enumerate(lines) if line.startswith("Caused by:")]
-    innermost = lines[causes[-1] + 1:causes[-1] + 9] if causes else lines[1:9]
+    innermost = lines[causes[-1] + 1 : causes[-1] + 9] if causes else lines[1:9]
     return "\n".join([lines[0], *(lines[i] for i in causes), *innermost])
 
 
@@ -289,15 +308,20 @@ class Replica:
     """A serving replica process on 127.0.0.1:port, stopped by PID; `command` starts it another way than
     the project venv's `python -m serving.replica` (an installed `serving-replica`, say)."""
 
-    def __init__(self, config: Config, port: int, *args: str, command: list[str] | None = None,
-                 log_path: str | None = None):
+    def __init__(
+        self, config: Config, port: int, *args: str, command: list[str] | None = None, log_path: str | None = None
+    ):
         self.port = port
         command = command or [os.path.join(PROJECT_DIR, ".venv", "bin", "python"), "-m", "serving.replica"]
         self.log_path = log_path
         log = open(log_path, "w") if log_path else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen([*command, "--config", config.source, "--port", str(port), *args],
-                                            cwd=PROJECT_DIR, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                [*command, "--config", config.source, "--port", str(port), *args],
+                cwd=PROJECT_DIR,
+                stdout=log,
+                stderr=log,
+            )
         finally:
             if log_path:
                 log.close()  # the replica holds its own copy
@@ -315,8 +339,9 @@ class Replica:
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, (f"replica on port {self.port} exited with {self.process.returncode}"
-                                                 + (f"; see {self.log_path}" if self.log_path else ""))
+            assert self.process.poll() is None, f"replica on port {self.port} exited with {self.process.returncode}" + (
+                f"; see {self.log_path}" if self.log_path else ""
+            )
             try:
                 if self.http("GET", "/readyz")[0] == 200:
                     return
@@ -328,8 +353,11 @@ class Replica:
     def metric(self, name: str) -> float:
         """The sum of every sample of a metric in /metrics."""
         text = self.http("GET", "/metrics")[1]
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:

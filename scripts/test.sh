@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: sets up if needed, lints (ruff check, ruff.toml), runs the unit tests on every other
+# The test command: sets up if needed, lints (ruff check and ruff format --check, ruff.toml), runs the unit tests on every other
 # supported Python found (each in its own venv, .venv-py3XX), starts Kafka and Flink, runs every test
 # (unit and integration) on .venv's Python, then stops the services it started. Extra arguments go to
 # pytest (e.g. -k smoke) and skip the other Pythons. REQUIRE_ALL_PYTHONS=1 (CI) fails when one is missing.
@@ -9,8 +9,9 @@ cd "$PROJECT_DIR"
 
 bash scripts/setup.sh
 
-# A lint error fails the run in a second, before the services start and the slow tests run.
+# A lint error or an unformatted file fails the run in seconds, before the services start and the slow tests run.
 .venv/bin/ruff check . || die "ruff check found the lint errors above (ruff.toml)"
+.venv/bin/ruff format --check . || die "ruff format --check: the files above are not formatted; run '.venv/bin/ruff format .'"
 
 if [ $# -eq 0 ]; then
   main_version=$("$VENV_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

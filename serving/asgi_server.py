@@ -53,15 +53,25 @@ class ReplicaApp:
         replica, limits = self.replica, self.replica.limits
         headers = dict(scope["headers"])
         try:
-            length = body_length(headers.get(b"transfer-encoding"),
-                                 headers.get(b"content-length", b"0").decode("latin-1"), limits.max_body_bytes)
+            length = body_length(
+                headers.get(b"transfer-encoding"),
+                headers.get(b"content-length", b"0").decode("latin-1"),
+                limits.max_body_bytes,
+            )
         except BodyError as e:
             return await self._send(send, refuse(replica, target, e.status, str(e)))
         if not length:  # nothing to wait for: answered at once, however full, so health checks pass
             return await self._send(send, answer(replica, scope["method"], target, b""))
         if self.in_flight >= limits.max_concurrent_requests:
-            return await self._send(send, refuse(replica, target, 503, f"{self.in_flight} requests in flight, the "
-                                                 f"limit of serving.max_concurrent_requests: retry shortly"))
+            return await self._send(
+                send,
+                refuse(
+                    replica,
+                    target,
+                    503,
+                    f"{self.in_flight} requests in flight, the limit of serving.max_concurrent_requests: retry shortly",
+                ),
+            )
         self.in_flight += 1
         try:
             body = b""
@@ -137,8 +147,10 @@ class LimitedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         limits = self.replica.limits
         if self._over_capacity:
-            return self._refuse(503, f"{len(self.connections) - 1} connections open, the limit of "
-                                     f"serving.max_connections: retry shortly")
+            return self._refuse(
+                503,
+                f"{len(self.connections) - 1} connections open, the limit of serving.max_connections: retry shortly",
+            )
         self._unset_keepalive_if_required()
         if self._timer is None:  # the first bytes of the next request
             self._timer = self.loop.call_later(limits.request_timeout_s, self._timed_out)
@@ -178,8 +190,10 @@ class LimitedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _refuse_head(self):
-        self._refuse(431, f"request line and headers over {self.replica.limits.max_header_bytes} bytes "
-                          f"(serving.max_header_bytes)")
+        self._refuse(
+            431,
+            f"request line and headers over {self.replica.limits.max_header_bytes} bytes (serving.max_header_bytes)",
+        )
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # a reply with no body (to HEAD) has only its head
@@ -202,8 +216,11 @@ class LimitedProtocol(HttpToolsProtocol):
         if not started or self.cycle is not None and self.cycle.response_started:
             self.transport.close()  # nothing asked, or an answer already on its way: nothing to say
         else:
-            self._refuse(408, f"request not received whole within {self.replica.limits.request_timeout_s:g} s "
-                              f"(serving.request_timeout_s)")
+            self._refuse(
+                408,
+                f"request not received whole within {self.replica.limits.request_timeout_s:g} s "
+                f"(serving.request_timeout_s)",
+            )
 
     def _refuse(self, status: int, message: str):
         self.transport.write(raw_reply(refuse(self.replica, "", status, message)))
@@ -219,10 +236,20 @@ class AsgiServer:
         self.socket = socket.create_server((host, port), backlog=2048)
         self.server_address = self.socket.getsockname()
         config = uvicorn.Config(
-            ReplicaApp(replica), loop="uvloop", http=type("ReplicaProtocol", (LimitedProtocol,), {"replica": replica}),
-            ws="none", lifespan="off", interface="asgi3", log_config=None, access_log=False, proxy_headers=False,
-            server_header=False, date_header=False, timeout_keep_alive=limits.keep_alive_timeout_s,
-            timeout_graceful_shutdown=limits.request_timeout_s)
+            ReplicaApp(replica),
+            loop="uvloop",
+            http=type("ReplicaProtocol", (LimitedProtocol,), {"replica": replica}),
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=limits.keep_alive_timeout_s,
+            timeout_graceful_shutdown=limits.request_timeout_s,
+        )
         self.server = uvicorn.Server(config)
         self._stopped = threading.Event()
 
@@ -239,4 +266,3 @@ class AsgiServer:
 
     def server_close(self):
         self.socket.close()
-

@@ -45,7 +45,16 @@ from serving.feature_store import FeatureStore
 from serving.metrics import Counter, Gauge, Histogram
 from serving.partitions import SETTING as PARTITIONS_SETTING, KeyPartitions
 from serving.registry import ModelRegistry
-from udfs.envelope import EXTRA_ROLLBACK, FORMAT_VERSION, MAGIC, EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, Snapshot, decode
+from udfs.envelope import (
+    EXTRA_ROLLBACK,
+    FORMAT_VERSION,
+    MAGIC,
+    EnvelopeError,
+    EnvelopeSignatureError,
+    ForbiddenPayload,
+    Snapshot,
+    decode,
+)
 from udfs.feature_records import FeatureRecordError, decode_features
 from udfs.signing import Keyring
 
@@ -86,14 +95,18 @@ def partitions_to_follow(counts: dict[str, int], held: frozenset[int] | None) ->
     if len(set(counts.values())) > 1:
         (first, first_count), *others = counts.items()
         found = ", ".join([f"{first} has {first_count} partitions", *(f"{t} {c}" for t, c in others)])
-        raise PartitioningError(f"{PARTITIONS_SETTING} needs topics partitioned alike, so that a key's model and "
-                                f"features are on the same partition number: {found} (give both the same "
-                                f"'partitions' under topics:)")
+        raise PartitioningError(
+            f"{PARTITIONS_SETTING} needs topics partitioned alike, so that a key's model and "
+            f"features are on the same partition number: {found} (give both the same "
+            f"'partitions' under topics:)"
+        )
     count = next(iter(counts.values()))
     missing = sorted(p for p in held if p >= count)
     if missing:
-        raise PartitioningError(f"{PARTITIONS_SETTING}: partition(s) {', '.join(map(str, missing))} do not exist; "
-                                f"the topics have {count} partitions, 0 to {count - 1}")
+        raise PartitioningError(
+            f"{PARTITIONS_SETTING}: partition(s) {', '.join(map(str, missing))} do not exist; "
+            f"the topics have {count} partitions, 0 to {count - 1}"
+        )
     return {topic: sorted(held) for topic in counts}
 
 
@@ -116,7 +129,7 @@ def check_snapshot(value: bytes, schema_hash: str, keyring: Keyring) -> Snapshot
         raise Rejected("signature", str(e)) from None
     except EnvelopeError as e:
         # A newer writer's envelope is not corruption; telling them apart shows an upgrade out of order.
-        head = bytes(value or b"")[:len(MAGIC) + 1]
+        head = bytes(value or b"")[: len(MAGIC) + 1]
         newer = head[:-1] == MAGIC and len(head) > len(MAGIC) and head[-1] > FORMAT_VERSION
         raise Rejected("version" if newer else "corrupt", str(e)) from None
     if snapshot.feature_schema_hash != schema_hash:
@@ -125,8 +138,11 @@ def check_snapshot(value: bytes, schema_hash: str, keyring: Keyring) -> Snapshot
         raise Rejected("corrupt", f"extra must be an object, got {type(snapshot.extra).__name__}")
     rollback = snapshot.extra.get(EXTRA_ROLLBACK)
     if rollback is not None and not is_rollback(rollback, snapshot.model_version):
-        raise Rejected("corrupt", f"extra.rollback must be {{from_version, to_version, reason}} with versions "
-                                  f"older than v{snapshot.model_version}, got {rollback!r}")
+        raise Rejected(
+            "corrupt",
+            f"extra.rollback must be {{from_version, to_version, reason}} with versions "
+            f"older than v{snapshot.model_version}, got {rollback!r}",
+        )
     return snapshot
 
 
@@ -159,9 +175,19 @@ class Follower(threading.Thread):
     `handle_snapshot`/`handle_features` check and apply one record, as the reader and the applying
     halves do together."""
 
-    def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str,
-                 registry: ModelRegistry, features: FeatureStore, schema_hash: str, freshness_buckets,
-                 keyring: Keyring, partitions: KeyPartitions | None = None, reader_process: bool = False):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        snapshot_topic: str,
+        features_topic: str,
+        registry: ModelRegistry,
+        features: FeatureStore,
+        schema_hash: str,
+        freshness_buckets,
+        keyring: Keyring,
+        partitions: KeyPartitions | None = None,
+        reader_process: bool = False,
+    ):
         """`partitions`: the partitions to follow (None: every one); its count is set once known.
         `reader_process`: read the topics in a child process rather than in this thread."""
         super().__init__(name="topic-follower", daemon=True)
@@ -178,23 +204,44 @@ class Follower(threading.Thread):
         self.applied = Counter("serving_snapshots_applied_total", "Snapshots now served.")
         self.stale = Counter("serving_snapshots_stale_total", "Snapshots not newer than the version served.")
         self.rejected = Counter("serving_snapshots_rejected_total", "Snapshots refused, by reason.", labels=("reason",))
-        self.rollbacks = Counter("serving_rollbacks_total", "Rollback records applied, by where their model came from.",
-                                 labels=("source",))
+        self.rollbacks = Counter(
+            "serving_rollbacks_total", "Rollback records applied, by where their model came from.", labels=("source",)
+        )
         self.lag = Gauge("serving_consumer_lag", "Records not yet read, over the followed partitions of both topics.")
-        self.followed = Gauge("serving_partitions_followed",
-                              "Partitions of the snapshot topic followed here (all unless serving.partitions).")
+        self.followed = Gauge(
+            "serving_partitions_followed",
+            "Partitions of the snapshot topic followed here (all unless serving.partitions).",
+        )
         self.models = Gauge("serving_models", "Keys with a served model.")
         self.feature_rows = Gauge("serving_feature_rows", "Keys with stored features.")
-        self.removed = Counter("serving_keys_removed_total",
-                               "Tombstones that dropped a served model or stored features, by topic.", labels=("topic",))
-        self.rejected_features = Counter("serving_feature_rows_rejected_total", "Feature rows refused, by reason.",
-                                         labels=("reason",))
-        self.freshness = Histogram("serving_freshness_seconds",
-                                   "From the end of a model's last window to it being servable here.", freshness_buckets)
+        self.removed = Counter(
+            "serving_keys_removed_total",
+            "Tombstones that dropped a served model or stored features, by topic.",
+            labels=("topic",),
+        )
+        self.rejected_features = Counter(
+            "serving_feature_rows_rejected_total", "Feature rows refused, by reason.", labels=("reason",)
+        )
+        self.freshness = Histogram(
+            "serving_freshness_seconds",
+            "From the end of a model's last window to it being servable here.",
+            freshness_buckets,
+        )
 
     def metrics(self):
-        return [self.applied, self.stale, self.rejected, self.rollbacks, self.lag, self.followed, self.models,
-                self.freshness, self.feature_rows, self.rejected_features, self.removed]
+        return [
+            self.applied,
+            self.stale,
+            self.rejected,
+            self.rollbacks,
+            self.lag,
+            self.followed,
+            self.models,
+            self.freshness,
+            self.feature_rows,
+            self.rejected_features,
+            self.removed,
+        ]
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop following: a reader process ends with this thread (it also ends by itself when this
@@ -204,8 +251,14 @@ class Follower(threading.Thread):
             self.join(timeout_s)
 
     def _reader(self) -> TopicReader:
-        return TopicReader(self.bootstrap_servers, self.snapshot_topic, self.features_topic, self.schema_hash,
-                           self.keyring, self.partitions.held)
+        return TopicReader(
+            self.bootstrap_servers,
+            self.snapshot_topic,
+            self.features_topic,
+            self.schema_hash,
+            self.keyring,
+            self.partitions.held,
+        )
 
     def run(self):
         if not self.reader_process:
@@ -226,8 +279,9 @@ class Follower(threading.Thread):
                 return
             # The reader died (killed, out of memory): not ready until a new one has caught up again.
             self.ready.clear()
-            log.error("the topic reader process exited with %s; starting a new one in %gs",
-                      self.process.exitcode, RETRY_S)
+            log.error(
+                "the topic reader process exited with %s; starting a new one in %gs", self.process.exitcode, RETRY_S
+            )
             self.stopping.wait(RETRY_S)
 
     def receive(self, receiving) -> None:
@@ -323,8 +377,15 @@ class Follower(threading.Thread):
         if EXTRA_ROLLBACK in snapshot.extra:
             rollback = served.rollback
             self.rollbacks.inc(source=rollback.source)
-            log.info("key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s", snapshot.key,
-                     rollback.version, rollback.to_version, rollback.source, rollback.from_version, rollback.reason)
+            log.info(
+                "key %r rolled back: v%d serves v%d's model (from %s) instead of v%d: %s",
+                snapshot.key,
+                rollback.version,
+                rollback.to_version,
+                rollback.source,
+                rollback.from_version,
+                rollback.reason,
+            )
 
     def count_rejected(self, reason: str, key: str | None, partition: int, offset: int, error: str) -> None:
         self.rejected.inc(reason=reason)
@@ -345,9 +406,15 @@ class Follower(threading.Thread):
 
 
 HANDLERS: dict[str, Callable] = {
-    "snapshot": Follower._snapshot, "rejected": Follower._rejected, "features": Follower._features,
-    "features_rejected": Follower._features_rejected, "advance": Follower._advance,
-    "partitions": Follower._partitions, "ready": Follower._ready, "lag": Follower._lag, "error": Follower._error,
+    "snapshot": Follower._snapshot,
+    "rejected": Follower._rejected,
+    "features": Follower._features,
+    "features_rejected": Follower._features_rejected,
+    "advance": Follower._advance,
+    "partitions": Follower._partitions,
+    "ready": Follower._ready,
+    "lag": Follower._lag,
+    "error": Follower._error,
     "removed": Follower._removed,
 }
 
@@ -366,8 +433,10 @@ def check_features(record, schema_hash: str):
     except FeatureRecordError as e:
         return "corrupt", f"rejected feature row at partition {record.partition} offset {record.offset}: {e}"
     if row.feature_schema_hash != schema_hash:
-        return "schema", (f"rejected feature row of key {row.key!r} at partition {record.partition} offset "
-                          f"{record.offset}: feature schema {row.feature_schema_hash} is not {schema_hash}")
+        return "schema", (
+            f"rejected feature row of key {row.key!r} at partition {record.partition} offset "
+            f"{record.offset}: feature schema {row.feature_schema_hash} is not {schema_hash}"
+        )
     return row
 
 
@@ -386,8 +455,15 @@ class TopicReader:
     sends the results to the follower, one list of messages per poll (see `Follower`'s handlers for what
     each says)."""
 
-    def __init__(self, bootstrap_servers: str, snapshot_topic: str, features_topic: str, schema_hash: str,
-                 keyring: Keyring, held: frozenset[int] | None):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        snapshot_topic: str,
+        features_topic: str,
+        schema_hash: str,
+        keyring: Keyring,
+        held: frozenset[int] | None,
+    ):
         self.bootstrap_servers = bootstrap_servers
         self.snapshot_topic, self.features_topic = snapshot_topic, features_topic
         self.schema_hash, self.keyring, self.held = schema_hash, keyring, held
@@ -426,9 +502,14 @@ class TopicReader:
         # latest would miss the newest version of every key not written since.
         # After a broker outage, reconnect within a second of its return (kafka-python's backoff otherwise
         # grows to 30 s between attempts, and the replica would serve old models that long).
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
-                                 isolation_level="read_committed", group_id=None, auto_offset_reset="earliest",
-                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            group_id=None,
+            auto_offset_reset="earliest",
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        )
         try:
             counts = {}
             for topic in (self.snapshot_topic, self.features_topic):
@@ -475,8 +556,13 @@ class TopicReader:
         if key is not None and record.value is None:
             return "removed", "snapshots", key  # a tombstone: the serving process drops the key's model
         try:
-            return "snapshot", check_snapshot(record.value, self.schema_hash, self.keyring), key, record.partition, \
-                record.offset
+            return (
+                "snapshot",
+                check_snapshot(record.value, self.schema_hash, self.keyring),
+                key,
+                record.partition,
+                record.offset,
+            )
         except Rejected as e:
             return "rejected", e.reason, key, record.partition, record.offset, str(e)
 

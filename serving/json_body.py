@@ -85,6 +85,7 @@ def _find_refused(value, path: str = ""):
 def _literal_checks(max_digits: int, refuse):
     """parse_int and parse_constant hooks that hand integers longer than `max_digits` and NaN/Infinity to
     `refuse(message)`."""
+
     def parse_int(digits: str):
         length = len(digits.lstrip("-"))
         if length <= max_digits:

@@ -43,6 +43,9 @@ class Limits:
         values = {}
         for field in dataclasses.fields(cls):
             path = f"serving.{field.name}"
-            values[field.name] = seconds(config, path, field.default) if field.type == "float" else \
-                whole_number(config, path, field.default, minimum=1)
+            values[field.name] = (
+                seconds(config, path, field.default)
+                if field.type == "float"
+                else whole_number(config, path, field.default, minimum=1)
+            )
         return cls(**values)

@@ -46,8 +46,10 @@ def predict_requests(host: str, port: int, keys, feature_names) -> list[bytes]:
     requests = []
     for key in keys:
         body = json.dumps({"key": key, "features": {name: 0.5 for name in feature_names}}).encode()
-        head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         requests.append(head.encode() + body)
     return requests
 
@@ -72,7 +74,7 @@ class _Connection:
         start = head.find(b"content-length:")
         if start >= 0:
             stop = head.find(b"\r\n", start)
-            length = int(head[start + 15:stop if stop >= 0 else None])
+            length = int(head[start + 15 : stop if stop >= 0 else None])
         return int(self.buffer[9:12]), len(self.buffer) >= end + 4 + length
 
 
@@ -124,8 +126,15 @@ def drive(host: str, port: int, connections: int, seconds: float, requests: list
     return latencies, failed
 
 
-def run_load(port: int, connections: int, seconds: float, keys=("k0",), feature_names=("x1_avg", "x2_avg"),
-             processes: int = 1, host: str = "127.0.0.1") -> dict:
+def run_load(
+    port: int,
+    connections: int,
+    seconds: float,
+    keys=("k0",),
+    feature_names=("x1_avg", "x2_avg"),
+    processes: int = 1,
+    host: str = "127.0.0.1",
+) -> dict:
     """Kept-alive `POST /predict` from `connections` connections (spread over `processes` worker
     processes) for `seconds`: requests, failed, requests per second, p50 and p99 latency in ms."""
     requests = predict_requests(host, port, keys, feature_names)
@@ -137,9 +146,15 @@ def run_load(port: int, connections: int, seconds: float, keys=("k0",), feature_
         with concurrent.futures.ProcessPoolExecutor(len(shares)) as pool:
             results = list(pool.map(drive, *zip(*[(host, port, n, seconds, requests) for n in shares])))
     latencies = [latency for result in results for latency in result[0]]
-    return {"connections": connections, "seconds": seconds, "requests": len(latencies),
-            "failed": sum(result[1] for result in results), "rps": round(len(latencies) / seconds),
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 3), "p99_ms": round(percentile(latencies, 0.99) * 1000, 3)}
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "requests": len(latencies),
+        "failed": sum(result[1] for result in results),
+        "rps": round(len(latencies) / seconds),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+    }
 
 
 def _canned_server(sock: socket.socket, stop: threading.Event):
@@ -147,7 +162,7 @@ def _canned_server(sock: socket.socket, stop: threading.Event):
     selector = selectors.DefaultSelector()
     sock.setblocking(False)
     selector.register(sock, selectors.EVENT_READ)
-    reply = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
     while not stop.is_set():
         for event, _ in selector.select(timeout=0.1):
             if event.fileobj is sock:
@@ -166,8 +181,9 @@ def client_ceiling(connections: int, seconds: float) -> dict:
     """What the client reaches against a server that does no work, in a process of its own: any
     measurement well below it is the server's."""
     sock = socket.create_server(("127.0.0.1", 0))
-    child = subprocess.Popen([sys.executable, "-c", _CANNED.format(fd=sock.fileno())], pass_fds=[sock.fileno()],
-                             cwd=PROJECT_DIR)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CANNED.format(fd=sock.fileno())], pass_fds=[sock.fileno()], cwd=PROJECT_DIR
+    )
     try:
         return run_load(sock.getsockname()[1], connections, seconds)
     finally:
@@ -176,8 +192,10 @@ def client_ceiling(connections: int, seconds: float) -> dict:
         sock.close()
 
 
-_CANNED = ("import socket, threading; from serving.load import _canned_server; "
-           "_canned_server(socket.socket(fileno={fd}), threading.Event())")
+_CANNED = (
+    "import socket, threading; from serving.load import _canned_server; "
+    "_canned_server(socket.socket(fileno={fd}), threading.Event())"
+)
 
 
 def compare(seconds: float, connection_counts=(1, 4, 16), config: str = DEFAULT_CONFIG, port: int = 8101) -> list:
@@ -185,9 +203,23 @@ def compare(seconds: float, connection_counts=(1, 4, 16), config: str = DEFAULT_
     names = load_config(config)["features.columns"]
     rows = []
     for server in ("asgi", "stdlib"):
-        child = subprocess.Popen([sys.executable, "-m", "serving.standalone", "--config", config, "--port", str(port),
-                                  "--server", server, "--keys", "100"], cwd=PROJECT_DIR,
-                                 stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.standalone",
+                "--config",
+                config,
+                "--port",
+                str(port),
+                "--server",
+                server,
+                "--keys",
+                "100",
+            ],
+            cwd=PROJECT_DIR,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_for_port(port, child)
             for n in connection_counts:
@@ -227,8 +259,16 @@ def main(argv=None):
     elif args.ceiling:
         rows = [{"server": "canned", **client_ceiling(args.connections, args.seconds)}]
     else:
-        rows = [run_load(args.port, args.connections, args.seconds, [f"k{i}" for i in range(args.keys)],
-                         args.features.split(","), args.processes)]
+        rows = [
+            run_load(
+                args.port,
+                args.connections,
+                args.seconds,
+                [f"k{i}" for i in range(args.keys)],
+                args.features.split(","),
+                args.processes,
+            )
+        ]
     for row in rows:
         print(json.dumps(row))
 

@@ -50,8 +50,12 @@ def held_partitions(config, given: str | None = None) -> frozenset[int] | None:
     if given is not None:  # the option's text; the config's value is a YAML list
         parts = [part.strip() for part in value.split(",")]
         value = [int(part) if part.isdigit() else part for part in parts]
-    if not (isinstance(value, list) and value and len(set(value)) == len(value)
-            and all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in value)):
+    if not (
+        isinstance(value, list)
+        and value
+        and len(set(value)) == len(value)
+        and all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in value)
+    ):
         message = f"must be null (every partition) or a list of distinct partition numbers >= 0, not {value!r}"
         if given is not None:
             raise ConfigError(f"--partitions {message.replace('null (every partition) or ', '')}")
@@ -90,13 +94,18 @@ class KeyPartitions:
         if self.held is None:
             return
         if self.count is None:
-            raise PartitionsUnknown(f"cannot tell where key '{key}' lives yet: the partitions of {self.topic} "
-                                    f"are not known (is the broker reachable?)")
+            raise PartitionsUnknown(
+                f"cannot tell where key '{key}' lives yet: the partitions of {self.topic} "
+                f"are not known (is the broker reachable?)"
+            )
         partition = partition_of(key, self.count)
         if partition not in self.held:
-            raise WrongReplica(f"key '{key}' is on partition {partition} of {self.topic} ({self.count} partitions); "
-                               f"this replica holds partitions {', '.join(map(str, sorted(self.held)))}",
-                               partition, self.count)
+            raise WrongReplica(
+                f"key '{key}' is on partition {partition} of {self.topic} ({self.count} partitions); "
+                f"this replica holds partitions {', '.join(map(str, sorted(self.held)))}",
+                partition,
+                self.count,
+            )
 
     def describe(self) -> dict:
         """What /readyz adds for a replica holding a subset."""

@@ -43,8 +43,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from udfs.envelope import (EXTRA_CHALLENGER, EXTRA_CHAMPION, EXTRA_DRIFT, EXTRA_HELD_BACK, EXTRA_PRIOR,
-                           EXTRA_ROLLBACK, RIVER_ONLY, Snapshot)
+from udfs.envelope import (
+    EXTRA_CHALLENGER,
+    EXTRA_CHAMPION,
+    EXTRA_DRIFT,
+    EXTRA_HELD_BACK,
+    EXTRA_PRIOR,
+    EXTRA_ROLLBACK,
+    RIVER_ONLY,
+    Snapshot,
+)
 from udfs.prediction import ModelKind, kind_of
 from udfs.safe_pickle import ModelClasses
 
@@ -119,8 +127,14 @@ class ModelRegistry:
     def held(self, key: str, version: int, generation: int | None = None) -> ServedModel | None:
         """The held ServedModel of this key and version (of this generation, when given), if it is still
         in the history."""
-        return next((s for s in self._held.get(key, ()) if s.snapshot.model_version == version
-                     and generation in (None, s.snapshot.generation)), None)
+        return next(
+            (
+                s
+                for s in self._held.get(key, ())
+                if s.snapshot.model_version == version and generation in (None, s.snapshot.generation)
+            ),
+            None,
+        )
 
     def keys(self) -> list[str]:
         return list(self._held)
@@ -155,8 +169,14 @@ class ModelRegistry:
             asked = snapshot.extra[EXTRA_ROLLBACK]
             restored = self.held(snapshot.key, asked["to_version"], snapshot.generation)
             model = restored.model if restored else None
-            rollback = Rollback(snapshot.model_version, asked["from_version"], asked["to_version"], str(asked["reason"]),
-                                "history" if restored else "payload", applied_at)
+            rollback = Rollback(
+                snapshot.model_version,
+                asked["from_version"],
+                asked["to_version"],
+                str(asked["reason"]),
+                "history" if restored else "payload",
+                applied_at,
+            )
         model = model if model is not None else snapshot.model(self.classes)
         served = ServedModel(
             # The unpickled models are what serve; keeping their bytes as well would double the memory per key.
@@ -167,5 +187,5 @@ class ModelRegistry:
             rollback=rollback,
             kind=kind_of(model),
         )
-        self._held[snapshot.key] = (*self._held.get(snapshot.key, ()), served)[-self.history_per_key:]
+        self._held[snapshot.key] = (*self._held.get(snapshot.key, ()), served)[-self.history_per_key :]
         return served

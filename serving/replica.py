@@ -37,7 +37,7 @@ import argparse
 import logging
 import sys
 
-from jobs.config import (ConfigError, column_names, exit_with, increasing_seconds, load_config, seconds, text)
+from jobs.config import ConfigError, column_names, exit_with, increasing_seconds, load_config, seconds, text
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
 from serving.follower import Follower, reader_process
@@ -65,8 +65,9 @@ def model_registry(config) -> ModelRegistry:
         raise config.error("serving.shadow_challenger", f"must be true or false, got {shadow!r}")
     classes = declared_classes(config)
     try:
-        return ModelRegistry(history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow,
-                             classes=classes)
+        return ModelRegistry(
+            history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow, classes=classes
+        )
     except ValueError as e:
         raise config.error("serving.history_per_key", str(e).removeprefix("history_per_key ")) from None
 
@@ -95,23 +96,39 @@ class Replica:
         self.registry, self.features = self.serving.registry, self.serving.features
         self.limits = Limits.from_config(config)
         self.follower = Follower(
-            text(config, "kafka.bootstrap_servers"), snapshots_topic, text(config, "topics.features.name"),
-            self.registry, self.features, feature_schema_hash(self.serving.feature_names),
+            text(config, "kafka.bootstrap_servers"),
+            snapshots_topic,
+            text(config, "topics.features.name"),
+            self.registry,
+            self.features,
+            feature_schema_hash(self.serving.feature_names),
             increasing_seconds(config, "serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
-            keyring, held, reader_process=reader_process(config),
+            keyring,
+            held,
+            reader_process=reader_process(config),
         )
-        self.requests = Counter("serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status"))
-        self.stale_features = Counter("serving_stale_feature_predictions_total",
-                                      "Predictions made with stored features older than serving.max_feature_age_s.")
-        self.shadow_predictions = Counter("serving_shadow_predictions_total",
-                                          "Challenger predictions made next to the served ones, by outcome.",
-                                          labels=("outcome",))
-        self.latency = Histogram("serving_request_seconds", "Time to answer a predict request.",
-                                 [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1])
+        self.requests = Counter(
+            "serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status")
+        )
+        self.stale_features = Counter(
+            "serving_stale_feature_predictions_total",
+            "Predictions made with stored features older than serving.max_feature_age_s.",
+        )
+        self.shadow_predictions = Counter(
+            "serving_shadow_predictions_total",
+            "Challenger predictions made next to the served ones, by outcome.",
+            labels=("outcome",),
+        )
+        self.latency = Histogram(
+            "serving_request_seconds",
+            "Time to answer a predict request.",
+            [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
+        )
 
     def metrics_text(self) -> str:
-        return render([*self.follower.metrics(), self.requests, self.stale_features, self.shadow_predictions,
-                       self.latency])
+        return render(
+            [*self.follower.metrics(), self.requests, self.stale_features, self.shadow_predictions, self.latency]
+        )
 
 
 def make_server(replica: Replica, host: str, port: int, server: str = "asgi"):
@@ -132,11 +149,19 @@ def parse_args(argv=None):
     parser.add_argument("--config", default="conf/job.yaml")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=port_number, default=8000)
-    parser.add_argument("--server", choices=SERVERS, default="asgi",
-                        help="asgi: uvicorn on an event loop; stdlib: a thread per connection, to compare")
-    parser.add_argument("--partitions", default=None, metavar="0,1",
-                        help="follow only these partitions of the snapshot and features topics, and so hold only "
-                             "their keys (overrides serving.partitions; default: every partition)")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="asgi",
+        help="asgi: uvicorn on an event loop; stdlib: a thread per connection, to compare",
+    )
+    parser.add_argument(
+        "--partitions",
+        default=None,
+        metavar="0,1",
+        help="follow only these partitions of the snapshot and features topics, and so hold only "
+        "their keys (overrides serving.partitions; default: every partition)",
+    )
     return parser.parse_args(argv)
 
 

@@ -105,8 +105,13 @@ def request_features(serving: Serving, key: str, sent) -> tuple[dict, dict]:
         if empty:  # the key had no row in the current window: its features are an empty window's
             base, window_end_ms = serving.empty_window_features, serving.features.current_window_end_ms
         age = round(time.time() - window_end_ms / 1000, 3)
-        info = {"features_window_end_ms": window_end_ms, "features_age_s": age,
-                "features_stale": age > serving.max_feature_age_s, "quiet": quiet, "features_empty_window": empty}
+        info = {
+            "features_window_end_ms": window_end_ms,
+            "features_age_s": age,
+            "features_stale": age > serving.max_feature_age_s,
+            "quiet": quiet,
+            "features_empty_window": empty,
+        }
     return {**base, **(sent or {})}, info
 
 
@@ -228,6 +233,11 @@ def recommend(serving: Serving, body) -> dict:
             continue
         scored.append({"key": key, "score": score, "model_version": answer["model_version"]})
     scored.sort(key=lambda item: item["score"], reverse=True)
-    answer = {"user": body.get("user"), "ranking": scored[:n], "unscored": unscored, "quiet": quiet,
-              "window_end_ms": serving.features.current_window_end_ms}
+    answer = {
+        "user": body.get("user"),
+        "ranking": scored[:n],
+        "unscored": unscored,
+        "quiet": quiet,
+        "window_end_ms": serving.features.current_window_end_ms,
+    }
     return answer if serving.partitions is None else {**answer, "elsewhere": elsewhere}

@@ -73,8 +73,11 @@ def _healthz(replica, key, body):
 def _readyz(replica, key, body):
     ready = replica.follower.ready.is_set()
     partitions = replica.serving.partitions
-    return (200 if ready else 503), {"ready": ready, "models": len(replica.registry),
-                                     **(partitions.describe() if partitions else {})}
+    return (200 if ready else 503), {
+        "ready": ready,
+        "models": len(replica.registry),
+        **(partitions.describe() if partitions else {}),
+    }
 
 
 def _model(replica, key, body):
@@ -90,8 +93,12 @@ def _features(replica, key, body):
     if stored is None:
         replica.serving.check_held(key)
         raise NotFound(f"no features stored for key '{key}'")
-    return 200, {"key": key, "features": stored.row.features, "window_end_ms": stored.row.window_end_ms,
-                 "age_s": stored.age_s(time.time())}
+    return 200, {
+        "key": key,
+        "features": stored.row.features,
+        "window_end_ms": stored.row.window_end_ms,
+        "age_s": stored.age_s(time.time()),
+    }
 
 
 def _v2_live(replica, key, body):
@@ -152,8 +159,12 @@ ENDPOINTS = (
     Endpoint("GET", "/v2/health/live", _v2_live),
     Endpoint("GET", "/v2/health/ready", _v2_ready),
     Endpoint("GET", "/v2/models/{key}/ready", _on_model(v2.ready)),
-    Endpoint("POST", "/v2/models/{key}/infer", lambda replica, key, body: (200, v2.infer(replica.serving, key, body)),
-             predicts=True),
+    Endpoint(
+        "POST",
+        "/v2/models/{key}/infer",
+        lambda replica, key, body: (200, v2.infer(replica.serving, key, body)),
+        predicts=True,
+    ),
     Endpoint("GET", "/v2/models/{key}", _on_model(v2.metadata)),
 )
 _FIXED = {(e.method, e.path): e for e in ENDPOINTS if "{key}" not in e.path}

@@ -28,9 +28,17 @@ def standalone_replica(config: Config, keys: int, rows: int = 50) -> Replica:
     """A Replica of `config` serving a model per key, trained on `rows` random rows; nothing followed."""
     names = list(config["features.columns"])
     # The follower is built but not started: it dials no broker.
-    replica = Replica(Config({**config.data, "kafka": {"bootstrap_servers": "127.0.0.1:1"},
-                              "topics": {"snapshots": {"name": "-"}, "features": {"name": "-"}}}, config.source),
-                      Keyring.ephemeral())
+    replica = Replica(
+        Config(
+            {
+                **config.data,
+                "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+                "topics": {"snapshots": {"name": "-"}, "features": {"name": "-"}},
+            },
+            config.source,
+        ),
+        Keyring.ephemeral(),
+    )
     model = build_model(config["model"])
     rng = random.Random(0)
     for _ in range(rows):
@@ -38,10 +46,21 @@ def standalone_replica(config: Config, keys: int, rows: int = 50) -> Replica:
         model.learn_one(x, x[names[0]] > 0 if is_classifier(model) else x[names[0]])
     payload = dump_model(model)
     for i in range(keys):
-        replica.registry.offer(Snapshot(key=f"k{i}", model_version=1, n_learned=rows, metric_name="-",
-                                        metric_value=None, window_end_ms=0, watermark_ms=0, emitted_at_ms=0,
-                                        feature_schema_hash=feature_schema_hash(names), payload=payload),
-                               applied_at=0.0)
+        replica.registry.offer(
+            Snapshot(
+                key=f"k{i}",
+                model_version=1,
+                n_learned=rows,
+                metric_name="-",
+                metric_value=None,
+                window_end_ms=0,
+                watermark_ms=0,
+                emitted_at_ms=0,
+                feature_schema_hash=feature_schema_hash(names),
+                payload=payload,
+            ),
+            applied_at=0.0,
+        )
     replica.follower.ready.set()
     return replica
 

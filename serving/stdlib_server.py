@@ -30,8 +30,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         replica = self.replica
         try:
-            length = body_length(self.headers.get("Transfer-Encoding"), self.headers.get("Content-Length"),
-                                 replica.limits.max_body_bytes)
+            length = body_length(
+                self.headers.get("Transfer-Encoding"), self.headers.get("Content-Length"), replica.limits.max_body_bytes
+            )
         except BodyError as e:
             return self._send(refuse(replica, self.path, e.status, str(e)))
         self._send(answer(replica, self.command, self.path, self.rfile.read(length)))

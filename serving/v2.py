@@ -57,7 +57,11 @@ def _tensor_spec(name: str, datatype: str = "FP64", shape=(-1,)) -> dict:
 def _output_specs(served) -> list:
     if not served.kind.classifier:
         return [_tensor_spec("prediction")]
-    return [_tensor_spec("prediction"), _tensor_spec("predicted", "BYTES"), _tensor_spec("probabilities", shape=(-1, -1))]
+    return [
+        _tensor_spec("prediction"),
+        _tensor_spec("predicted", "BYTES"),
+        _tensor_spec("probabilities", shape=(-1, -1)),
+    ]
 
 
 def _types(served) -> dict:
@@ -69,9 +73,13 @@ def metadata(serving: Serving, key: str) -> dict:
     served, _ = served_model(serving, key)
     versions = serving.registry.describe(served.snapshot.key, time.time())["history_versions"]
     types = _types(served)
-    return {"name": key, "versions": [str(v) for v in versions], "platform": PLATFORM,
-            "inputs": [_tensor_spec(name, DATATYPES[types.get(name, NUMBER)][0]) for name in serving.feature_names],
-            "outputs": _output_specs(served)}
+    return {
+        "name": key,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": [_tensor_spec(name, DATATYPES[types.get(name, NUMBER)][0]) for name in serving.feature_names],
+        "outputs": _output_specs(served),
+    }
 
 
 def ready(serving: Serving, key: str) -> dict:
@@ -99,8 +107,9 @@ def _check_datatype(tensor: dict, kind: str) -> None:
     if datatype not in allowed:
         needs = f"one of {', '.join(allowed)}" if len(allowed) > 1 else allowed[0]
         article = "an" if kind == INTEGER else "a"
-        raise BadRequest(f"input '{name}': datatype must be {needs} (feature '{name}' is {article} {kind}), "
-                         f"got {datatype!r}")
+        raise BadRequest(
+            f"input '{name}': datatype must be {needs} (feature '{name}' is {article} {kind}), got {datatype!r}"
+        )
 
 
 def _outputs(answers: list, classifier: bool) -> list:
@@ -113,8 +122,13 @@ def _outputs(answers: list, classifier: bool) -> list:
     probabilities = [(a.probabilities or {}).get(c, 0.0) for a in answers for c in classes]
     return outputs + [
         {"name": "predicted", "shape": [n], "datatype": "BYTES", "data": [a.predicted for a in answers]},
-        {"name": "probabilities", "shape": [n, len(classes)], "datatype": "FP64", "data": probabilities,
-         "parameters": {"classes": classes}},
+        {
+            "name": "probabilities",
+            "shape": [n, len(classes)],
+            "datatype": "FP64",
+            "data": probabilities,
+            "parameters": {"classes": classes},
+        },
     ]
 
 
@@ -136,7 +150,7 @@ def infer(serving: Serving, key: str, body) -> dict:
         raise BadRequest(f"missing input '{missing[0]}'")
     lengths = {len(data) for data in columns.values()}
     if len(lengths) > 1:
-        raise BadRequest(f"inputs must have the same shape, got {({n: [len(d)] for n, d in columns.items()})}")
+        raise BadRequest(f"inputs must have the same shape, got { ({n: [len(d)] for n, d in columns.items()}) }")
     served, _ = served_model(serving, key)
     types = _types(served)
     for name in serving.feature_names:
@@ -148,8 +162,11 @@ def infer(serving: Serving, key: str, body) -> dict:
         except BadRequest as e:
             raise BadRequest(f"row {i}: {e}") from None
         answers.append(predict(served.model, x, served.kind))
-    answer = {"model_name": key, "model_version": str(served.snapshot.model_version),
-              "outputs": _outputs(answers, served.kind.classifier)}
+    answer = {
+        "model_name": key,
+        "model_version": str(served.snapshot.model_version),
+        "outputs": _outputs(answers, served.kind.classifier),
+    }
     if "id" in body:  # the protocol echoes a request's id
         answer = {"id": body["id"], **answer}
     return answer

@@ -73,8 +73,13 @@ def read_snapshot_topic(bootstrap_servers: str, topic: str, timeout_s: float = 1
     """Every committed (key, value) of a topic, from its earliest offset to its end at the time of call."""
     from kafka import KafkaConsumer, TopicPartition  # the job's workers need it only for a bootstrap
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
-                             isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:

@@ -67,4 +67,3 @@ def challenger_wins(settings: ChallengerSettings, duel: Duel) -> bool:
         return False
     champion = value_of(duel.champion_recent)
     return worse_by_more_than(champion, value_of(duel.challenger_recent), settings.margin, duel.champion_recent)
-

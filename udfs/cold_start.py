@@ -37,8 +37,16 @@ import dataclasses
 import pickle
 import time
 
-from udfs.envelope import (MAGIC, EnvelopeError, EnvelopeSignatureError, Snapshot, decode, dump_model, encode,
-                           feature_schema_hash)
+from udfs.envelope import (
+    MAGIC,
+    EnvelopeError,
+    EnvelopeSignatureError,
+    Snapshot,
+    decode,
+    dump_model,
+    encode,
+    feature_schema_hash,
+)
 from udfs.safe_pickle import ModelClasses, loads
 from udfs.signing import Keyring
 
@@ -54,7 +62,9 @@ class PriorSettings:
     def from_config(cls, section: dict, error) -> "PriorSettings":
         settings = cls(kind=section.get("prior", "none"), template=section.get("template"))
         if unknown := set(section) - {"prior", "template"}:
-            raise error("safety.cold_start", f"unexpected key(s) {', '.join(sorted(unknown))}; it has prior and template")
+            raise error(
+                "safety.cold_start", f"unexpected key(s) {', '.join(sorted(unknown))}; it has prior and template"
+            )
         if settings.kind not in PRIOR_KINDS:
             raise error("safety.cold_start.prior", f"must be one of {', '.join(PRIOR_KINDS)}, not {settings.kind!r}")
         if settings.kind == "template" and not settings.template:
@@ -65,10 +75,21 @@ class PriorSettings:
 def write_template(model, path: str, feature_names, keyring: Keyring) -> None:
     """Sign a model trained elsewhere into a template file: an envelope of it, signed with the
     keyring's signing key. Signing says you trust the model: do it only for one you trained."""
-    envelope = encode(Snapshot(key="template", model_version=0, n_learned=0, metric_name="", metric_value=None,
-                               window_end_ms=0, watermark_ms=0, emitted_at_ms=time.time_ns() // 1_000_000,
-                               feature_schema_hash=feature_schema_hash(feature_names), payload=dump_model(model)),
-                      keyring)
+    envelope = encode(
+        Snapshot(
+            key="template",
+            model_version=0,
+            n_learned=0,
+            metric_name="",
+            metric_value=None,
+            window_end_ms=0,
+            watermark_ms=0,
+            emitted_at_ms=time.time_ns() // 1_000_000,
+            feature_schema_hash=feature_schema_hash(feature_names),
+            payload=dump_model(model),
+        ),
+        keyring,
+    )
     with open(path, "wb") as f:
         f.write(envelope)
 
@@ -83,8 +104,11 @@ def load_template(path: str, feature_names, error, keyring: Keyring, classes: Mo
     except OSError as e:
         raise error(setting, f"cannot read {path}: {e.strerror}") from None
     if not data.startswith(MAGIC):
-        raise error(setting, f"{path} is not a snapshot envelope; a bare pickle is not loaded (it could run any "
-                             "code): sign the model into one with udfs.cold_start.write_template")
+        raise error(
+            setting,
+            f"{path} is not a snapshot envelope; a bare pickle is not loaded (it could run any "
+            "code): sign the model into one with udfs.cold_start.write_template",
+        )
     try:
         snapshot = decode(data, keyring)
     except EnvelopeSignatureError as e:

@@ -59,17 +59,25 @@ class EmptyWindows:
     def from_config(cls, config) -> EmptyWindows:
         label = config.get("features.empty_window_label", None)
         if label is not None and (not isinstance(label, (bool, int, float, str)) or _not_finite(label)):
-            raise config.error("features.empty_window_label",
-                               f"must be a boolean, a number or a string (the label's type), not {label!r}")
+            raise config.error(
+                "features.empty_window_label",
+                f"must be a boolean, a number or a string (the label's type), not {label!r}",
+            )
         features = config.get("features.empty_window_features", None)
         if features is not None:
             columns = config["features.columns"]
-            if (not isinstance(features, dict) or set(features) != set(columns)
-                    or any(isinstance(v, bool) or not isinstance(v, (int, float)) or _not_finite(v)
-                           for v in features.values())):
-                raise config.error("features.empty_window_features",
-                                   f"must give a finite number for every one of features.columns "
-                                   f"({', '.join(map(str, columns))}) and nothing else, not {features!r}")
+            if (
+                not isinstance(features, dict)
+                or set(features) != set(columns)
+                or any(
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or _not_finite(v) for v in features.values()
+                )
+            ):
+                raise config.error(
+                    "features.empty_window_features",
+                    f"must give a finite number for every one of features.columns "
+                    f"({', '.join(map(str, columns))}) and nothing else, not {features!r}",
+                )
             features = {name: float(features[name]) for name in columns}
         return cls(label=label, features=features)
 

@@ -145,7 +145,9 @@ class Snapshot:
         return {name: getattr(self, name) for name in _METADATA_FIELDS}
 
 
-_METADATA_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot) if f.name not in ("payload", "challenger_payload"))
+_METADATA_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Snapshot) if f.name not in ("payload", "challenger_payload")
+)
 
 
 def feature_schema_hash(feature_names) -> str:
@@ -169,8 +171,9 @@ def encode(snapshot: Snapshot, keyring: Keyring) -> bytes:
     meta["key_id"] = keyring.signing_key_id
     meta["challenger_bytes"] = len(snapshot.challenger_payload)
     meta = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
-    signed = b"".join((_HEADER.pack(MAGIC, snapshot.format_version, len(meta)), meta, snapshot.payload,
-                       snapshot.challenger_payload))
+    signed = b"".join(
+        (_HEADER.pack(MAGIC, snapshot.format_version, len(meta)), meta, snapshot.payload, snapshot.challenger_payload)
+    )
     return signed + keyring.sign(signed)
 
 
@@ -189,10 +192,12 @@ def decode(data: bytes, keyring: Keyring) -> Snapshot:
         raise EnvelopeSignatureError(f"unsigned envelope (format {version}, written before snapshots were signed)")
     end = _HEADER.size + meta_len
     if len(data) < end + MAC_BYTES:
-        raise EnvelopeError(f"truncated envelope: metadata and signature need {meta_len + MAC_BYTES} bytes, "
-                            f"{len(data) - _HEADER.size} present")
+        raise EnvelopeError(
+            f"truncated envelope: metadata and signature need {meta_len + MAC_BYTES} bytes, "
+            f"{len(data) - _HEADER.size} present"
+        )
     try:
-        meta = json.loads(bytes(data[_HEADER.size:end]))
+        meta = json.loads(bytes(data[_HEADER.size : end]))
     except ValueError as e:
         raise EnvelopeError(f"corrupt envelope metadata: {e}") from None
     if not isinstance(meta, dict):

@@ -52,14 +52,21 @@ def select_rows(view: str, key: str, label: str, feature_names, shards: int) -> 
     """The learner's columns of the (computed once) feature view, with the shard of each row's key."""
     columns = ", ".join(f"`{name}`" for name in (key, label, *feature_names))
     # HASH_CODE may be negative; the second MOD maps it onto 0 .. shards - 1.
-    return (f"SELECT {columns}, MOD(MOD(HASH_CODE(`{key}`), {shards}) + {shards}, {shards}) AS `shard`, `{ROWTIME}`\n"
-            f"FROM `{view}`")
+    return (
+        f"SELECT {columns}, MOD(MOD(HASH_CODE(`{key}`), {shards}) + {shards}, {shards}) AS `shard`, `{ROWTIME}`\n"
+        f"FROM `{view}`"
+    )
 
 
 def select_batches(rows_view: str, key: str, label: str, feature_names, window_ms: int) -> str:
     """The query turning `select_rows`' rows into one batch record per shard and window."""
-    arrays = ", ".join([f"ARRAY_AGG(`{key}`) AS `keys`", f"ARRAY_AGG(`{label}`) AS `labels`",
-                        *(f"ARRAY_AGG(`{name}`) AS `{name}`" for name in feature_names)])
+    arrays = ", ".join(
+        [
+            f"ARRAY_AGG(`{key}`) AS `keys`",
+            f"ARRAY_AGG(`{label}`) AS `labels`",
+            *(f"ARRAY_AGG(`{name}`) AS `{name}`" for name in feature_names),
+        ]
+    )
     return (
         f"SELECT `shard`, {window_end_ms('window_end')} AS window_end_ms,\n"
         f"  {arrays}\n"

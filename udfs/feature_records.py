@@ -56,8 +56,12 @@ def select_records(view: str, key: str, window_end: str, feature_names, schema_h
 def decode_features(data: bytes) -> FeatureRow:
     try:
         row = json.loads(data)
-        return FeatureRow(key=str(row["key"]), window_end_ms=int(row["window_end_ms"]),
-                          feature_schema_hash=str(row["feature_schema_hash"]), features=dict(row["features"]))
+        return FeatureRow(
+            key=str(row["key"]),
+            window_end_ms=int(row["window_end_ms"]),
+            feature_schema_hash=str(row["feature_schema_hash"]),
+            features=dict(row["features"]),
+        )
     except (ValueError, TypeError, KeyError):
         raise FeatureRecordError(
             "not a feature row: expected a JSON object with key, window_end_ms, feature_schema_hash, features"

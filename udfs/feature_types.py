@@ -38,9 +38,14 @@ NUMBER, INTEGER, STRING, BOOLEAN = "number", "integer", "string", "boolean"
 FEATURE_TYPES = (NUMBER, INTEGER, STRING, BOOLEAN)
 
 _SQL = {
-    "FLOAT": NUMBER, "DOUBLE": NUMBER,
-    "TINYINT": INTEGER, "SMALLINT": INTEGER, "INTEGER": INTEGER, "BIGINT": INTEGER,
-    "CHAR": STRING, "VARCHAR": STRING,
+    "FLOAT": NUMBER,
+    "DOUBLE": NUMBER,
+    "TINYINT": INTEGER,
+    "SMALLINT": INTEGER,
+    "INTEGER": INTEGER,
+    "BIGINT": INTEGER,
+    "CHAR": STRING,
+    "VARCHAR": STRING,
     "BOOLEAN": BOOLEAN,
 }
 
@@ -62,8 +67,9 @@ def schema(feature_names, feature_types=()) -> dict:
     """{name: type} in the features' order; with no types given, every feature a number (as before format 4)."""
     types = tuple(feature_types) or (NUMBER,) * len(feature_names)
     if len(types) != len(feature_names) or any(t not in FEATURE_TYPES for t in types):
-        raise FeatureTypeError(f"feature types {types!r} do not give one of {', '.join(FEATURE_TYPES)} "
-                               f"to each of {list(feature_names)}")
+        raise FeatureTypeError(
+            f"feature types {types!r} do not give one of {', '.join(FEATURE_TYPES)} to each of {list(feature_names)}"
+        )
     return dict(zip(feature_names, types))
 
 

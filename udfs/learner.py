@@ -34,6 +34,7 @@ from udfs.cold_start import Prior
 from udfs.drift import DriftWatch, prediction_error
 from udfs.envelope import EnvelopeError, feature_schema_hash
 from udfs.gate import GateState, rolling, value_of, worse_by_more_than
+
 # Re-exported: importers (udfs/learner_function.py, jobs/learner_job.py, tests/golden) and every pickled
 # state name them here, as before the state, the settings and publishing had modules of their own.
 from udfs.key_state import STATE_SCHEMA_VERSION, KeyState, StateSchemaError, migrate
@@ -44,8 +45,19 @@ from udfs.publishing import Publisher
 from udfs.quality import FeatureStats, check
 from udfs.signing import Keyring
 
-__all__ = ["STATE_SCHEMA_VERSION", "SNAPSHOT_POLICIES", "KeyState", "Learner", "LearnerSettings", "Prediction",
-           "SafetySettings", "StateSchemaError", "Step", "migrate", "non_finite"]
+__all__ = [
+    "STATE_SCHEMA_VERSION",
+    "SNAPSHOT_POLICIES",
+    "KeyState",
+    "Learner",
+    "LearnerSettings",
+    "Prediction",
+    "SafetySettings",
+    "StateSchemaError",
+    "Step",
+    "migrate",
+    "non_finite",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +85,6 @@ class Step:
     drifted: bool = False
     # The served model degraded: `Learner.rollback` makes the rollback record.
     rollback_due: bool = False
-
 
 
 def non_finite(x: dict, prediction: float | None) -> str | None:
@@ -121,8 +132,10 @@ class Learner(Publisher):
         self.predicts_proba = is_classifier(model) and not metric.requires_labels
         self.classifier = is_classifier(model)
         if self.predicts_proba and not kind_of(model).has_probabilities:
-            raise ModelSpecError(f"metric.class: {type(metric).__name__} scores probabilities, which "
-                                 f"{type(model).__name__} does not give; choose a metric of labels (metrics.Accuracy)")
+            raise ModelSpecError(
+                f"metric.class: {type(metric).__name__} scores probabilities, which "
+                f"{type(model).__name__} does not give; choose a metric of labels (metrics.Accuracy)"
+            )
         # Where new keys start; the Flink wrapper swaps in the prior of the shard it learns.
         self.prior = self.shard_prior()
 
@@ -142,8 +155,9 @@ class Learner(Publisher):
 
     def new_state(self) -> KeyState:
         prior = self.prior.source()
-        return KeyState(model=self.prior.new_model(), metric=self.new_metric(), prior=prior,
-                        generation=self.settings.generation)
+        return KeyState(
+            model=self.prior.new_model(), metric=self.new_metric(), prior=prior, generation=self.settings.generation
+        )
 
     def state_from_snapshot(self, snapshot) -> KeyState:
         """A key's state started from its newest published (and verified) envelope (udfs/bootstrap.py):
@@ -154,9 +168,16 @@ class Learner(Publisher):
         except EnvelopeError as e:
             log.warning("bootstrap: key %r starts afresh: %s", snapshot.key, e)
             return self.new_state()
-        return KeyState(model=model, metric=self.new_metric(), n_learned=snapshot.n_learned,
-                        model_version=snapshot.model_version, published_version=snapshot.model_version,
-                        last_window_end_ms=snapshot.window_end_ms, prior="snapshot", generation=snapshot.generation)
+        return KeyState(
+            model=model,
+            metric=self.new_metric(),
+            n_learned=snapshot.n_learned,
+            model_version=snapshot.model_version,
+            published_version=snapshot.model_version,
+            last_window_end_ms=snapshot.window_end_ms,
+            prior="snapshot",
+            generation=snapshot.generation,
+        )
 
     def predict(self, model, x: dict):
         """What the metric scores: probabilities or a label, as progressive_val_score asks for them."""
@@ -185,8 +206,9 @@ class Learner(Publisher):
             # closed those windows already, when the watermark passed them (udfs/learner_function.py).
             self.close_windows(state, window_end_ms - 1)
         y_pred, answer = self._outputs(state.model, x)
-        prediction = Prediction(window_end_ms, answer.prediction, state.model_version, answer.predicted,
-                                answer.probabilities)
+        prediction = Prediction(
+            window_end_ms, answer.prediction, state.model_version, answer.predicted, answer.probabilities
+        )
         state.last_window_end_ms = window_end_ms
         if reason := non_finite(x, prediction.prediction):
             # The last line behind the SQL checks (an average can overflow): learning it would turn the
@@ -228,7 +250,9 @@ class Learner(Publisher):
             if label is None:
                 state.pending_dropped += 1
             else:
-                steps.append(self._learn(state, x, y_pred, label, Prediction(end + delay_ms, None, state.model_version)))
+                steps.append(
+                    self._learn(state, x, y_pred, label, Prediction(end + delay_ms, None, state.model_version))
+                )
         return steps, len(closed) - len(steps)
 
     def _add_missing_guards(self, state: KeyState) -> None:
@@ -240,9 +264,12 @@ class Learner(Publisher):
             state.gate = GateState(recent=rolling(self.new_metric(), safety.gate.window))
         if safety.challenger.enabled and state.duel is None:
             window = safety.challenger.window
-            state.duel = Duel(champion_recent=rolling(self.new_metric(), window),
-                              challenger_recent=rolling(self.new_metric(), window),
-                              challenger=self.new_model("challenger"), metric=self.new_metric())
+            state.duel = Duel(
+                champion_recent=rolling(self.new_metric(), window),
+                challenger_recent=rolling(self.new_metric(), window),
+                challenger=self.new_model("challenger"),
+                metric=self.new_metric(),
+            )
         if safety.quality.enabled and state.quality is None:
             state.quality = FeatureStats()
 
@@ -272,7 +299,8 @@ class Learner(Publisher):
         state.n_learned += 1
         state.model_version += 1
         drifted = (
-            state.drift is not None and scored
+            state.drift is not None
+            and scored
             and state.drift.update(prediction_error(y_pred, y, self.classifier), prediction.window_end_ms)
         )
         if drifted:
@@ -308,5 +336,6 @@ class Learner(Publisher):
             return False
         if len(gate.served_live.window) < self.safety.gate.min_rows:
             return False
-        return worse_by_more_than(value_of(gate.served_live), gate.published.metric_value,
-                                  self.safety.gate.rollback_margin, gate.served_live)
+        return worse_by_more_than(
+            value_of(gate.served_live), gate.published.metric_value, self.safety.gate.rollback_margin, gate.served_live
+        )

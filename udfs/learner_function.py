@@ -77,7 +77,14 @@ from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # no
 # sql/predictions.sql's columns, in its order.
 PREDICTION_TYPE = Types.ROW_NAMED(
     ["model_key", "window_end_ms", "prediction", "model_version", "predicted", "probabilities"],
-    [Types.STRING(), Types.LONG(), Types.DOUBLE(), Types.LONG(), Types.STRING(), Types.MAP(Types.STRING(), Types.DOUBLE())],
+    [
+        Types.STRING(),
+        Types.LONG(),
+        Types.DOUBLE(),
+        Types.LONG(),
+        Types.STRING(),
+        Types.MAP(Types.STRING(), Types.DOUBLE()),
+    ],
 )
 SNAPSHOT_TYPE = Types.ROW_NAMED(["model_key", "envelope"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
@@ -111,7 +118,9 @@ QUARANTINED = OutputTag("quarantined", QUARANTINE_TYPE)
 def quarantine_record(key: str, window_end_ms: int, x: dict, label, reason: str) -> Row:
     """A quarantined feature row as a dead-letter record: the row as JSON, the reason as a header."""
     # A non-finite number as text: JSON has no NaN or Infinity.
-    row = {name: value if not isinstance(value, float) or math.isfinite(value) else str(value) for name, value in x.items()}
+    row = {
+        name: value if not isinstance(value, float) or math.isfinite(value) else str(value) for name, value in x.items()
+    }
     payload = json.dumps({"key": key, "window_end_ms": window_end_ms, "label": label, **row}).encode()
     return Row(payload, {"reason": reason.encode(), "source": b"learner.quality"})
 
@@ -196,30 +205,39 @@ class LearnerFunction(KeyedProcessFunction):
         self.learner = in_python_thread(Learner, self.settings, keyring)
         self.feature_names = self.settings.feature_names
         self.states = runtime_context.get_map_state(
-            MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+            MapStateDescriptor("learner-states", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
         # The shard's keys waiting for a timed snapshot (`Learner.snapshot_wait_ms`), as a `DueKeys` dict,
         # written with the states.
         self.due_keys = runtime_context.get_state(ValueStateDescriptor("snapshot-due-keys", Types.PICKLED_BYTE_ARRAY()))
         # The same, one entry per key, as releases before the due-key index kept it: read once per shard.
         self.timed_keys = runtime_context.get_map_state(
-            MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG()))
+            MapStateDescriptor("snapshot-timers", Types.STRING(), Types.LONG())
+        )
         # The shard's `global` cold-start prior's model, written with the states: a prior per shard,
         # whatever the parallelism, that a restored or rescaled job carries on.
-        self.prior_models = runtime_context.get_state(ValueStateDescriptor("cold-start-prior", Types.PICKLED_BYTE_ARRAY()))
+        self.prior_models = runtime_context.get_state(
+            ValueStateDescriptor("cold-start-prior", Types.PICKLED_BYTE_ARRAY())
+        )
         # The shard's keys with rows waiting for a delayed label, as a `PendingKeys` dict, written with the states.
-        self.pending_keys = runtime_context.get_state(ValueStateDescriptor("pending-label-keys", Types.PICKLED_BYTE_ARRAY()))
+        self.pending_keys = runtime_context.get_state(
+            ValueStateDescriptor("pending-label-keys", Types.PICKLED_BYTE_ARRAY())
+        )
         self.delay_ms = self.settings.label_delay_windows * self.settings.window_ms
         self.ttl_ms = self.settings.idle_ttl_ms
         # The shard's keys by their last window (`IdleKeys` dict), written with the states; only with a TTL.
         self.idle_keys = runtime_context.get_state(ValueStateDescriptor("idle-keys", Types.PICKLED_BYTE_ARRAY()))
         # Batches that arrived before the watermark that closes their window.
-        self.waiting = runtime_context.get_list_state(ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY()))
+        self.waiting = runtime_context.get_list_state(
+            ListStateDescriptor("waiting-batches", Types.PICKLED_BYTE_ARRAY())
+        )
         # Batches learned since the shard's states were last written to `states`. A key's state is not
         # pickled into `states` on every call (that pickle was a quarter of the learner's time at many
         # keys) but every `learner.state_write_every` calls; a job restored from a checkpoint taken in
         # between brings the states up to date by learning these batches again, sending nothing.
         self.unwritten = runtime_context.get_list_state(
-            ListStateDescriptor("learned-unwritten-batches", Types.PICKLED_BYTE_ARRAY()))
+            ListStateDescriptor("learned-unwritten-batches", Types.PICKLED_BYTE_ARRAY())
+        )
         # Per shard learned in this process; a shard not here yet is brought up to date from `unwritten` first.
         self.shards: dict[int, ShardMemory] = {}
         # Shards with an event-time timer set for their waiting batches. Only a saving of calls: after a
@@ -229,15 +247,25 @@ class LearnerFunction(KeyedProcessFunction):
         # Newest snapshot per key, for keys this learner has no state for (learner.bootstrap: snapshots).
         self.seeds = {}
         if self.settings.bootstrap_from is not None:
-            self.seeds = newest_snapshots(read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash,
-                                          keyring)
+            self.seeds = newest_snapshots(
+                read_snapshot_topic(*self.settings.bootstrap_from), self.learner.schema_hash, keyring
+            )
         metrics = runtime_context.get_metrics_group()
         # Counted here during a call, handed to Flink at its end (`_count`).
         self.counts = collections.Counter()
-        self.counters = {name: metrics.counter(name) for name in (
-            "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
-            "replayed_rows", "pending_rows_dropped", "keys_expired",
-        )}
+        self.counters = {
+            name: metrics.counter(name)
+            for name in (
+                "quarantined_rows",
+                "drifts_detected",
+                "snapshots_published",
+                "snapshots_held_back",
+                "rollbacks",
+                "replayed_rows",
+                "pending_rows_dropped",
+                "keys_expired",
+            )
+        }
 
     def _state(self, key: str) -> KeyState:
         state = self.cache.get(key)
@@ -269,7 +297,7 @@ class LearnerFunction(KeyedProcessFunction):
         watermark = clock.now()[0]
         waiting = sorted(self.waiting.get(), key=lambda batch: batch[1])
         batches = [batch for batch in waiting if batch[1] - 1 <= watermark]
-        later = waiting[len(batches):]
+        later = waiting[len(batches) :]
         if later:
             self.waiting.update(later)
             ctx.timer_service().register_event_time_timer(later[0][1] - 1)
@@ -330,8 +358,11 @@ class LearnerFunction(KeyedProcessFunction):
         Keeping the batches costs a pickle per batch, writing the states one per changed key: with
         few keys and many windows a call (a job catching up) writes; with many keys it keeps."""
         memory.calls_unwritten += 1
-        if (memory.calls_unwritten >= self.settings.state_write_every or len(memory.dirty) <= len(learned)
-                or len(memory.dirty) > self.settings.state_cache_keys):
+        if (
+            memory.calls_unwritten >= self.settings.state_write_every
+            or len(memory.dirty) <= len(learned)
+            or len(memory.dirty) > self.settings.state_cache_keys
+        ):
             self._write_back(memory)
         else:
             self.unwritten.add_all(learned)
@@ -396,8 +427,9 @@ class LearnerFunction(KeyedProcessFunction):
             for key, due_ms in sorted(self.timed_keys.items(), key=lambda item: item[1]):
                 due.add(key, due_ms)  # a savepoint of a release before the due-key index
             self.timed_keys.clear()
-            memory = self.shards[shard] = ShardMemory(due, self.learner.shard_prior(self.prior_models.value()),
-                                                      self._pending_keys(), self._idle_keys())
+            memory = self.shards[shard] = ShardMemory(
+                due, self.learner.shard_prior(self.prior_models.value()), self._pending_keys(), self._idle_keys()
+            )
             self.learner.prior = memory.prior
             learned = list(self.unwritten.get())  # in the order they were learned
             for batch in learned:
@@ -546,8 +578,10 @@ class LearnerFunction(KeyedProcessFunction):
         if step.drifted:
             self.counts["drifts_detected"] += 1
             drift = state.drift
-            yield DRIFTS, Row(key, drift.last_window_end_ms, state.model_version, drift.last_action, drift.count,
-                              clock.now()[1])
+            yield (
+                DRIFTS,
+                Row(key, drift.last_window_end_ms, state.model_version, drift.last_action, drift.count, clock.now()[1]),
+            )
 
     def _publish(self, key, state: KeyState, clock):
         envelope = self.learner.publish(key, state, *clock.now())

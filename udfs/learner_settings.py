@@ -52,8 +52,13 @@ class SafetySettings:
     @classmethod
     def from_config(cls, config) -> "SafetySettings":
         section = config.get("safety", None) or {}
-        kinds = {"drift": DriftSettings, "gate": GateSettings, "challenger": ChallengerSettings,
-                 "cold_start": PriorSettings, "quality": QualitySettings}
+        kinds = {
+            "drift": DriftSettings,
+            "gate": GateSettings,
+            "challenger": ChallengerSettings,
+            "cold_start": PriorSettings,
+            "quality": QualitySettings,
+        }
         if unknown := set(section) - set(kinds):
             raise config.error("safety", f"has unknown part(s) {', '.join(sorted(unknown))}; it has {', '.join(kinds)}")
         parts = {}
@@ -147,13 +152,18 @@ class LearnerSettings:
             state_cache_keys=cache_keys,
             state_write_every=write_every,
             idle_ttl_ms=idle_ttl_ms(config),
-            bootstrap_from=((config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
-                            if bootstrap == "snapshots" else None),
-            prior_template=(load_template(config.file_path(template), columns, config.error,
-                                          signing.keyring(config.error), classes) if template else None),
+            bootstrap_from=(
+                (config["kafka.bootstrap_servers"], config["topics.snapshots.name"])
+                if bootstrap == "snapshots"
+                else None
+            ),
+            prior_template=(
+                load_template(config.file_path(template), columns, config.error, signing.keyring(config.error), classes)
+                if template
+                else None
+            ),
             # Submit time: a job started afresh outranks every model of the jobs before it in serving.
             generation=time.time_ns() // 1_000_000,
             signing=signing,
             model_classes=classes,
         )
-

@@ -60,8 +60,15 @@ import river
 from river import base, compose, utils
 from river.metrics.base import Metric
 
-__all__ = ["ModelSpecError", "build_detector", "build_metric", "build_model", "is_classifier", "label_type_error",
-           "model_kind"]
+__all__ = [
+    "ModelSpecError",
+    "build_detector",
+    "build_metric",
+    "build_model",
+    "is_classifier",
+    "label_type_error",
+    "model_kind",
+]
 
 OPTIONS_MODULE = "udfs.model_options"
 
@@ -97,10 +104,14 @@ def build_model(spec, path: str = "model"):
             raise ModelSpecError(f"{step_path}: {name} is not a transformer; only the last step may be a model")
         if i == len(steps) - 1 and not hasattr(estimator, "predict_one"):
             raise ModelSpecError(f"{step_path}: {name} cannot predict (no predict_one); the last step must be a model")
-        if i == len(steps) - 1 and not isinstance(utils.inspect.extract_relevant(estimator), (base.Classifier, base.Regressor)):
+        if i == len(steps) - 1 and not isinstance(
+            utils.inspect.extract_relevant(estimator), (base.Classifier, base.Regressor)
+        ):
             # A clusterer or a multi-output model: the learner gives every row one label, from one SQL column.
-            raise ModelSpecError(f"{step_path}: {name} is neither a classifier nor a regressor; the last step must "
-                                 "learn one label per row")
+            raise ModelSpecError(
+                f"{step_path}: {name} is neither a classifier nor a regressor; the last step must "
+                "learn one label per row"
+            )
         built.append(estimator)
     return built[0] if len(built) == 1 else compose.Pipeline(*built)
 
@@ -137,7 +148,7 @@ _LABEL_TYPES = {
 _WHAT_IT_LEARNS = {
     "regressor": "learns numbers (an integer type, FLOAT or DOUBLE; CAST a DECIMAL AS DOUBLE)",
     "binary classifier": "learns BOOLEAN labels (or 0/1 integers); a multiclass model "
-                         "(tree.HoeffdingTreeClassifier, say) learns string classes",
+    "(tree.HoeffdingTreeClassifier, say) learns string classes",
     "multiclass classifier": "learns classes: BOOLEAN, an integer type or a string",
 }
 
@@ -191,7 +202,9 @@ def _value(value, path: str):
     if isinstance(value, list):
         return [_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, str) and "." in value and _resolvable(value):
-        raise ModelSpecError(f"{path}: {value!r} is a string; declare the object as {{class: {value}, params: {{...}}}}")
+        raise ModelSpecError(
+            f"{path}: {value!r} is a string; declare the object as {{class: {value}, params: {{...}}}}"
+        )
     return value
 
 
@@ -205,8 +218,9 @@ def _check_parameter_names(cls, name: str, params: dict, path: str) -> str | Non
         return None
     variadic = next((p.name for p in parameters if p.kind == p.VAR_POSITIONAL and p.name in params), None)
     if variadic is not None and not isinstance(params[variadic], list):
-        raise ModelSpecError(f"{path}.params.{variadic}: {name} takes *{variadic}: expected a list, "
-                             f"got {params[variadic]!r}")
+        raise ModelSpecError(
+            f"{path}.params.{variadic}: {name} takes *{variadic}: expected a list, got {params[variadic]!r}"
+        )
     keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     keywords += [variadic] if variadic else []
     if not any(p.kind == p.VAR_KEYWORD for p in parameters):
@@ -254,7 +268,7 @@ def _resolve(name, path: str, suggest: bool = True) -> type:
 
 def _project_option(name: str, path: str) -> type:
     options = importlib.import_module(OPTIONS_MODULE)
-    attr = name[len(OPTIONS_MODULE) + 1:]
+    attr = name[len(OPTIONS_MODULE) + 1 :]
     if attr not in options.__all__:
         raise ModelSpecError(f"{path}: unknown option {name!r}; {OPTIONS_MODULE} has {', '.join(options.__all__)}")
     return getattr(options, attr)
@@ -283,7 +297,8 @@ def _suggest(name: str) -> str:
     same_class = [k for k in known if k.rpartition(".")[2].lower() == last]  # right class, wrong module
     scored = sorted(((difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known), reverse=True)[:3]
     close = [
-        k for ratio, k in scored
+        k
+        for ratio, k in scored
         if ratio >= max(0.75, scored[0][0] - 0.1)
         and difflib.SequenceMatcher(None, last, k.rpartition(".")[2].lower()).ratio() >= 0.5  # not just the module
     ]
@@ -310,7 +325,8 @@ def _known_class_paths() -> tuple[str, ...]:
                 paths.add(f"{info.name}.{attr}")
             elif inspect.ismodule(obj) and obj.__name__ == f"river.{info.name}.{attr}":
                 paths.update(
-                    f"{info.name}.{attr}.{sub}" for sub, cls in vars(obj).items()
+                    f"{info.name}.{attr}.{sub}"
+                    for sub, cls in vars(obj).items()
                     if not sub.startswith("_") and _suggestible(cls) and id(cls) not in exported
                 )
     return tuple(sorted(paths))

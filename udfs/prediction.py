@@ -71,9 +71,11 @@ def kind_of(model) -> ModelKind:
 def _kind_of_final(final: type) -> ModelKind:
     if not issubclass(final, base.Classifier):
         return ModelKind(classifier=False)
-    return ModelKind(classifier=True,
-                     has_probabilities=final.predict_proba_one is not base.Classifier.predict_proba_one,
-                     label_is_most_probable=final.predict_one is base.Classifier.predict_one)
+    return ModelKind(
+        classifier=True,
+        has_probabilities=final.predict_proba_one is not base.Classifier.predict_proba_one,
+        label_is_most_probable=final.predict_one is base.Classifier.predict_one,
+    )
 
 
 # Made for every row: a frozen dataclass costs four times as much to make.

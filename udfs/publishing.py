@@ -31,8 +31,17 @@ from __future__ import annotations
 import math
 import pickle
 
-from udfs.envelope import (EXTRA_CHALLENGER, EXTRA_CHAMPION, EXTRA_DRIFT, EXTRA_HELD_BACK, EXTRA_PRIOR,
-                           EXTRA_ROLLBACK, Snapshot, dump_model, encode)
+from udfs.envelope import (
+    EXTRA_CHALLENGER,
+    EXTRA_CHAMPION,
+    EXTRA_DRIFT,
+    EXTRA_HELD_BACK,
+    EXTRA_PRIOR,
+    EXTRA_ROLLBACK,
+    Snapshot,
+    dump_model,
+    encode,
+)
 from udfs.gate import PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.key_state import KeyState
 
@@ -72,7 +81,9 @@ class Publisher:
             recent = value_of(gate.recent) if enough else None
             baseline = gate.published.metric_value if gate.published else None
             # Against a baseline, too few recent rows is no evidence that the model is still good.
-            if (baseline is not None and not enough) or worse_by_more_than(recent, baseline, self.safety.gate.margin, gate.recent):
+            if (baseline is not None and not enough) or worse_by_more_than(
+                recent, baseline, self.safety.gate.margin, gate.recent
+            ):
                 gate.held_back += 1
                 state.held_version = state.model_version
                 return None
@@ -96,12 +107,22 @@ class Publisher:
         gate.recent = rolling(self.new_metric(), self.safety.gate.window)
         gate.published, gate.previous = PublishedVersion(state.model_version, good.metric_value, good.payload), None
         gate.rollbacks += 1
-        reason = (f"v{bad.version} scored {live:.3f} on live rows against {bad.metric_value:.3f} at publication "
-                  f"(rollback margin {self.safety.gate.rollback_margin})")
-        return self._envelope(key, state, good.payload, watermark_ms, now_ms, {EXTRA_ROLLBACK: {
-            "from_version": bad.version, "to_version": good.version, "reason": reason}})
+        reason = (
+            f"v{bad.version} scored {live:.3f} on live rows against {bad.metric_value:.3f} at publication "
+            f"(rollback margin {self.safety.gate.rollback_margin})"
+        )
+        return self._envelope(
+            key,
+            state,
+            good.payload,
+            watermark_ms,
+            now_ms,
+            {EXTRA_ROLLBACK: {"from_version": bad.version, "to_version": good.version, "reason": reason}},
+        )
 
-    def _envelope(self, key, state: KeyState, payload: bytes, watermark_ms: int, now_ms: int, extra: dict | None = None) -> bytes:
+    def _envelope(
+        self, key, state: KeyState, payload: bytes, watermark_ms: int, now_ms: int, extra: dict | None = None
+    ) -> bytes:
         extra = {} if extra is None else extra
         value = state.metric.get()
         state.published_version = state.model_version
@@ -115,19 +136,22 @@ class Publisher:
         if duel is not None:
             extra[EXTRA_CHAMPION] = duel.champion_role
             extra[EXTRA_CHALLENGER] = {"role": duel.challenger_role(), "metric_value": value_of(duel.metric)}
-        return encode(Snapshot(
-            key=key,
-            model_version=state.model_version,
-            n_learned=state.n_learned,
-            metric_name=type(state.metric).__name__,
-            metric_value=value if isinstance(value, (int, float)) and math.isfinite(value) else None,
-            window_end_ms=state.last_window_end_ms,
-            watermark_ms=watermark_ms,
-            emitted_at_ms=now_ms,
-            feature_schema_hash=self.schema_hash,
-            payload=payload,
-            extra=extra,
-            challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
-            generation=state.generation,
-            feature_types=self.feature_types,
-        ), self.keyring)
+        return encode(
+            Snapshot(
+                key=key,
+                model_version=state.model_version,
+                n_learned=state.n_learned,
+                metric_name=type(state.metric).__name__,
+                metric_value=value if isinstance(value, (int, float)) and math.isfinite(value) else None,
+                window_end_ms=state.last_window_end_ms,
+                watermark_ms=watermark_ms,
+                emitted_at_ms=now_ms,
+                feature_schema_hash=self.schema_hash,
+                payload=payload,
+                extra=extra,
+                challenger_payload=dump_model(duel.challenger) if duel is not None else b"",
+                generation=state.generation,
+                feature_types=self.feature_types,
+            ),
+            self.keyring,
+        )

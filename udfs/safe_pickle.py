@@ -40,17 +40,40 @@ import cloudpickle
 
 # What River's models pickle besides River itself (recorded from trained linear models, trees, forests,
 # naive Bayes, neighbours and ensembles): containers, numbers, numpy arrays, random generators.
-STANDARD = frozenset({
-    ("builtins", name) for name in ("bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int",
-                                    "list", "range", "set", "slice", "str", "tuple")
-} | {
-    ("collections", name) for name in ("Counter", "OrderedDict", "defaultdict", "deque")
-} | {
-    ("functools", "partial"), ("copy", "deepcopy"), ("random", "Random"), ("numpy", "dtype"), ("numpy", "ndarray"),
-} | {
-    (f"numpy.{core}.{module}", name) for core in ("core", "_core")
-    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
-})
+STANDARD = frozenset(
+    {
+        ("builtins", name)
+        for name in (
+            "bool",
+            "bytearray",
+            "bytes",
+            "complex",
+            "dict",
+            "float",
+            "frozenset",
+            "int",
+            "list",
+            "range",
+            "set",
+            "slice",
+            "str",
+            "tuple",
+        )
+    }
+    | {("collections", name) for name in ("Counter", "OrderedDict", "defaultdict", "deque")}
+    | {
+        ("functools", "partial"),
+        ("copy", "deepcopy"),
+        ("random", "Random"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+    }
+    | {
+        (f"numpy.{core}.{module}", name)
+        for core in ("core", "_core")
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    }
+)
 
 
 class ForbiddenClass(pickle.UnpicklingError):
@@ -78,8 +101,10 @@ class ModelClasses:
                 data = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
             except (pickle.PicklingError, AttributeError, TypeError) as e:
                 if not allow_cloudpickle:
-                    raise ValueError(f"{what} {model} can be carried only by cloudpickle ({e}), whose payloads "
-                                     "run code when loaded; set snapshots.allow_cloudpickle: true to accept that") from None
+                    raise ValueError(
+                        f"{what} {model} can be carried only by cloudpickle ({e}), whose payloads "
+                        "run code when loaded; set snapshots.allow_cloudpickle: true to accept that"
+                    ) from None
                 continue
             recorder = _Recorder(io.BytesIO(data))
             recorder.load()  # bytes this process just made from a model it built
@@ -108,7 +133,9 @@ class _Restricted(pickle.Unpickler):
         found = self.classes.found.get((module, name))
         if found is None:
             if not self.classes.admits(module, name):
-                raise ForbiddenClass(f"the payload names {module}.{name}, which a model of the declared spec does not use")
+                raise ForbiddenClass(
+                    f"the payload names {module}.{name}, which a model of the declared spec does not use"
+                )
             found = self.classes.found[module, name] = super().find_class(module, name)
         return found
 
@@ -126,7 +153,10 @@ class _Recorder(pickle.Unpickler):
 def _defined_in_river(module: str, name: str) -> bool:
     """Whether `module.name` is a class or function River defines (importing a River module runs only River)."""
     # Dunder attributes lead out of River (`f.__globals__`, `cls.__subclasses__`); Cython's unpicklers excepted.
-    if any(part.startswith("__") and not part.startswith("__pyx_unpickle_") for part in (*module.split("."), *name.split("."))):
+    if any(
+        part.startswith("__") and not part.startswith("__pyx_unpickle_")
+        for part in (*module.split("."), *name.split("."))
+    ):
         return False
     try:
         obj = importlib.import_module(module)

@@ -58,8 +58,9 @@ class Keyring:
     def verify(self, key_id, message: bytes, mac: bytes) -> None:
         secret = self._keys.get(key_id) if isinstance(key_id, str) else None
         if secret is None:
-            raise SignatureError(f"signed with key {key_id!r}, which is not among the accepted keys "
-                                 f"({', '.join(sorted(self._keys))})")
+            raise SignatureError(
+                f"signed with key {key_id!r}, which is not among the accepted keys ({', '.join(sorted(self._keys))})"
+            )
         if not hmac.compare_digest(hmac.digest(secret, message, "sha256"), mac):
             raise SignatureError(f"signature does not match key {key_id!r}")
 
@@ -79,11 +80,16 @@ class SigningSettings:
     def from_config(cls, config) -> "SigningSettings":
         keys = config.get("signing.keys", None)
         if not isinstance(keys, dict) or not keys:
-            raise config.error("signing.keys", "must map key ids to key files, e.g. {local: run/keys/snapshots.key} "
-                                               "(scripts/setup.sh creates that local key)")
+            raise config.error(
+                "signing.keys",
+                "must map key ids to key files, e.g. {local: run/keys/snapshots.key} "
+                "(scripts/setup.sh creates that local key)",
+            )
         key_id = config.get("signing.key_id", None)
         if key_id not in keys:
-            raise config.error("signing.key_id", f"must be one of signing.keys ({', '.join(map(str, keys))}), not {key_id!r}")
+            raise config.error(
+                "signing.key_id", f"must be one of signing.keys ({', '.join(map(str, keys))}), not {key_id!r}"
+            )
         settings = cls(tuple((str(k), config.file_path(str(path))) for k, path in keys.items()), str(key_id))
         settings.keyring(config.error)  # a missing or short key fails here, naming its setting
         return settings
@@ -99,6 +105,8 @@ class SigningSettings:
             except OSError as e:
                 raise error(f"signing.keys.{key_id}", f"cannot read {path}: {e.strerror}") from None
             if len(secret) < MIN_KEY_BYTES:
-                raise error(f"signing.keys.{key_id}", f"{path} holds {len(secret)} bytes; a key needs at least {MIN_KEY_BYTES}")
+                raise error(
+                    f"signing.keys.{key_id}", f"{path} holds {len(secret)} bytes; a key needs at least {MIN_KEY_BYTES}"
+                )
             keys[key_id] = secret
         return Keyring(keys, self.key_id)

@@ -58,8 +58,10 @@ def progress(info: dict, events: int) -> str:
     vertices = info["vertices"]
     out = next((v["metrics"]["write-records"] for v in vertices if v["name"].startswith("Source")), 0)
     last = next((v for v in vertices if v["name"].startswith("learner")), vertices[-1])
-    return (f"{out:,} records out of the source for {events:,} events,"
-            f" {last['metrics']['read-records']:,} records into {short_name(last)}")
+    return (
+        f"{out:,} records out of the source for {events:,} events,"
+        f" {last['metrics']['read-records']:,} records into {short_name(last)}"
+    )
 
 
 @dataclasses.dataclass
@@ -78,21 +80,26 @@ class JobRun:
 def checkpoint_summary(job_id: str) -> dict:
     stats = stack.rest(f"/jobs/{job_id}/checkpoints")
     summary = stats.get("summary", {})
-    return {"completed": stats["counts"]["completed"],
-            "max_size_mb": summary.get("checkpointed_size", {}).get("max", 0) / 2**20,
-            "max_duration_ms": summary.get("end_to_end_duration", {}).get("max", 0)}
+    return {
+        "completed": stats["counts"]["completed"],
+        "max_size_mb": summary.get("checkpointed_size", {}).get("max", 0) / 2**20,
+        "max_duration_ms": summary.get("end_to_end_duration", {}).get("max", 0),
+    }
 
 
 def vertex_summary(info: dict) -> list:
-    return [{
-        "name": v["name"],
-        "status": v["status"],
-        "read_records": v["metrics"]["read-records"],
-        "write_records": v["metrics"]["write-records"],
-        "busy_s": metric_seconds(v["metrics"].get("accumulated-busy-time")),
-        "idle_s": metric_seconds(v["metrics"].get("accumulated-idle-time")),
-        "backpressured_s": metric_seconds(v["metrics"].get("accumulated-backpressured-time")),
-    } for v in info["vertices"]]
+    return [
+        {
+            "name": v["name"],
+            "status": v["status"],
+            "read_records": v["metrics"]["read-records"],
+            "write_records": v["metrics"]["write-records"],
+            "busy_s": metric_seconds(v["metrics"].get("accumulated-busy-time")),
+            "idle_s": metric_seconds(v["metrics"].get("accumulated-idle-time")),
+            "backpressured_s": metric_seconds(v["metrics"].get("accumulated-backpressured-time")),
+        }
+        for v in info["vertices"]
+    ]
 
 
 def follow(job_id: str, label: str, events: int) -> tuple[dict, JobRun]:
@@ -113,13 +120,17 @@ def follow(job_id: str, label: str, events: int) -> tuple[dict, JobRun]:
         elif time.monotonic() - last_change > STALL_AFTER_S:
             break
         if time.monotonic() - last_report >= PROGRESS_EVERY_S:
-            log(f"  {label}: {info['state']}, {progress(info, events)};"
-                f" TaskManager RSS {jvm:,.0f} MB + Python {python:,.0f} MB")
+            log(
+                f"  {label}: {info['state']}, {progress(info, events)};"
+                f" TaskManager RSS {jvm:,.0f} MB + Python {python:,.0f} MB"
+            )
             last_report = time.monotonic()
         time.sleep(1)
     timestamps = info["timestamps"]
     seconds = (timestamps["FINISHED"] - timestamps["RUNNING"]) / 1000 if info["state"] == "FINISHED" else math.nan
-    return info, JobRun(job_id, seconds, peak_jvm, peak_python, others, vertex_summary(info), checkpoint_summary(job_id))
+    return info, JobRun(
+        job_id, seconds, peak_jvm, peak_python, others, vertex_summary(info), checkpoint_summary(job_id)
+    )
 
 
 def why_not_finished(job_id: str, info: dict, run: JobRun) -> str:
@@ -144,9 +155,11 @@ def run_job(job: str, config, label: str, events: int, *job_args: str) -> JobRun
         stack.cancel(job_id)
     if info["state"] != "FINISHED":
         raise BenchError(f"{label}: job {job_id} {why_not_finished(job_id, info, run)}")
-    log(f"  {label}: job {job_id} FINISHED, {run.seconds:.1f}s from RUNNING; peak TaskManager RSS"
+    log(
+        f"  {label}: job {job_id} FINISHED, {run.seconds:.1f}s from RUNNING; peak TaskManager RSS"
         f" {run.peak_jvm_rss_mb:,.0f} MB + Python {run.peak_python_rss_mb:,.0f} MB"
-        + (f"; {run.other_jobs} other job(s) were running" if run.other_jobs else ""))
+        + (f"; {run.other_jobs} other job(s) were running" if run.other_jobs else "")
+    )
     log("  busy time per task: " + ", ".join(f"{short_name(v)} {v['busy_s']:.1f}s" for v in run.vertices))
     return run
 
@@ -156,7 +169,9 @@ def rate(units: int, run: JobRun, fixed_cost_s: float) -> float | None:
     as the second-to-second variation of start-up then swamps it."""
     net = run.seconds - fixed_cost_s
     if net < fixed_cost_s:
-        log(f"  not rated: the job ran {run.seconds:.1f}s against a fixed cost of {fixed_cost_s:.1f}s;"
-            " raise the number of rows")
+        log(
+            f"  not rated: the job ran {run.seconds:.1f}s against a fixed cost of {fixed_cost_s:.1f}s;"
+            " raise the number of rows"
+        )
         return None
     return units / net

@@ -56,9 +56,11 @@ def measure(config, seconds: float) -> dict:
     """Freshness and predict latency: a live stream through the learner job, on `config` (an isolated
     copy of conf/job.yaml with LIVE_OVERRIDES), into one replica; then the concurrent load."""
     checkpoint_interval = config["flink"]["execution.checkpointing.interval"]
-    log(f"live stream: {LIVE_KEYS} keys with an event every {LIVE_EVENT_EVERY_S * 1000:.0f} ms and {LIVE_QUIET_KEYS}"
+    log(
+        f"live stream: {LIVE_KEYS} keys with an event every {LIVE_EVENT_EVERY_S * 1000:.0f} ms and {LIVE_QUIET_KEYS}"
         f" with one every {LIVE_EVENT_EVERY_S * LIVE_QUIET_EVERY_ROUNDS:g} s, 1 s windows,"
-        f" checkpoints every {checkpoint_interval}, one replica; {seconds:.0f} s measured")
+        f" checkpoints every {checkpoint_interval}, one replica; {seconds:.0f} s measured"
+    )
     try:
         job_id = stack.script("submit.sh", LEARNER_JOB, "--config", config.source).strip().splitlines()[-1]
     except RuntimeError as e:
@@ -83,7 +85,9 @@ def measure(config, seconds: float) -> dict:
         old_replica.wait_ready()
         result["concurrent"] = judge_concurrent(rows + concurrent_rows("stdlib", old_replica.port))
         if stack.job_state(job_id) != "RUNNING":
-            raise BenchError(f"live stream: job {job_id} is {stack.job_state(job_id)}:\n{stack.root_exception(job_id, wait_s=15)}")
+            raise BenchError(
+                f"live stream: job {job_id} is {stack.job_state(job_id)}:\n{stack.root_exception(job_id, wait_s=15)}"
+            )
     except AssertionError as e:  # the job or the replica did not come up
         raise BenchError(f"live stream: {e}") from None
     finally:
@@ -95,13 +99,21 @@ def measure(config, seconds: float) -> dict:
                 started.stop()
         stack.cancel(job_id)
     fresh, predict = result["freshness_s"], result["predict_ms"]
-    log(f"  freshness p50 {fresh['p50']:.2f}s, p99 {fresh['p99']:.2f}s over {fresh['samples']} snapshots"
+    log(
+        f"  freshness p50 {fresh['p50']:.2f}s, p99 {fresh['p99']:.2f}s over {fresh['samples']} snapshots"
         f" (published by the job: p50 {fresh['published_p50']:.2f}s, p99 {fresh['published_p99']:.2f}s);"
         f" quiet keys p50 {fresh['quiet_p50']:.2f}s, p99 {fresh['quiet_p99']:.2f}s over {fresh['quiet_samples']};"
         f" predict p50 {predict['p50']:.2f}ms, p99 {predict['p99']:.2f}ms, {predict['failed']} failed of"
-        f" {predict['requests']:,}" + (f"; {result['other_jobs']} other job(s) were running" if result["other_jobs"] else ""))
-    return {"checkpoint_interval": checkpoint_interval, "keys": LIVE_KEYS, "quiet_keys": LIVE_QUIET_KEYS,
-            "seconds": seconds, **result}
+        f" {predict['requests']:,}"
+        + (f"; {result['other_jobs']} other job(s) were running" if result["other_jobs"] else "")
+    )
+    return {
+        "checkpoint_interval": checkpoint_interval,
+        "keys": LIVE_KEYS,
+        "quiet_keys": LIVE_QUIET_KEYS,
+        "seconds": seconds,
+        **result,
+    }
 
 
 def concurrent_rows(server: str, port: int) -> list:
@@ -110,8 +122,10 @@ def concurrent_rows(server: str, port: int) -> list:
     rows = []
     for connections in CONCURRENT_CONNECTIONS:
         load = run_load(port, connections, CONCURRENT_SECONDS, live_keys()[0], LIVE_FEATURES)
-        log(f"  {server} server, {connections} connections: {load['rps']:,} requests/s,"
-            f" p50 {load['p50_ms']:.2f}ms, p99 {load['p99_ms']:.2f}ms, {load['failed']} failed")
+        log(
+            f"  {server} server, {connections} connections: {load['rps']:,} requests/s,"
+            f" p50 {load['p50_ms']:.2f}ms, p99 {load['p99_ms']:.2f}ms, {load['failed']} failed"
+        )
         rows.append({"server": server, **load})
     return rows
 
@@ -120,10 +134,12 @@ def judge_concurrent(rows: list) -> list:
     """The rows, asgi then stdlib, with the goal at 16 connections set on the asgi row and whether it was met."""
     by = {(row["server"], row["connections"]): row for row in rows}
     new, old = by[("asgi", CONCURRENT_GOAL_CONNECTIONS)], by[("stdlib", CONCURRENT_GOAL_CONNECTIONS)]
-    new["goal"] = (f"p99 < {PREDICT_GOAL_P99_MS:g}, 0 failed,"
-                   f" >= {CONCURRENT_GOAL_SPEEDUP:g}x stdlib's {old['rps']:,}/s")
-    new["met"] = (new["p99_ms"] < PREDICT_GOAL_P99_MS and new["failed"] == 0
-                  and new["rps"] >= CONCURRENT_GOAL_SPEEDUP * old["rps"])
+    new["goal"] = f"p99 < {PREDICT_GOAL_P99_MS:g}, 0 failed, >= {CONCURRENT_GOAL_SPEEDUP:g}x stdlib's {old['rps']:,}/s"
+    new["met"] = (
+        new["p99_ms"] < PREDICT_GOAL_P99_MS
+        and new["failed"] == 0
+        and new["rps"] >= CONCURRENT_GOAL_SPEEDUP * old["rps"]
+    )
     return rows
 
 
@@ -171,24 +187,39 @@ def time_live_requests(job_id: str, client: ServingClient, seconds: float) -> di
                     failures.append(f"GET /models/{key}: {e!r}")
         if now - last_report >= PROGRESS_EVERY_S:
             others = max(others, other_running_jobs(job_id))
-            log(f"  {len(latencies):,} requests, p99 so far {percentile(latencies, 0.99):.2f}ms;"
-                f" {len(freshness)} new versions, freshness p99 so far {percentile(freshness, 0.99):.2f}s")
+            log(
+                f"  {len(latencies):,} requests, p99 so far {percentile(latencies, 0.99):.2f}ms;"
+                f" {len(freshness)} new versions, freshness p99 so far {percentile(freshness, 0.99):.2f}s"
+            )
             last_report = now
     others = max(others, other_running_jobs(job_id))
     fresh_p99, predict_p99 = percentile(freshness, 0.99), percentile(latencies, 0.99)
     return {
-        "freshness_s": {"samples": len(freshness), "p50": percentile(freshness, 0.5), "p99": fresh_p99,
-                        "published_p50": percentile(published, 0.5), "published_p99": percentile(published, 0.99),
-                        "max": max(freshness, default=math.nan), "goal_p99": FRESHNESS_GOAL_P99_S,
-                        "met": bool(freshness) and fresh_p99 < FRESHNESS_GOAL_P99_S,
-                        "quiet_samples": len(quiet_freshness), "quiet_p50": percentile(quiet_freshness, 0.5),
-                        "quiet_p99": percentile(quiet_freshness, 0.99),
-                        "quiet_met": bool(quiet_freshness) and percentile(quiet_freshness, 0.99) < FRESHNESS_GOAL_P99_S},
-        "predict_ms": {"requests": len(latencies) + len(failures), "failed": len(failures),
-                       "first_failures": failures[:5], "p50": percentile(latencies, 0.5), "p99": predict_p99,
-                       "mean": statistics.fmean(latencies) if latencies else math.nan,
-                       "max": max(latencies, default=math.nan), "goal_p99": PREDICT_GOAL_P99_MS,
-                       "met": bool(latencies) and predict_p99 < PREDICT_GOAL_P99_MS and not failures},
+        "freshness_s": {
+            "samples": len(freshness),
+            "p50": percentile(freshness, 0.5),
+            "p99": fresh_p99,
+            "published_p50": percentile(published, 0.5),
+            "published_p99": percentile(published, 0.99),
+            "max": max(freshness, default=math.nan),
+            "goal_p99": FRESHNESS_GOAL_P99_S,
+            "met": bool(freshness) and fresh_p99 < FRESHNESS_GOAL_P99_S,
+            "quiet_samples": len(quiet_freshness),
+            "quiet_p50": percentile(quiet_freshness, 0.5),
+            "quiet_p99": percentile(quiet_freshness, 0.99),
+            "quiet_met": bool(quiet_freshness) and percentile(quiet_freshness, 0.99) < FRESHNESS_GOAL_P99_S,
+        },
+        "predict_ms": {
+            "requests": len(latencies) + len(failures),
+            "failed": len(failures),
+            "first_failures": failures[:5],
+            "p50": percentile(latencies, 0.5),
+            "p99": predict_p99,
+            "mean": statistics.fmean(latencies) if latencies else math.nan,
+            "max": max(latencies, default=math.nan),
+            "goal_p99": PREDICT_GOAL_P99_MS,
+            "met": bool(latencies) and predict_p99 < PREDICT_GOAL_P99_MS and not failures,
+        },
         "other_jobs": others,
     }
 
@@ -213,7 +244,7 @@ def live_events(topic: str, stop) -> None:
     due, round_ = time.monotonic(), 0
     while not stop.is_set():
         start = round_ % LIVE_QUIET_EVERY_ROUNDS * quiet_per_round
-        keys = busy + quiet[start:start + quiet_per_round]
+        keys = busy + quiet[start : start + quiet_per_round]
         rng.shuffle(keys)
         step_s = LIVE_EVENT_EVERY_S / len(keys)
         for key in keys:

@@ -18,8 +18,12 @@ def machine() -> dict:
     with open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
     cores = os.cpu_count()
-    return {"cores": cores, "memory_gib": round(memory_gib, 1), "cpu": model,
-            "summary": f"{cores} cores ({model}), {memory_gib:.1f} GiB RAM"}
+    return {
+        "cores": cores,
+        "memory_gib": round(memory_gib, 1),
+        "cpu": model,
+        "summary": f"{cores} cores ({model}), {memory_gib:.1f} GiB RAM",
+    }
 
 
 def yes_no(met) -> str:
@@ -33,8 +37,21 @@ def number(value, suffix: str = "", digits: int = 0) -> str:
 
 def table(results: dict) -> str:
     """The side-by-side table: one line per measurement made, nothing else."""
-    header = ("measure", "measured on", "windows/key", "plain loop", "pipeline", "ratio", "goal", "met",
-              "checkpoints: n, max size, max time", "plain RSS", "TM JVM RSS", "TM Python RSS", "other jobs")
+    header = (
+        "measure",
+        "measured on",
+        "windows/key",
+        "plain loop",
+        "pipeline",
+        "ratio",
+        "goal",
+        "met",
+        "checkpoints: n, max size, max time",
+        "plain RSS",
+        "TM JVM RSS",
+        "TM Python RSS",
+        "other jobs",
+    )
     lines = []
     default_rates = {row["keys"]: row["pipeline"]["rows_per_s"] for row in results["learner"] if not row.get("variant")}
     for row in results["learner"]:
@@ -43,39 +60,134 @@ def table(results: dict) -> str:
         if variant and default_rates.get(row["keys"]) and pipeline["rows_per_s"]:
             beside = f"; {pipeline['rows_per_s'] / default_rates[row['keys']]:.2f}x the default's rate"
         checkpoints = pipeline["checkpoints"]
-        lines.append((f"learner, {row['keys']:,} keys{', ' + variant if variant else ''} (rows/s{beside})",
-                      f"{row['rows']:,} rows", f"{row['windows']:,}",
-                      f"{plain['rows_per_s']:,.0f}", number(pipeline["rows_per_s"]), number(row["ratio"], "x", 2),
-                      "-" if goal is None else f">= {goal:.2f}x", yes_no(row["met"]),
-                      (f"{checkpoints['completed']}, {checkpoints['max_size_mb']:,.1f} MB, "
-                       f"{checkpoints['max_duration_ms']:,} ms"),
-                      f"{plain['peak_rss_mb']:,.0f} MB", f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
-                      f"{pipeline['peak_python_rss_mb']:,.0f} MB", str(pipeline["other_jobs"])))
+        lines.append(
+            (
+                f"learner, {row['keys']:,} keys{', ' + variant if variant else ''} (rows/s{beside})",
+                f"{row['rows']:,} rows",
+                f"{row['windows']:,}",
+                f"{plain['rows_per_s']:,.0f}",
+                number(pipeline["rows_per_s"]),
+                number(row["ratio"], "x", 2),
+                "-" if goal is None else f">= {goal:.2f}x",
+                yes_no(row["met"]),
+                (
+                    f"{checkpoints['completed']}, {checkpoints['max_size_mb']:,.1f} MB, "
+                    f"{checkpoints['max_duration_ms']:,} ms"
+                ),
+                f"{plain['peak_rss_mb']:,.0f} MB",
+                f"{pipeline['peak_jvm_rss_mb']:,.0f} MB",
+                f"{pipeline['peak_python_rss_mb']:,.0f} MB",
+                str(pipeline["other_jobs"]),
+            )
+        )
     if "sql_stage" in results:
         sql, run = results["sql_stage"], results["sql_stage"]["run"]
-        lines.append(("SQL feature stage (events/s; plain: json format)", f"{sql['events']:,} events",
-                      f"{sql['windows']:,}", number(sql["plain_json_events_per_s"]), number(sql["events_per_s"]),
-                      number(sql["ratio"], "x", 2), f">= {sql['goal_events_per_s']:,}", yes_no(sql["met"]),
-                      "-", "-", f"{run['peak_jvm_rss_mb']:,.0f} MB", f"{run['peak_python_rss_mb']:,.0f} MB",
-                      str(run["other_jobs"])))
+        lines.append(
+            (
+                "SQL feature stage (events/s; plain: json format)",
+                f"{sql['events']:,} events",
+                f"{sql['windows']:,}",
+                number(sql["plain_json_events_per_s"]),
+                number(sql["events_per_s"]),
+                number(sql["ratio"], "x", 2),
+                f">= {sql['goal_events_per_s']:,}",
+                yes_no(sql["met"]),
+                "-",
+                "-",
+                f"{run['peak_jvm_rss_mb']:,.0f} MB",
+                f"{run['peak_python_rss_mb']:,.0f} MB",
+                str(run["other_jobs"]),
+            )
+        )
     if "live" in results:
         live = results["live"]
         fresh, predict, others = live["freshness_s"], live["predict_ms"], str(live["other_jobs"])
-        lines.append(("freshness p50 / p99 (s)", f"{fresh['samples']:,} snapshots", "-", "-",
-                      f"{fresh['p50']:.2f} / {fresh['p99']:.2f}", "-", f"p99 < {fresh['goal_p99']:g}",
-                      yes_no(fresh["met"]), "-", "-", "-", "-", others))
-        lines.append(("freshness, quiet keys p50 / p99 (s)", f"{fresh['quiet_samples']:,} snapshots", "-", "-",
-                      f"{fresh['quiet_p50']:.2f} / {fresh['quiet_p99']:.2f}", "-", f"p99 < {fresh['goal_p99']:g}",
-                      yes_no(fresh["quiet_met"]), "-", "-", "-", "-", others))
-        lines.append(("  of which the job's: to Kafka (s)", "-", "-", "-",
-                      f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}", "-", "-", "-", "-", "-", "-", "-", others))
-        lines.append(("serving predict p50 / p99 (ms)", f"{predict['requests']:,} requests", "-", "-",
-                      f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed", "-",
-                      f"p99 < {predict['goal_p99']:g}, 0 failed", yes_no(predict["met"]), "-", "-", "-", "-", others))
+        lines.append(
+            (
+                "freshness p50 / p99 (s)",
+                f"{fresh['samples']:,} snapshots",
+                "-",
+                "-",
+                f"{fresh['p50']:.2f} / {fresh['p99']:.2f}",
+                "-",
+                f"p99 < {fresh['goal_p99']:g}",
+                yes_no(fresh["met"]),
+                "-",
+                "-",
+                "-",
+                "-",
+                others,
+            )
+        )
+        lines.append(
+            (
+                "freshness, quiet keys p50 / p99 (s)",
+                f"{fresh['quiet_samples']:,} snapshots",
+                "-",
+                "-",
+                f"{fresh['quiet_p50']:.2f} / {fresh['quiet_p99']:.2f}",
+                "-",
+                f"p99 < {fresh['goal_p99']:g}",
+                yes_no(fresh["quiet_met"]),
+                "-",
+                "-",
+                "-",
+                "-",
+                others,
+            )
+        )
+        lines.append(
+            (
+                "  of which the job's: to Kafka (s)",
+                "-",
+                "-",
+                "-",
+                f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                others,
+            )
+        )
+        lines.append(
+            (
+                "serving predict p50 / p99 (ms)",
+                f"{predict['requests']:,} requests",
+                "-",
+                "-",
+                f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed",
+                "-",
+                f"p99 < {predict['goal_p99']:g}, 0 failed",
+                yes_no(predict["met"]),
+                "-",
+                "-",
+                "-",
+                "-",
+                others,
+            )
+        )
         for load in live.get("concurrent", []):
-            lines.append((f"serving, {load['server']}, {load['connections']} connections", f"{load['requests']:,} requests",
-                          "-", "-", f"{load['rps']:,}/s, p99 {load['p99_ms']:.2f} ms, {load['failed']} failed", "-",
-                          load.get("goal", "-"), yes_no(load.get("met")), "-", "-", "-", "-", others))
+            lines.append(
+                (
+                    f"serving, {load['server']}, {load['connections']} connections",
+                    f"{load['requests']:,} requests",
+                    "-",
+                    "-",
+                    f"{load['rps']:,}/s, p99 {load['p99_ms']:.2f} ms, {load['failed']} failed",
+                    "-",
+                    load.get("goal", "-"),
+                    yes_no(load.get("met")),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    others,
+                )
+            )
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
 
     def render(line) -> str:

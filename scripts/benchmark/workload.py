@@ -78,8 +78,10 @@ def produce_partition(topic: str, workload: Workload, partition: int, partitions
 
 def produce(topic: str, workload: Workload, partitions: int) -> None:
     """Write the workload to `topic`, one producer process per partition (kafka-python is slow)."""
-    log(f"producing {workload.events:,} events ({workload.keys:,} keys x {workload.windows:,} windows"
-        f" x {workload.per_window:,} per window) to {topic}")
+    log(
+        f"producing {workload.events:,} events ({workload.keys:,} keys x {workload.windows:,} windows"
+        f" x {workload.per_window:,} per window) to {topic}"
+    )
     started = time.monotonic()
     n = partitions
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -132,8 +134,13 @@ def plain_loop(topic: str, rows: int) -> dict:
             last_report = now
     seconds = time.monotonic() - started
     consumer.close()
-    return {"rows": learned, "models": len(models), "seconds": seconds, "rows_per_s": learned / seconds,
-            "peak_rss_mb": stack.proc_status_kb("self", "VmHWM") / 1024}
+    return {
+        "rows": learned,
+        "models": len(models),
+        "seconds": seconds,
+        "rows_per_s": learned / seconds,
+        "peak_rss_mb": stack.proc_status_kb("self", "VmHWM") / 1024,
+    }
 
 
 def run_plain_loop(topic: str, rows: int) -> dict:
@@ -144,6 +151,8 @@ def run_plain_loop(topic: str, rows: int) -> dict:
             result = pool.submit(plain_loop, topic, rows).result()
         except TimeoutError as e:
             raise BenchError(f"plain loop: {e}") from None
-    log(f"  {result['rows_per_s']:,.0f} rows/s ({result['seconds']:.1f}s, {result['models']:,} models,"
-        f" peak RSS {result['peak_rss_mb']:,.0f} MB)")
+    log(
+        f"  {result['rows_per_s']:,.0f} rows/s ({result['seconds']:.1f}s, {result['models']:,} models,"
+        f" peak RSS {result['peak_rss_mb']:,.0f} MB)"
+    )
     return result

@@ -61,9 +61,15 @@ RELEASES = ("9079a12", "cc933bf", "1f677f9", "16af45f", "4941694", "b230bc9", "0
 
 KEY = "golden"
 # conf/job.yaml's model and metric (the same in every release above).
-MODEL = {"steps": [{"class": "preprocessing.StandardScaler"},
-                   {"class": "linear_model.LogisticRegression",
-                    "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}}}]}
+MODEL = {
+    "steps": [
+        {"class": "preprocessing.StandardScaler"},
+        {
+            "class": "linear_model.LogisticRegression",
+            "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.05}}},
+        },
+    ]
+}
 METRIC = {"class": "metrics.LogLoss"}
 FEATURES = ("x1_avg", "x2_avg")
 WINDOW_MS = 10_000
@@ -107,13 +113,20 @@ def learner_of_this_release():
     from udfs import learner as module
 
     fields = {f.name for f in dataclasses.fields(module.LearnerSettings)}
-    settings = dict(model=MODEL, metric=METRIC, feature_names=FEATURES, window_ms=WINDOW_MS,
-                    snapshot_policy="every_n_updates", snapshot_every_n=EVERY_N)
+    settings = dict(
+        model=MODEL,
+        metric=METRIC,
+        feature_names=FEATURES,
+        window_ms=WINDOW_MS,
+        snapshot_policy="every_n_updates",
+        snapshot_every_n=EVERY_N,
+    )
     keyring = None
     if "generation" in fields:
         settings["generation"] = GENERATION
     if "signing" in fields:
         from udfs.signing import SigningSettings
+
         signing = SigningSettings(((SIGNING_KEY_ID, SIGNING_KEY_FILE),), SIGNING_KEY_ID)
         settings["signing"], keyring = signing, signing.keyring()
     settings = module.LearnerSettings(**{k: v for k, v in settings.items() if k in fields})
@@ -162,20 +175,37 @@ def generate(out_dir: str, commit: str) -> str:
         "commit": commit,
         "state_schema": module.STATE_SCHEMA_VERSION,
         "envelope_format": codec.FORMAT_VERSION,
-        "key": KEY, "model": MODEL, "metric": METRIC, "features": list(FEATURES), "window_ms": WINDOW_MS,
-        "snapshot_every_n": EVERY_N, "generation": getattr(state, "generation", 0),
+        "key": KEY,
+        "model": MODEL,
+        "metric": METRIC,
+        "features": list(FEATURES),
+        "window_ms": WINDOW_MS,
+        "snapshot_every_n": EVERY_N,
+        "generation": getattr(state, "generation", 0),
         "signing_key_id": SIGNING_KEY_ID if keyring is not None else None,
-        "state": {"n_learned": state.n_learned, "model_version": state.model_version,
-                  "published_version": state.published_version, "last_window_end_ms": state.last_window_end_ms,
-                  "metric": state.metric.get(), "fields": sorted(vars(state))},
+        "state": {
+            "n_learned": state.n_learned,
+            "model_version": state.model_version,
+            "published_version": state.published_version,
+            "last_window_end_ms": state.last_window_end_ms,
+            "metric": state.metric.get(),
+            "fields": sorted(vars(state)),
+        },
         "probes": PROBES,
         "state_predictions": probe(pickle.loads(stored).model),
-        "envelope": {"model_version": state.published_version, "window_end_ms": TRAINED_ROWS * WINDOW_MS,
-                     "predictions": probe(decoded_model(envelope, keyring))},
+        "envelope": {
+            "model_version": state.published_version,
+            "window_end_ms": TRAINED_ROWS * WINDOW_MS,
+            "predictions": probe(decoded_model(envelope, keyring)),
+        },
         "more_rows": [{"window_end_ms": end, "features": x, "label": y} for end, x, y in more],
-        "after_more_rows": {"predictions": predictions, "n_learned": restored.n_learned,
-                            "model_version": restored.model_version, "metric": restored.metric.get(),
-                            "probe_predictions": probe(restored.model)},
+        "after_more_rows": {
+            "predictions": predictions,
+            "n_learned": restored.n_learned,
+            "model_version": restored.model_version,
+            "metric": restored.metric.get(),
+            "probe_predictions": probe(restored.model),
+        },
     }
     for suffix, data in ((".state", stored), (".envelope", envelope)):
         with open(os.path.join(out_dir, label + suffix), "wb") as f:
@@ -191,11 +221,15 @@ def generate_all(out_dir: str) -> None:
     for commit in RELEASES:
         with tempfile.TemporaryDirectory(prefix=f"old-{commit}-") as parent:
             tree = os.path.join(parent, "tree")
-            subprocess.run(["git", "-C", PROJECT_DIR, "worktree", "add", "--detach", tree, commit], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", PROJECT_DIR, "worktree", "add", "--detach", tree, commit], check=True, capture_output=True
+            )
             try:
-                subprocess.run([sys.executable, os.path.abspath(__file__), "--out", out_dir, "--commit", commit],
-                               check=True, env={**os.environ, "PYTHONPATH": tree})
+                subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--out", out_dir, "--commit", commit],
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": tree},
+                )
             finally:
                 subprocess.run(["git", "-C", PROJECT_DIR, "worktree", "remove", "--force", tree], check=True)
 
@@ -212,8 +246,12 @@ def main(argv=None) -> int:
     import udfs
 
     code = os.path.dirname(os.path.dirname(os.path.abspath(udfs.__file__)))
-    commit = args.commit or subprocess.run(["git", "-C", code, "rev-parse", "--short=7", "HEAD"], check=True,
-                                           capture_output=True, text=True).stdout.strip()
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "-C", code, "rev-parse", "--short=7", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     print(f"{generate(args.out, commit)}: written by the code in {code}")
     return 0
 

@@ -47,8 +47,16 @@ def events_for(rows_by_key, per_window=1, fields=()):
     events = []
     for key, rows in rows_by_key.items():
         for i, (x, y) in enumerate(rows):
-            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
-                           "ts": (i // per_window) * WINDOW_MS + 1, **{name: x[name] for name in fields}})
+            events.append(
+                {
+                    "entity": key,
+                    "x1": x["x1_avg"],
+                    "x2": x["x2_avg"],
+                    "label": y,
+                    "ts": (i // per_window) * WINDOW_MS + 1,
+                    **{name: x[name] for name in fields},
+                }
+            )
     return sorted(events, key=lambda e: e["ts"])
 
 

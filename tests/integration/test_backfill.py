@@ -15,8 +15,8 @@ from tests.integration.test_learner_job import run_job
 
 KEYS = [f"k{i}" for i in range(4)]
 WINDOWS = 60
-HISTORY_END = 30    # windows 0 .. 29 are history
-LIVE_START = 25     # the live topic holds windows 25 .. 59: 25 .. 29 again, as a topic kept longer would
+HISTORY_END = 30  # windows 0 .. 29 are history
+LIVE_START = 25  # the live topic holds windows 25 .. 59: 25 .. 29 again, as a topic kept longer would
 
 
 def by_window(predictions):
@@ -42,22 +42,28 @@ def test_backfill_then_stream_equals_one_stream(services, flink_job, jobs_named,
     expected = latest_by_key(reference_snapshots)
     assert len(by_window(reference)) == len(KEYS) * WINDOWS
 
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # No partition is taken for idle while the job starts; closers move the watermark at the end.
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_window"},
-        "flink": {"pipeline.name": jobs_named},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # No partition is taken for idle while the job starts; closers move the watermark at the end.
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_window"},
+            "flink": {"pipeline.name": jobs_named},
+        },
+    )
     history = [e for e in events if e["ts"] < HISTORY_END * WINDOW_MS]
     (tmp_path / "history").mkdir()
-    pq.write_table(pa.table({"payload": [json.dumps(e).encode() for e in history]}),
-                   tmp_path / "history" / "events-0.parquet")
-    stack.produce_json(config["topics.events.name"], [e for e in events if e["ts"] >= LIVE_START * WINDOW_MS],
-                       "entity")
-    stack.produce_to_every_partition(config["topics.events.name"],
-                                     {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": 10**6})
+    pq.write_table(
+        pa.table({"payload": [json.dumps(e).encode() for e in history]}), tmp_path / "history" / "events-0.parquet"
+    )
+    stack.produce_json(config["topics.events.name"], [e for e in events if e["ts"] >= LIVE_START * WINDOW_MS], "entity")
+    stack.produce_to_every_partition(
+        config["topics.events.name"], {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": 10**6}
+    )
 
     out = stack.script("backfill.sh", "--config", config.source, "--from", str(tmp_path / "history"), timeout=400)
     streaming = out.strip().splitlines()[-1]
@@ -69,13 +75,22 @@ def test_backfill_then_stream_equals_one_stream(services, flink_job, jobs_named,
 
     stack.wait_until(learned_everything, 180, "every key to learn every window")
     # The live topic's rows of windows 25 .. 29, learned from history already, were skipped and counted.
-    stack.wait_until(lambda: stack.job_metrics(streaming, "replayed_rows").get("replayed_rows") ==
-                     len(KEYS) * (HISTORY_END - LIVE_START), 30, "replayed_rows to count the overlap")
+    stack.wait_until(
+        lambda: (
+            stack.job_metrics(streaming, "replayed_rows").get("replayed_rows") == len(KEYS) * (HISTORY_END - LIVE_START)
+        ),
+        30,
+        "replayed_rows to count the overlap",
+    )
     predictions = [json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], None, timeout_s=30)]
     ours = [p for p in predictions if p["model_key"] in KEYS]
     assert len(ours) == len(KEYS) * WINDOWS, "a window predicted twice, or not at all"
     assert by_window(ours) == pytest.approx(by_window(reference), abs=1e-12)
     latest = latest_by_key(stack.read_snapshots(config, timeout_s=5))
     for key in KEYS:
-        assert (latest[key].n_learned, latest[key].model_version) == (expected[key].n_learned, expected[key].model_version) == (WINDOWS, WINDOWS)
+        assert (
+            (latest[key].n_learned, latest[key].model_version)
+            == (expected[key].n_learned, expected[key].model_version)
+            == (WINDOWS, WINDOWS)
+        )
         assert latest[key].metric_value == pytest.approx(expected[key].metric_value, abs=1e-12)

@@ -15,8 +15,11 @@ WINDOWS = 80
 
 
 def valid_events():
-    events = [{"entity": key, "x1": (w * 7 % 11) / 3, "x2": i - 1.0, "label": (w + i) % 3 == 0, "ts": w * 1000 + 1}
-              for w in range(WINDOWS) for i, key in enumerate(KEYS)]
+    events = [
+        {"entity": key, "x1": (w * 7 % 11) / 3, "x2": i - 1.0, "label": (w + i) % 3 == 0, "ts": w * 1000 + 1}
+        for w in range(WINDOWS)
+        for i, key in enumerate(KEYS)
+    ]
     # Text that merely contains "NaN" or "Infinity" is no number: valid.
     events.insert(30, {"entity": "a", "x1": 1.0, "x2": 2.0, "label": True, "ts": 10_002, "title": "Infinity Ring, NaN"})
     return events
@@ -29,14 +32,15 @@ BAD = {
     b'{"entity": "a", "x1": 1e309, "x2": 1.0, "label": true, "ts": 5001}': "x1 is not a finite number",
     b'{"entity": "b", "x1": 1.0, "x2": -1e400, "label": true, "ts": 5001}': "x2 is not a finite number",
     b'{"entity": "a", "x1": 1.0, "x2": 1.0, "label": true, "ts": -5}': "ts is negative",
-    b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": %d}' % FAR_FUTURE_MS:
-        "ts more than 60 s ahead of the clock",
+    b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": %d}'
+    % FAR_FUTURE_MS: "ts more than 60 s ahead of the clock",
     b'{"entity": "a", "x1": "abc", "x2": 1.0, "label": true, "ts": 5001}': "x1 missing or not a number",
     b'{"x1": 1.0, "x2": 1.0, "label": true, "ts": 5001}': "missing key: entity",
     b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": "yes", "ts": 5001}': "label is not a boolean",
     b'{"entity": "b", "x1": 1.0, "x2": 1.0, "label": true, "ts": "soon"}': "ts missing or not an integer",
-    b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": 5001, "pad": "' + b"x" * 20000 + b'"}':
-        "oversized: more than 10000 characters",
+    b'{"entity": "c", "x1": 1.0, "x2": 1.0, "label": true, "ts": 5001, "pad": "'
+    + b"x" * 20000
+    + b'"}': "oversized: more than 10000 characters",
     b"[1, 2, 3]": "not a JSON object",
 }
 
@@ -64,11 +68,15 @@ COUNTER = {
 
 
 def run(tmp_path, flink_job, payloads):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
-        "window": {"size_seconds": 1},
-        "snapshots": {"policy": "every_window"},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
+            "window": {"size_seconds": 1},
+            "snapshots": {"policy": "every_window"},
+        },
+    )
     producer = KafkaProducer(bootstrap_servers=stack.BOOTSTRAP)
     for payload in payloads:
         producer.send(config["topics.events.name"], payload)
@@ -76,7 +84,9 @@ def run(tmp_path, flink_job, payloads):
     producer.close()
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.wait_for_job_state(job_id, "FINISHED", timeout_s=240)
-    predictions = sorted(json.loads(r.value)["prediction"] for r in stack.read_topic(config["topics.predictions.name"], 10**9, 5))
+    predictions = sorted(
+        json.loads(r.value)["prediction"] for r in stack.read_topic(config["topics.predictions.name"], 10**9, 5)
+    )
     snapshots = stack.read_snapshots(config)
     dead = stack.read_topic(config["topics.dead_letters.name"], 10**9, 5)
     return predictions, snapshots, dead
@@ -99,19 +109,25 @@ def test_bad_events_are_dead_lettered_and_the_rest_learn_as_a_clean_run(services
     assert reasons == BAD
     # The valid stream's results equal the clean run's.
     assert predictions == clean_predictions
-    assert sorted((s.key, s.model_version, s.metric_value) for s in snapshots) == \
-           sorted((s.key, s.model_version, s.metric_value) for s in clean_snapshots)
+    assert sorted((s.key, s.model_version, s.metric_value) for s in snapshots) == sorted(
+        (s.key, s.model_version, s.metric_value) for s in clean_snapshots
+    )
     assert len(snapshots) == len(KEYS) * WINDOWS
 
 
 @pytest.mark.timeout(300)
 def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_window_learned_once(
-        services, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
-        "window": {"size_seconds": 1},
-        "snapshots": {"policy": "every_window"},
-    })
+    services, flink_job, tmp_path
+):
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+            "window": {"size_seconds": 1},
+            "snapshots": {"policy": "every_window"},
+        },
+    )
     flink_job("jobs/learner_job.py", "--config", config.source)
     topic = config["topics.events.name"]
 
@@ -132,8 +148,13 @@ def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_wind
     late = next(reason for reason in reasons if reason.startswith("late: "))
     assert reasons[late]["x1"] == 99.0 and late.endswith(" s behind the watermark"), late
     assert int(late.split()[1]) >= 9  # window 0 ended 10 s of event time before window 10 closed
-    assert reasons["non-finite feature x1_avg=inf"] == {"key": "big", "window_end_ms": 3000, "label": True,
-                                                        "x1_avg": "inf", "x2_avg": 0.5}
+    assert reasons["non-finite feature x1_avg=inf"] == {
+        "key": "big",
+        "window_end_ms": 3000,
+        "label": True,
+        "x1_avg": "inf",
+        "x2_avg": 0.5,
+    }
     by_key = {}
     for record in predictions:
         p = json.loads(record.value)
@@ -147,10 +168,14 @@ def test_a_late_event_and_an_overflowing_average_are_dead_lettered_and_each_wind
 
 @pytest.mark.timeout(300)
 def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
-        "window": {"size_seconds": 1},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "1 s"},
+            "window": {"size_seconds": 1},
+        },
+    )
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     topic = config["topics.events.name"]
 
@@ -166,16 +191,21 @@ def test_each_dead_letter_reason_is_counted_in_an_exported_metric(services, flin
         producer.send(topic, payload)
     producer.flush()
     producer.close()
-    stack.produce_json(topic, [event(0, x1=99.0), event(1, x1=98.0)] + [event(w) for w in range(12, 15)],
-                       key_field="entity")
+    stack.produce_json(
+        topic, [event(0, x1=99.0), event(1, x1=98.0)] + [event(w) for w in range(12, 15)], key_field="entity"
+    )
     dead = stack.read_topic(config["topics.dead_letters.name"], expected=len(BAD) + 2, timeout_s=60)
 
     reasons = [dict(r.headers)["reason"].decode() for r in dead]
     assert len(reasons) == len(BAD) + 2 and sum(r.startswith("late: ") for r in reasons) == 2, reasons
-    expected = collections.Counter("dead_letters_late" if r.startswith("late: ") else COUNTER[reason_class(r)]
-                                   for r in reasons)
+    expected = collections.Counter(
+        "dead_letters_late" if r.startswith("late: ") else COUNTER[reason_class(r)] for r in reasons
+    )
     assert len(expected) == len(set(BAD.values())) + 1  # eleven classes and late
     # REST metrics are fetched every few seconds (metrics.fetcher.update-interval): wait for them.
-    stack.wait_until(lambda: stack.job_metrics(job_id, "dead_letters_") == expected, 60,
-                     lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(expected)}")
+    stack.wait_until(
+        lambda: stack.job_metrics(job_id, "dead_letters_") == expected,
+        60,
+        lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(expected)}",
+    )
     assert stack.prometheus_counters(job_id, "dead_letters_") == expected

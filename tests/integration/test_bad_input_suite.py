@@ -76,7 +76,7 @@ def bad(name, i, w):
         "missing_x2": lambda: dumps({k: v for k, v in event(key, w, ts=ts).items() if k != "x2"}),
         "not_an_object": lambda: [b"[1, %d]" % i, b'"text %d"' % i, b"%d" % i, b"null %d" % i][i % 4],
         "nan_literal": lambda: valid.replace(b'"x1": ', b'"x1": NaN, "_x1": ', 1),
-        "truncated": lambda: valid[:len(valid) // 2 + i % 5],
+        "truncated": lambda: valid[: len(valid) // 2 + i % 5],
         "trailing_text": lambda: valid + b' {"n": %d}' % i,
     }[name]()
 
@@ -116,8 +116,9 @@ DETAILED = ("late:", "malformed JSON:")
 
 def reason_class(reason: str) -> str:
     """A reason as REASONS states it: measured and parser-given details cut off."""
-    return next((prefix for prefix in DETAILED if reason.startswith(prefix) and reason != REASONS["trailing_text"]),
-                reason)
+    return next(
+        (prefix for prefix in DETAILED if reason.startswith(prefix) and reason != REASONS["trailing_text"]), reason
+    )
 
 
 def counter_name(reason: str) -> str:
@@ -146,13 +147,19 @@ def phase(windows, bad_classes, topic):
 
 @pytest.mark.timeout(360)
 def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_as_a_clean_run(
-        services, flink_job, tmp_path):
+    services, flink_job, tmp_path
+):
     assert len(REASONS) >= 20
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": METRIC,
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": METRIC,
+        },
+    )
     topic = config["topics.events.name"]
     assert config["topics.events.partitions"] == 2
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
@@ -169,10 +176,12 @@ def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_
     stack.produce_to_every_partition(topic, event(KEYS[0], WINDOWS + 5))
 
     bad_sent = sent
-    predictions = [json.loads(r.value) for r in
-                   stack.read_topic(config["topics.predictions.name"], expected=len(KEYS) * WINDOWS, timeout_s=150)]
+    predictions = [
+        json.loads(r.value)
+        for r in stack.read_topic(config["topics.predictions.name"], expected=len(KEYS) * WINDOWS, timeout_s=150)
+    ]
     dead = stack.read_topic(config["topics.dead_letters.name"], expected=len(bad_sent), timeout_s=60)
-    dead += stack.read_topic(config["topics.dead_letters.name"], expected=None, timeout_s=10)[len(dead):]
+    dead += stack.read_topic(config["topics.dead_letters.name"], expected=None, timeout_s=10)[len(dead) :]
 
     # The invariant: accepted + dead-lettered == produced, each bad payload dead-lettered once, as its
     # own bytes (a tombstone as a tombstone), with its class's reason.
@@ -181,7 +190,8 @@ def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_
     expected = collections.Counter((payload, REASONS[name]) for name, payload in bad_sent)
     assert got == expected, {
         "missing": [(p if p is None else p[:120], r) for (p, r) in (expected - got)][:10],
-        "unexpected": [(p if p is None else p[:120], r) for (p, r) in (got - expected)][:10]}
+        "unexpected": [(p if p is None else p[:120], r) for (p, r) in (got - expected)][:10],
+    }
     late = [dict(r.headers)["reason"].decode() for r in dead if dict(r.headers)["reason"].startswith(b"late:")]
     assert len(late) == PER_CLASS and all(re.fullmatch(r"late: \d+ s behind the watermark", r) for r in late), late[:3]
     assert min(int(r.split()[1]) for r in late) >= 100  # window <= 49 against a watermark past 199
@@ -192,7 +202,8 @@ def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_
     # The accepted (valid) events give exactly a clean run's results: one prediction per key and
     # window, each plain River's progressive prediction, and plain River's model and metric.
     assert sorted((p["model_key"], p["window_end_ms"]) for p in predictions) == sorted(
-        (key, (w + 1) * WINDOW_MS) for key in KEYS for w in range(WINDOWS))
+        (key, (w + 1) * WINDOW_MS) for key in KEYS for w in range(WINDOWS)
+    )
     published = {(p["model_key"], p["window_end_ms"]): p["prediction"] for p in predictions}
     latest = latest_by_key(stack.read_snapshots(config, expected=None))
     for k, key in enumerate(KEYS):
@@ -200,7 +211,10 @@ def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_
         model, metric = plain_river([])
         for w, (x, y) in enumerate(rows):
             probabilities = model.predict_proba_one(x)
-            assert published[(key, (w + 1) * WINDOW_MS)] == pytest.approx(probabilities.get(True, 0.0), abs=1e-12), (key, w)
+            assert published[(key, (w + 1) * WINDOW_MS)] == pytest.approx(probabilities.get(True, 0.0), abs=1e-12), (
+                key,
+                w,
+            )
             metric.update(y, probabilities)
             model.learn_one(x, y)
         assert latest[key].n_learned == WINDOWS, key
@@ -208,7 +222,10 @@ def test_every_bad_input_class_is_dead_lettered_once_and_the_valid_events_learn_
 
     # Every class's exported counter (REST) counts its dead letters; nothing was quarantined or replayed.
     counters = collections.Counter(counter_name(dict(r.headers)["reason"].decode()) for r in dead)
-    stack.wait_until(lambda: stack.job_metrics(job_id, "dead_letters_") == counters, 60,
-                     lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(counters)}")
+    stack.wait_until(
+        lambda: stack.job_metrics(job_id, "dead_letters_") == counters,
+        60,
+        lambda: f"REST counters {stack.job_metrics(job_id, 'dead_letters_')} to equal {dict(counters)}",
+    )
     assert stack.job_metrics(job_id, "quarantined_rows") == {"quarantined_rows": 0.0}
     assert stack.job_metrics(job_id, "replayed_rows") == {"replayed_rows": 0.0}

@@ -10,8 +10,23 @@ from scripts import demo
 @pytest.mark.timeout(240)
 def test_the_new_book_enters_the_top_n_within_four_windows_and_a_quiet_one_leaves_within_two(services, tmp_path):
     plot = tmp_path / "bookstore.png"
-    result = demo.main(["--seconds", "30", "--release-at", "10", "--quiet-at", "20", "--top-n", "3",
-                        "--ports", "18120", "18121", "--plot", str(plot)])
+    result = demo.main(
+        [
+            "--seconds",
+            "30",
+            "--release-at",
+            "10",
+            "--quiet-at",
+            "20",
+            "--top-n",
+            "3",
+            "--ports",
+            "18120",
+            "18121",
+            "--plot",
+            str(plot),
+        ]
+    )
 
     assert result["seconds_to_top_n"] is not None, "the new book never reached the top 3"
     # The window of the first purchase has to close (up to one window plus the watermark delay), and

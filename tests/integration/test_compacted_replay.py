@@ -94,8 +94,17 @@ def records_left(topic: str) -> list:
 
 @pytest.mark.timeout(240)
 def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_topic(services, replicas, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {"topics": {"snapshots": {"config": {
-        "cleanup.policy": "compact", "segment.ms": SEGMENT_MS, "min.cleanable.dirty.ratio": 0.01}}}})
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "topics": {
+                "snapshots": {
+                    "config": {"cleanup.policy": "compact", "segment.ms": SEGMENT_MS, "min.cleanable.dirty.ratio": 0.01}
+                }
+            }
+        },
+    )
     topic = config["topics.snapshots.name"]
     keys = Keys(Learner(LearnerSettings.from_config(config), stack.keyring(config)))
     committed = {}  # key -> (envelope, version) of its last committed record
@@ -118,9 +127,11 @@ def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_
             transactions.write(batch, commit)
         # Aborted, with versions above every key's last committed one; for every third key also a
         # later job lineage (a fresh job's version 1): neither may be served.
-        transactions.write([(key, keys.envelope(key)[0], None) for key in KEYS]
-                           + [(key, keys.envelope(key, generation_offset=1)[0], None) for key in KEYS[::3]],
-                           commit=False)
+        transactions.write(
+            [(key, keys.envelope(key)[0], None) for key in KEYS]
+            + [(key, keys.envelope(key, generation_offset=1)[0], None) for key in KEYS[::3]],
+            commit=False,
+        )
         # A committed record on every partition closes the segment holding the aborted one above: the
         # cleaner compacts every segment but the active one.
         rolls = {f"roll-{p}": p for p in range(config["topics.snapshots.partitions"])}
@@ -148,8 +159,14 @@ def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_
         left[:] = records_left(topic)
         return len(left) == len(committed) + len(tail)
 
-    stack.wait_until(compacted, 90, lambda: f"compaction to {len(committed)} committed + {len(tail)} tail records "
-                                            f"of {produced} produced; {len(left)} left")
+    stack.wait_until(
+        compacted,
+        90,
+        lambda: (
+            f"compaction to {len(committed)} committed + {len(tail)} tail records "
+            f"of {produced} produced; {len(left)} left"
+        ),
+    )
     compaction_s = time.monotonic() - compacted_at
     kept, aborted_tail = {(r.key.decode(), r.value) for r in left}, {(key, value) for key, value, _ in tail}
     assert aborted_tail <= kept
@@ -165,7 +182,10 @@ def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_
         served[key] = described["model_version"]
         snapshot = decode(committed[key][0], keyring)
         assert (described["generation"], described["n_learned"], described["key_id"]) == (
-            snapshot.generation, snapshot.n_learned, "local")
+            snapshot.generation,
+            snapshot.n_learned,
+            "local",
+        )
         answer = replica.http("POST", "/predict", {"key": key, "features": PROBE})[1]
         assert answer["prediction"] == snapshot.model().predict_proba_one(PROBE)[True], (key, answer)
     assert served == versions
@@ -174,6 +194,8 @@ def test_a_new_replica_serves_exactly_the_last_committed_version_of_a_compacted_
     # It read the compacted topic: one committed record per key, each applied, nothing rejected.
     assert replica.metric("serving_snapshots_applied_total") == len(committed)
     assert replica.metric("serving_snapshots_rejected_total") == 0
-    print(f"{len(KEYS)} keys, {produced} records produced ({len(committed)} keys committed), compacted to "
-          f"{len(left)} in {compaction_s:.1f}s; versions served {min(versions[k] for k in KEYS)}-"
-          f"{max(versions[k] for k in KEYS)}, aborted up to {max(written.values())}")
+    print(
+        f"{len(KEYS)} keys, {produced} records produced ({len(committed)} keys committed), compacted to "
+        f"{len(left)} in {compaction_s:.1f}s; versions served {min(versions[k] for k in KEYS)}-"
+        f"{max(versions[k] for k in KEYS)}, aborted up to {max(written.values())}"
+    )

@@ -20,8 +20,10 @@ PATTERNS = {
     "dense-a": lambda w: True,
     "dense-b": lambda w: True,
 }
-ROWS = {key: {w: synthetic_row(k, w) for w in range(WINDOWS) if has_row(w)}
-        for k, (key, has_row) in enumerate(PATTERNS.items())}
+ROWS = {
+    key: {w: synthetic_row(k, w) for w in range(WINDOWS) if has_row(w)}
+    for k, (key, has_row) in enumerate(PATTERNS.items())
+}
 # A key with rows after the others' last window moves the watermark on: windows 0 .. 42 close.
 CLOCK_WINDOWS = range(WINDOWS, WINDOWS + 4)
 CLOSED_WINDOWS = WINDOWS + 3
@@ -35,21 +37,27 @@ def produce(topic: str) -> None:
     """The keys' rows in window order, then the clock's to every partition: no partition waits for the
     idle timeout to let the watermark on (a partition read a second late under load would turn idle, and
     its events late, with a short one)."""
-    rows = sorted(((w, key, x, y) for key, by_window in ROWS.items() for w, (x, y) in by_window.items()),
-                  key=lambda row: row[0])
+    rows = sorted(
+        ((w, key, x, y) for key, by_window in ROWS.items() for w, (x, y) in by_window.items()), key=lambda row: row[0]
+    )
     stack.produce_json(topic, [event(key, w, x, y) for w, key, x, y in rows], key_field="entity")
     for w in CLOCK_WINDOWS:
         stack.produce_to_every_partition(topic, event("clock", w, *synthetic_row(9, w)))
 
 
 def start(tmp_path, flink_job, name, features):
-    config = stack.isolated_config(tmp_path / name, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_window"},
-        "features": {"label_delay_windows": 1, **features},
-    })
+    config = stack.isolated_config(
+        tmp_path / name,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_window"},
+            "features": {"label_delay_windows": 1, **features},
+        },
+    )
     return config, flink_job("jobs/learner_job.py", "--config", config.source)
 
 
@@ -58,11 +66,16 @@ def predictions_of(config) -> dict:
     expected = sum(map(len, ROWS.values())) + len(CLOCK_WINDOWS) - 1  # the clock's last window stays open
     records = stack.read_topic(config["topics.predictions.name"], expected, timeout_s=120)
     assert len(records) == expected
-    return {(p["model_key"], p["window_end_ms"] // WINDOW_MS - 1): p["prediction"] for p in map(json.loads, (r.value for r in records))}
+    return {
+        (p["model_key"], p["window_end_ms"] // WINDOW_MS - 1): p["prediction"]
+        for p in map(json.loads, (r.value for r in records))
+    }
 
 
 @pytest.mark.timeout(420)
-def test_rows_whose_next_window_is_empty_learn_the_empty_label_or_are_dropped_and_counted(services, flink_job, tmp_path):
+def test_rows_whose_next_window_is_empty_learn_the_empty_label_or_are_dropped_and_counted(
+    services, flink_job, tmp_path
+):
     with_label, job_with = start(tmp_path, flink_job, "with", {"empty_window_label": False})
     without, job_without = start(tmp_path, flink_job, "without", {})
     for config in (with_label, without):
@@ -96,9 +109,11 @@ def test_rows_whose_next_window_is_empty_learn_the_empty_label_or_are_dropped_an
             # The rows whose next window has no row of their key (the last window, 39, included).
             assert drops == sum(1 for rows in ROWS.values() for w in rows if w + 1 not in rows)
         drops = 0 if empty_label is not None else drops
-        stack.wait_until(lambda: stack.job_metrics(job_id, "pending_rows_dropped") == {"pending_rows_dropped": drops},
-                         60, lambda: f"pending_rows_dropped {stack.job_metrics(job_id, 'pending_rows_dropped')} "
-                                     f"to be {drops}")
+        stack.wait_until(
+            lambda: stack.job_metrics(job_id, "pending_rows_dropped") == {"pending_rows_dropped": drops},
+            60,
+            lambda: f"pending_rows_dropped {stack.job_metrics(job_id, 'pending_rows_dropped')} to be {drops}",
+        )
     # Dense keys are predicted alike with and without the empty label: their rows all have labels.
     dense = [(key, w) for key in ("dense-a", "dense-b") for w in ROWS[key]]
     with_predictions, without_predictions = predictions_of(with_label), predictions_of(without)

@@ -39,24 +39,31 @@ def restores(job_id):
 
 @pytest.mark.timeout(420)
 def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # Long enough that no partition is ever taken for idle while the job catches up after a kill:
-        # an idle partition lets the watermark run ahead and its late events would be dropped.
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
-        "window": {"size_seconds": 1},
-        # Count-based only (no max-wait timer), so that the versions published are known: 5, 10, ...
-        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
-        "flink": {"execution.checkpointing.interval": f"{CHECKPOINT_S} s"},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # Long enough that no partition is ever taken for idle while the job catches up after a kill:
+            # an idle partition lets the watermark run ahead and its late events would be dropped.
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+            "window": {"size_seconds": 1},
+            # Count-based only (no max-wait timer), so that the versions published are known: 5, 10, ...
+            "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
+            "flink": {"execution.checkpointing.interval": f"{CHECKPOINT_S} s"},
+        },
+    )
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
 
-    events = [{"entity": key, "x1": float(w % 7), "x2": float(i), "label": (w + i) % 3 == 0, "ts": w * WINDOW_MS + 1}
-              for w in range(WINDOWS) for i, key in enumerate(KEYS)]
+    events = [
+        {"entity": key, "x1": float(w % 7), "x2": float(i), "label": (w + i) % 3 == 0, "ts": w * WINDOW_MS + 1}
+        for w in range(WINDOWS)
+        for i, key in enumerate(KEYS)
+    ]
     closer = {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": (WINDOWS + 100) * WINDOW_MS}
 
     def produce():  # 20 windows a second: input remains through both kills and their recoveries
         for i in range(0, len(events), 50):
-            stack.produce_json(config["topics.events.name"], events[i:i + 50], "entity")
+            stack.produce_json(config["topics.events.name"], events[i : i + 50], "entity")
             time.sleep(0.5)
         # A far-future event in every partition closes the last windows of every key.
         stack.produce_to_every_partition(config["topics.events.name"], closer)
@@ -73,8 +80,11 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
             for pid in stack.taskmanager_daemon_pids():
                 stack.kill_with_workers(pid)
             stack.script("flink.sh", "start")  # a new TaskManager, as a supervisor would start
-            stack.wait_until(lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
-                             120, f"recovery after kill {kill + 1}")
+            stack.wait_until(
+                lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
+                120,
+                f"recovery after kill {kill + 1}",
+            )
     finally:
         producer.join(timeout=120)
         stack.script("flink.sh", "start")
@@ -103,8 +113,9 @@ def test_taskmanager_kills_lose_and_duplicate_nothing(services, flink_job, tmp_p
             seen = first.setdefault(snapshot.model_version, snapshot)
             if seen is not snapshot:
                 republished += 1
-                assert (snapshot.n_learned, predictions_of(snapshot)) == (seen.n_learned, predictions_of(seen)), \
+                assert (snapshot.n_learned, predictions_of(snapshot)) == (seen.n_learned, predictions_of(seen)), (
                     f"{key} version {snapshot.model_version}: published again with another model"
+                )
         assert list(first) == list(range(5, WINDOWS + 1, 5)), f"{key}: {[s.model_version for s in latest[key]]}"
         assert [s.n_learned for s in first.values()] == list(first)
     # The snapshot lane does not wait for checkpoints: what was published after the one restored from
@@ -151,22 +162,36 @@ def exactly_once_config(tmp_path, idle_timeout: str, flink: dict | None = None):
     """1 s windows, a snapshot every 5 rows, and every sink exactly-once, the snapshot lane too, so
     that the read_committed view holds each version once. No partition is taken for idle within
     `idle_timeout` while the job recovers and catches up (it would let the watermark run ahead)."""
-    return stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": idle_timeout},
-        "window": {"size_seconds": 1},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
-        "sinks": {"snapshot_delivery": "exactly-once"},
-        "flink": flink or {},
-    })
+    return stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": idle_timeout},
+            "window": {"size_seconds": 1},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_n_updates", "every_n_updates": 5, "max_wait_seconds": 0},
+            "sinks": {"snapshot_delivery": "exactly-once"},
+            "flink": flink or {},
+        },
+    )
 
 
 @pytest.mark.timeout(900)
-def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(services, taskmanagers, flink_job, tmp_path):
+def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(
+    services, taskmanagers, flink_job, tmp_path
+):
     # RocksDB with incremental checkpoints (the other fault tests run on the default hashmap backend).
-    config = exactly_once_config(tmp_path, "10 min", {
-        "parallelism.default": 2, "execution.checkpointing.interval": "2 s",
-        "state.backend.type": "rocksdb", "execution.checkpointing.incremental": True})
+    config = exactly_once_config(
+        tmp_path,
+        "10 min",
+        {
+            "parallelism.default": 2,
+            "execution.checkpointing.interval": "2 s",
+            "state.backend.type": "rocksdb",
+            "execution.checkpointing.incremental": True,
+        },
+    )
     topic = config["topics.events.name"]
     producing = threading.Event()
     producing.set()
@@ -176,8 +201,9 @@ def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(se
             for w in range(KILL_WINDOWS):
                 stack.produce_json(topic, synthetic_events(KILL_KEYS, [w]), "entity")
                 time.sleep(0.5)
-            stack.produce_to_every_partition(topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False,
-                                                     "ts": (KILL_WINDOWS + 100) * 1000})
+            stack.produce_to_every_partition(
+                topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": (KILL_WINDOWS + 100) * 1000}
+            )
         finally:
             producing.clear()
 
@@ -194,8 +220,11 @@ def test_five_taskmanager_kills_at_parallelism_two_lose_and_duplicate_nothing(se
             restored = restores(job_id)
             stack.kill_with_workers(min(job_taskmanager_pids(job_id)))
             taskmanagers(2)  # a new TaskManager, as a supervisor would start
-            stack.wait_until(lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
-                             120, f"recovery after kill {kill + 1}")
+            stack.wait_until(
+                lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING",
+                120,
+                f"recovery after kill {kill + 1}",
+            )
     finally:
         producer.join(timeout=300)
     check_each_row_once(config, KILL_KEYS, KILL_WINDOWS)
@@ -207,11 +236,13 @@ def check_each_row_once(config, keys, windows) -> None:
     """Key k's rows synthetic_row(k, 0..windows-1) were each learned once: one prediction per key and window
     (read_committed), versions 5, 10, ... once each with n_learned equal, plain River's final metric."""
     expected_rows = windows * len(keys)
-    stack.wait_until(lambda: published_up_to(config, keys, windows // 5 * 5), 300,
-                     f"every key at version {windows // 5 * 5}")
+    stack.wait_until(
+        lambda: published_up_to(config, keys, windows // 5 * 5), 300, f"every key at version {windows // 5 * 5}"
+    )
     # Committed with the same checkpoint as the snapshots, but by another sink: read until all are there.
-    predictions = [json.loads(r.value) for r in
-                   stack.read_topic(config["topics.predictions.name"], expected_rows, timeout_s=120)]
+    predictions = [
+        json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], expected_rows, timeout_s=120)
+    ]
     per_window = {}
     for p in predictions:
         per_window[(p["model_key"], p["window_end_ms"])] = per_window.get((p["model_key"], p["window_end_ms"]), 0) + 1
@@ -266,17 +297,28 @@ def test_broker_outages_of_5_s_60_s_and_5_min_lose_and_duplicate_nothing(service
         # Every window but the last produced is closed by the next one's events: learned versions
         # up to the multiple of 5 below produced - 1, published once the job is back.
         expected = (produced - 1) // 5 * 5
-        stack.wait_until(lambda: stack.job_state(job_id) == "RUNNING" and published_up_to(config, OUTAGE_KEYS, expected),
-                         240, f"the job back after a {outage_s} s outage, every key at version {expected}")
-        stack.wait_until(lambda: set(served_versions().values()) == {expected}, CONVERGE_S,
-                         lambda: f"the replica to serve version {expected} within {CONVERGE_S} s: "
-                                 f"{sorted(set(served_versions().values()))}, /healthz {replica.http('GET', '/healthz')}")
+        stack.wait_until(
+            lambda: stack.job_state(job_id) == "RUNNING" and published_up_to(config, OUTAGE_KEYS, expected),
+            240,
+            f"the job back after a {outage_s} s outage, every key at version {expected}",
+        )
+        stack.wait_until(
+            lambda: set(served_versions().values()) == {expected},
+            CONVERGE_S,
+            lambda: (
+                f"the replica to serve version {expected} within {CONVERGE_S} s: "
+                f"{sorted(set(served_versions().values()))}, /healthz {replica.http('GET', '/healthz')}"
+            ),
+        )
     produce(produced, PHASE_WINDOWS)
     produced += PHASE_WINDOWS
-    stack.produce_to_every_partition(topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False,
-                                             "ts": (produced + 100) * 1000})
+    stack.produce_to_every_partition(
+        topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": (produced + 100) * 1000}
+    )
     check_each_row_once(config, OUTAGE_KEYS, produced)
-    stack.wait_until(lambda: set(served_versions().values()) == {produced}, CONVERGE_S, "the replica to serve the last versions")
+    stack.wait_until(
+        lambda: set(served_versions().values()) == {produced}, CONVERGE_S, "the replica to serve the last versions"
+    )
     assert stack.job_state(job_id) == "RUNNING"
     assert stack.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"], "the outages caused no failover"
 

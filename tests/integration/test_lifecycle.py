@@ -43,6 +43,7 @@ def events(windows, keys=KEYS) -> list:
         out.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": w * WINDOW_MS + 1})
     return out
 
+
 # Tombstones themselves stay for delete.retention.ms (a day): one removed before a replica has read it
 # would leave that replica serving the key.
 COMPACTED = {"cleanup.policy": "compact", "segment.ms": SEGMENT_MS, "min.cleanable.dirty.ratio": 0.01}
@@ -61,18 +62,23 @@ def values_left(topic: str) -> tuple[dict, int]:
 
 
 def lifecycle_config(tmp_path, overrides=None):
-    return stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # Every window has events on both partitions: a partition is never idle, and one read late on a
-        # busy machine must hold the watermark back, not be skipped (its rows would come too late, and
-        # active keys would look silent).
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_window"},
-        "lifecycle": {"idle_ttl_seconds": TTL_S},
-        "topics": {"snapshots": {"config": COMPACTED}, "features": {"config": COMPACTED}},
-        **(overrides or {}),
-    })
+    return stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # Every window has events on both partitions: a partition is never idle, and one read late on a
+            # busy machine must hold the watermark back, not be skipped (its rows would come too late, and
+            # active keys would look silent).
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_window"},
+            "lifecycle": {"idle_ttl_seconds": TTL_S},
+            "topics": {"snapshots": {"config": COMPACTED}, "features": {"config": COMPACTED}},
+            **(overrides or {}),
+        },
+    )
 
 
 def expired(job_id) -> float:
@@ -81,30 +87,46 @@ def expired(job_id) -> float:
 
 @pytest.mark.timeout(420)
 def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_returning_key_starts_afresh(
-        services, flink_job, replicas, tmp_path):
+    services, flink_job, replicas, tmp_path
+):
     config = lifecycle_config(tmp_path)
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     live = replicas(config, 18601)
     live.wait_ready()
     stack.produce_json(config["topics.events.name"], events(range(RETURN_WINDOW)), key_field="entity")
-    stack.wait_until(lambda: stack.job_metrics(job_id, "keys_expired").get("keys_expired") == len(SILENT), 120,
-                     lambda: f"keys_expired {stack.job_metrics(job_id, 'keys_expired')} to be {len(SILENT)}")
+    stack.wait_until(
+        lambda: stack.job_metrics(job_id, "keys_expired").get("keys_expired") == len(SILENT),
+        120,
+        lambda: f"keys_expired {stack.job_metrics(job_id, 'keys_expired')} to be {len(SILENT)}",
+    )
     # The last window (17) stays open: the active keys' last learned window is 16, the returner's 15.
     stack.produce_json(config["topics.events.name"], events(range(RETURN_WINDOW, 18)), key_field="entity")
 
     def replica_holds_the_alive_keys():
-        return (live.metric("serving_models") == len(ALIVE) and live.metric("serving_feature_rows") == len(ALIVE)
-                and live.http("GET", f"/models/{RETURNING}")[0] == 200)
+        return (
+            live.metric("serving_models") == len(ALIVE)
+            and live.metric("serving_feature_rows") == len(ALIVE)
+            and live.http("GET", f"/models/{RETURNING}")[0] == 200
+        )
 
-    stack.wait_until(replica_holds_the_alive_keys, 60, lambda: f"the live replica to serve {len(ALIVE)} keys: "
-                     f"models {live.metric('serving_models')}, features {live.metric('serving_feature_rows')}")
+    stack.wait_until(
+        replica_holds_the_alive_keys,
+        60,
+        lambda: (
+            f"the live replica to serve {len(ALIVE)} keys: "
+            f"models {live.metric('serving_models')}, features {live.metric('serving_feature_rows')}"
+        ),
+    )
     for key in SILENT[1:]:
         assert live.http("GET", f"/models/{key}")[0] == 404, key
     assert live.http("GET", f"/models/{ACTIVE[7]}")[1]["n_learned"] == len(EVERYONE_WINDOWS) + 12
     # Came back after expiring: a new key, learning from its first row again (cold start).
     returned = live.http("GET", f"/models/{RETURNING}")[1]
     assert (returned["model_version"], returned["n_learned"], returned["window_end_ms"]) == (
-        1, 1, (RETURN_WINDOW + 1) * WINDOW_MS), returned
+        1,
+        1,
+        (RETURN_WINDOW + 1) * WINDOW_MS,
+    ), returned
     assert live.metric("serving_keys_removed_total") == 2 * len(SILENT)
     assert stack.job_metrics(job_id, "keys_expired") == {"keys_expired": len(SILENT)}
 
@@ -127,11 +149,21 @@ def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_retur
         return all(counts == dict.fromkeys(ALIVE, 1) for counts, _ in left.values())
 
     started = time.monotonic()
-    stack.wait_until(compacted, 120, lambda: "compaction to one value per alive key: " + ", ".join(
-        f"{topic}: {len(counts)} keys, {sum(counts.values())} values, {tombstones} tombstones"
-        for topic, (counts, tombstones) in left.items()))
-    print(f"compacted in {time.monotonic() - started:.1f}s; tombstones left: "
-          f"{ {topic: tombstones for topic, (_, tombstones) in left.items()} }")
+    stack.wait_until(
+        compacted,
+        120,
+        lambda: (
+            "compaction to one value per alive key: "
+            + ", ".join(
+                f"{topic}: {len(counts)} keys, {sum(counts.values())} values, {tombstones} tombstones"
+                for topic, (counts, tombstones) in left.items()
+            )
+        ),
+    )
+    print(
+        f"compacted in {time.monotonic() - started:.1f}s; tombstones left: "
+        f"{ {topic: tombstones for topic, (_, tombstones) in left.items()} }"
+    )
 
     fresh = replicas(config, 18602)
     fresh.wait_ready()
@@ -143,15 +175,18 @@ def test_silent_keys_expire_from_state_replicas_and_compacted_topics_and_a_retur
 
 @pytest.mark.timeout(420)
 def test_an_expiry_not_yet_written_to_state_is_replayed_by_a_restored_job_never_undone_or_sent_twice(
-        services, flink_job, replicas, tmp_path):
+    services, flink_job, replicas, tmp_path
+):
     """With `learner.state_write_every` past the run's calls, every step (the expiry among them) is
     only recorded in `learned-unwritten-batches` when the job stops with a savepoint; the job restored
     from it replays them: the expired keys stay gone (not expired, counted or tombstoned again), and
     the key that comes back after the restore starts afresh rather than from its replayed state."""
     keys = [f"small-{i:03d}" for i in range(100)]
     # Not compacted: the returning key's tombstone stays beside its new model, so every one is counted.
-    config = lifecycle_config(tmp_path, {"learner": {"state_write_every": 10_000},
-                                         "topics": {"snapshots": {"config": {"cleanup.policy": "delete"}}}})
+    config = lifecycle_config(
+        tmp_path,
+        {"learner": {"state_write_every": 10_000}, "topics": {"snapshots": {"config": {"cleanup.policy": "delete"}}}},
+    )
     topic = config["topics.events.name"]
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.produce_json(topic, events(range(RETURN_WINDOW), keys), key_field="entity")
@@ -162,12 +197,18 @@ def test_an_expiry_not_yet_written_to_state_is_replayed_by_a_restored_job_never_
 
     replica = replicas(config, 18603)
     replica.wait_ready()
-    stack.wait_until(lambda: replica.http("GET", f"/models/{keys[1]}")[0] == 200
-                     and replica.http("GET", f"/models/{keys[0]}")[1].get("n_learned") == 17, 120,
-                     "the returning key's model and the active keys' 17th window")
+    stack.wait_until(
+        lambda: (
+            replica.http("GET", f"/models/{keys[1]}")[0] == 200
+            and replica.http("GET", f"/models/{keys[0]}")[1].get("n_learned") == 17
+        ),
+        120,
+        "the returning key's model and the active keys' 17th window",
+    )
     assert replica.http("GET", f"/models/{keys[1]}")[1]["model_version"] == 1
     assert replica.metric("serving_models") == 51
     assert expired(restored) == 0
-    tombstones = [r.key.decode() for r in stack.read_topic(config["topics.snapshots.name"], None, 30)
-                  if r.value is None]
+    tombstones = [
+        r.key.decode() for r in stack.read_topic(config["topics.snapshots.name"], None, 30) if r.value is None
+    ]
     assert sorted(tombstones) == sorted(keys[1::2])

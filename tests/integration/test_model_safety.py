@@ -22,8 +22,11 @@ def concept(x1, x2):
 
 def events(stream_by_key, start_window=0):
     """`stream_by_key`: key -> [(x1, x2, label)], one per window from `start_window`; in event-time order."""
-    out = [{"entity": key, "x1": x1, "x2": x2, "label": label, "ts": (start_window + i) * WINDOW_MS + 1}
-           for key, rows in stream_by_key.items() for i, (x1, x2, label) in enumerate(rows)]
+    out = [
+        {"entity": key, "x1": x1, "x2": x2, "label": label, "ts": (start_window + i) * WINDOW_MS + 1}
+        for key, rows in stream_by_key.items()
+        for i, (x1, x2, label) in enumerate(rows)
+    ]
     return sorted(out, key=lambda e: e["ts"])
 
 
@@ -33,13 +36,18 @@ def points(seed, n, label=concept):
 
 
 def job_config(tmp_path, name, safety, **overrides):
-    return stack.isolated_config(tmp_path / name, "conf/job.yaml", {
-        "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": {"class": "metrics.Accuracy"},
-        "safety": safety,
-        **overrides,
-    })
+    return stack.isolated_config(
+        tmp_path / name,
+        "conf/job.yaml",
+        {
+            "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": {"class": "metrics.Accuracy"},
+            "safety": safety,
+            **overrides,
+        },
+    )
 
 
 def run_jobs(flink_job, configs, stream):
@@ -72,8 +80,9 @@ def accuracy(predictions, rows):
 def test_drift_reset_beats_no_drift_handling_after_an_abrupt_concept_drift(services, flink_job, tmp_path):
     # The concept reverses abruptly after 1,000 rows of each key (the worst case of an abrupt drift).
     keys = ["sensor-a", "sensor-b", "sensor-c"]
-    streams = {key: points(i, 1000) + points(100 + i, 500, lambda x1, x2: not concept(x1, x2))
-               for i, key in enumerate(keys)}
+    streams = {
+        key: points(i, 1000) + points(100 + i, 500, lambda x1, x2: not concept(x1, x2)) for i, key in enumerate(keys)
+    }
     on = job_config(tmp_path, "on", {"drift": {"enabled": True, "action": "reset"}})
     off = job_config(tmp_path, "off", {})
     run_jobs(flink_job, [on, off], events(streams))
@@ -86,7 +95,9 @@ def test_drift_reset_beats_no_drift_handling_after_an_abrupt_concept_drift(servi
         after_off = accuracy(without[key][1000:], streams[key][1000:])
         assert after_on > after_off + margin, f"{key}: {after_on:.3f} with drift handling, {after_off:.3f} without"
     drifts = [json.loads(r.value) for r in stack.read_topic(on["topics.drifts.name"], 10**9, timeout_s=5)]
-    assert {d["model_key"] for d in drifts if d["action"] == "reset" and d["window_end_ms"] > 1000 * WINDOW_MS} == set(keys)
+    assert {d["model_key"] for d in drifts if d["action"] == "reset" and d["window_end_ms"] > 1000 * WINDOW_MS} == set(
+        keys
+    )
     assert not stack.read_topic(off["topics.drifts.name"], 10**9, timeout_s=2)
     latest = {s.key: s for s in snapshots_of(on)}
     assert all(latest[key].extra["drift"]["count"] >= 1 for key in keys)
@@ -94,9 +105,21 @@ def test_drift_reset_beats_no_drift_handling_after_an_abrupt_concept_drift(servi
 
 @pytest.mark.timeout(480)
 def test_a_poisoned_burst_is_held_back_and_serving_rolls_back_only_that_key(services, flink_job, replicas, tmp_path):
-    config = job_config(tmp_path, "gate", {"gate": {
-        "enabled": True, "window": 50, "margin": 0.1, "min_rows": 20, "rollback": True, "rollback_margin": 0.2}},
-        snapshots={"policy": "every_n_updates", "every_n_updates": 10, "max_wait_seconds": 0})  # counts only
+    config = job_config(
+        tmp_path,
+        "gate",
+        {
+            "gate": {
+                "enabled": True,
+                "window": 50,
+                "margin": 0.1,
+                "min_rows": 20,
+                "rollback": True,
+                "rollback_margin": 0.2,
+            }
+        },
+        snapshots={"policy": "every_n_updates", "every_n_updates": 10, "max_wait_seconds": 0},
+    )  # counts only
     clean = {key: points(i, 550) for i, key in enumerate(["book-1", "book-2", "book-3"])}
     # book-1's last 150 rows have their labels flipped: a poisoned burst.
     clean["book-1"] = clean["book-1"][:400] + [(x1, x2, not y) for x1, x2, y in clean["book-1"][400:]]
@@ -138,15 +161,19 @@ def test_a_new_key_starts_from_the_global_prior_and_beats_a_fresh_model(services
     newcomer = points(99, 20)
     stream = events(veterans) + events({"new-book": newcomer}, start_window=200)
     # LogLoss makes the job emit probabilities (Accuracy would make it emit labels).
-    configs = {prior: job_config(tmp_path, prior, {"cold_start": {"prior": prior}}, metric={"class": "metrics.LogLoss"})
-               for prior in ("global", "none")}
+    configs = {
+        prior: job_config(tmp_path, prior, {"cold_start": {"prior": prior}}, metric={"class": "metrics.LogLoss"})
+        for prior in ("global", "none")
+    }
     run_jobs(flink_job, configs.values(), stream)
 
     first = {prior: predictions_by_key(config)["new-book"][:10] for prior, config in configs.items()}
 
     def log_loss(predictions):
-        losses = [-math.log(min(max(p["prediction"] if y else 1 - p["prediction"], 1e-15), 1.0))
-                  for p, (_, _, y) in zip(predictions, newcomer)]
+        losses = [
+            -math.log(min(max(p["prediction"] if y else 1 - p["prediction"], 1e-15), 1.0))
+            for p, (_, _, y) in zip(predictions, newcomer)
+        ]
         return sum(losses) / len(losses)
 
     assert first["none"][0]["prediction"] == 0.5  # an untrained model knows nothing
@@ -159,8 +186,12 @@ def test_a_new_key_starts_from_the_global_prior_and_beats_a_fresh_model(services
 
 @pytest.mark.timeout(480)
 def test_quarantined_rows_go_to_the_dead_letter_topic_and_are_not_learned(services, flink_job, tmp_path):
-    config = job_config(tmp_path, "quality", {"quality": {"enabled": True, "max_sigma": 6, "warmup_rows": 30, "max_repeats": 3}},
-                        snapshots={"policy": "every_window"})
+    config = job_config(
+        tmp_path,
+        "quality",
+        {"quality": {"enabled": True, "max_sigma": 6, "warmup_rows": 30, "max_repeats": 3}},
+        snapshots={"policy": "every_window"},
+    )
     rows = points(7, 120)
     rows[80] = (50.0, 0.2, True)  # a sensor glitch
     rows[100:106] = [(0.25, 0.25, True)] * 6  # a stuck source: the last 3 repeats are quarantined
@@ -175,7 +206,12 @@ def test_quarantined_rows_go_to_the_dead_letter_topic_and_are_not_learned(servic
     assert sum(r.startswith("x1_avg=50.0 is ") for r in reasons) == 1
     assert "x1 missing or not a number" in reasons
     quarantined = [json.loads(r.value) for r in dead if dict(r.headers).get("source") == b"learner.quality"]
-    assert {q["key"] for q in quarantined} == {"sensor"} and {q["window_end_ms"] for q in quarantined} == {81_000, 105_000, 106_000, 104_000}
+    assert {q["key"] for q in quarantined} == {"sensor"} and {q["window_end_ms"] for q in quarantined} == {
+        81_000,
+        105_000,
+        106_000,
+        104_000,
+    }
     latest = {s.key: s for s in snapshots_of(config)}
     assert latest["sensor"].n_learned == 120 - 4 and latest["healthy"].n_learned == 120
     assert len(predictions_by_key(config)["sensor"]) == 120  # quarantined rows are still predicted

@@ -36,14 +36,19 @@ def learned_windows(config) -> int:
 
 @pytest.mark.timeout(900)
 def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # The default idle timeout: at parallelism 4, two of the source's subtasks read no partition.
-        "source": {"watermark_delay_seconds": 0},
-        "window": {"size_seconds": 1},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_window"},
-        "flink": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": True},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # The default idle timeout: at parallelism 4, two of the source's subtasks read no partition.
+            "source": {"watermark_delay_seconds": 0},
+            "window": {"size_seconds": 1},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_window"},
+            "flink": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": True},
+        },
+    )
     taskmanagers(2)
     topic = config["topics.events.name"]
 
@@ -61,9 +66,14 @@ def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers,
         stack.wait_until(lambda: completed_checkpoints(job_id) >= 2, 60, "two checkpoints")
         assert "RocksDB" in stack.rest(f"/jobs/{job_id}/checkpoints/config")["state_backend"]
         for windows, parallelism in RESCALES:
-            stack.wait_until(lambda: learned_windows(config) >= windows, 180,
-                             lambda: f"every key to learn {windows} windows at parallelism {learner_parallelism(job_id)}"
-                                     f" (the fewest: {learned_windows(config)})")
+            stack.wait_until(
+                lambda: learned_windows(config) >= windows,
+                180,
+                lambda: (
+                    f"every key to learn {windows} windows at parallelism {learner_parallelism(job_id)}"
+                    f" (the fewest: {learned_windows(config)})"
+                ),
+            )
             out = stack.script("rescale.sh", job_id, str(parallelism), "jobs/learner_job.py", "--config", config.source)
             job_id = out.strip().splitlines()[-1]
             jobs.append(job_id)
@@ -72,15 +82,21 @@ def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers,
         producer.join(timeout=120)
         # After the last rescale: a job restored from a savepoint starts without a watermark, so the
         # windows open at the savepoint close with the events that come after it.
-        stack.produce_to_every_partition(topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False,
-                                                 "ts": (WINDOWS + 100) * 1000})
-        stack.wait_until(lambda: learned_windows(config) >= WINDOWS, 240,
-                         lambda: f"every key to learn {WINDOWS} windows (the fewest: {learned_windows(config)})")
+        stack.produce_to_every_partition(
+            topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": (WINDOWS + 100) * 1000}
+        )
+        stack.wait_until(
+            lambda: learned_windows(config) >= WINDOWS,
+            240,
+            lambda: f"every key to learn {WINDOWS} windows (the fewest: {learned_windows(config)})",
+        )
         # Predictions are exactly-once, committed with the checkpoint after their window; snapshots go
         # out at once (the at-least-once lane). So read them while the job runs: a job cancelled before
         # that checkpoint never commits its last windows' predictions (a restore would send them again).
-        predictions = [json.loads(r.value) for r in
-                       stack.read_topic(config["topics.predictions.name"], WINDOWS * len(KEYS), timeout_s=60)]
+        predictions = [
+            json.loads(r.value)
+            for r in stack.read_topic(config["topics.predictions.name"], WINDOWS * len(KEYS), timeout_s=60)
+        ]
     finally:
         producer.join(timeout=120)
         for job in jobs[1:]:
@@ -92,8 +108,11 @@ def test_rescaling_1_2_4_1_keeps_every_model_and_version(services, taskmanagers,
         versions.setdefault(snapshot.key, []).append((snapshot.model_version, snapshot.n_learned))
     latest = latest_by_key(snapshots)
     for k, key in enumerate(KEYS):
-        assert versions[key] == [(v, v) for v in range(1, WINDOWS + 1)], f"{key}: {versions[key][:5]}...{versions[key][-5:]}"
+        assert versions[key] == [(v, v) for v in range(1, WINDOWS + 1)], (
+            f"{key}: {versions[key][:5]}...{versions[key][-5:]}"
+        )
         _, metric = plain_river([synthetic_row(k, w) for w in range(WINDOWS)])
         assert latest[key].metric_value == pytest.approx(metric.get(), abs=1e-9), key
     assert sorted((p["model_key"], p["window_end_ms"]) for p in predictions) == sorted(
-        (key, (w + 1) * 1000) for key in KEYS for w in range(WINDOWS))
+        (key, (w + 1) * 1000) for key in KEYS for w in range(WINDOWS)
+    )

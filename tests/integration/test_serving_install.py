@@ -33,8 +33,9 @@ def serving_venv(tmp_path_factory):
     # The wheel is built from a copy: building in the project folder would leave build/ and egg-info there.
     source = tmp / "source"
     for name in ("jobs", "udfs", "serving"):
-        shutil.copytree(os.path.join(stack.PROJECT_DIR, name), source / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            os.path.join(stack.PROJECT_DIR, name), source / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(os.path.join(stack.PROJECT_DIR, "setup.py"), source)
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp / "dist", source)
     (wheel,) = (tmp / "dist").glob("realtime_learning-*.whl")
@@ -46,13 +47,17 @@ def serving_venv(tmp_path_factory):
 
 @pytest.mark.timeout(600)
 def test_the_base_install_holds_no_flink_and_imports_nothing_of_the_job(serving_venv):
-    installed = {line.split("==")[0].lower() for line in
-                 run(serving_venv / "bin" / "pip", "list", "--format=freeze").splitlines()}
+    installed = {
+        line.split("==")[0].lower()
+        for line in run(serving_venv / "bin" / "pip", "list", "--format=freeze").splitlines()
+    }
     assert "realtime-learning" in installed and "river" in installed
     assert not installed & NOT_FOR_SERVING
     # From the venv, not the project folder; and the replica's modules pull in nothing of the learner.
-    probe = ("import sys, serving.replica; print(serving.replica.__file__); "
-             "print(sorted(m for m in sys.modules if m.startswith(('udfs.learner', 'pyflink'))))")
+    probe = (
+        "import sys, serving.replica; print(serving.replica.__file__); "
+        "print(sorted(m for m in sys.modules if m.startswith(('udfs.learner', 'pyflink'))))"
+    )
     module_file, job_modules = run(serving_venv / "bin" / "python", "-c", probe, cwd=serving_venv).splitlines()
     assert module_file.startswith(str(serving_venv))
     assert job_modules == "[]"

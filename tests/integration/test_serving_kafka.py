@@ -55,8 +55,13 @@ class Publisher:
 
     def envelope(self, key, version, **changes):
         now_ms = int(time.time() * 1000)
-        fields = dict(window_end_ms=now_ms, watermark_ms=now_ms - 1, emitted_at_ms=now_ms,
-                      feature_schema_hash=self.schema_hash, payload=dump_model(self.model(version)))
+        fields = dict(
+            window_end_ms=now_ms,
+            watermark_ms=now_ms - 1,
+            emitted_at_ms=now_ms,
+            feature_schema_hash=self.schema_hash,
+            payload=dump_model(self.model(version)),
+        )
         return encode(snapshot(key, version, **{**fields, **changes}), self.keyring)
 
     def transaction(self, records, commit=True):
@@ -81,8 +86,12 @@ class Publisher:
         """One feature row per key (its features by name), as the job's latest_features sink writes them."""
         self.producer.begin_transaction()
         for key, features in rows.items():
-            row = {"key": key, "window_end_ms": window_end_ms, "feature_schema_hash": self.schema_hash,
-                   "features": features}
+            row = {
+                "key": key,
+                "window_end_ms": window_end_ms,
+                "feature_schema_hash": self.schema_hash,
+                "features": features,
+            }
             self.producer.send(self.features_topic, key=key.encode(), value=json.dumps(row).encode())
         self.producer.commit_transaction()
 
@@ -155,14 +164,18 @@ def test_refused_snapshots_are_counted_and_the_old_model_keeps_serving(config, p
     replica = replicas(config, 18203)
     replica.wait_ready()
 
-    publisher.transaction([
-        ("book-1", bytes(random.Random(7).getrandbits(8) for _ in range(300))),
-        ("book-1", publisher.envelope("book-1", 9, feature_schema_hash="0123456789abcdef")),  # other features
-        ("book-1", publisher.envelope("book-1", 10, format_version=FORMAT_VERSION + 1)),  # from a newer writer
-        ("book-1", publisher.envelope("book-1", 11, payload=b"\x80\x05not a pickle")),
-        ("book-2", publisher.envelope("book-2", 1)),  # a good one after the bad ones
-    ])
-    stack.wait_until(lambda: replica.http("GET", "/models/book-2")[0] == 200, 30, "the good snapshot after the bad ones")
+    publisher.transaction(
+        [
+            ("book-1", bytes(random.Random(7).getrandbits(8) for _ in range(300))),
+            ("book-1", publisher.envelope("book-1", 9, feature_schema_hash="0123456789abcdef")),  # other features
+            ("book-1", publisher.envelope("book-1", 10, format_version=FORMAT_VERSION + 1)),  # from a newer writer
+            ("book-1", publisher.envelope("book-1", 11, payload=b"\x80\x05not a pickle")),
+            ("book-2", publisher.envelope("book-2", 1)),  # a good one after the bad ones
+        ]
+    )
+    stack.wait_until(
+        lambda: replica.http("GET", "/models/book-2")[0] == 200, 30, "the good snapshot after the bad ones"
+    )
 
     assert replica.metric('serving_snapshots_rejected_total{reason="corrupt"}') == 2
     assert replica.metric('serving_snapshots_rejected_total{reason="schema"}') == 1
@@ -196,8 +209,11 @@ def test_no_request_fails_while_models_swap(config, publisher, replicas):
         while swapping.is_alive():
             key = random.choice(KEYS)
             batch = random.random() < 0.2
-            path, body = ("/predict/batch", {"requests": [{"key": k, "features": x} for k in KEYS]}) if batch \
+            path, body = (
+                ("/predict/batch", {"requests": [{"key": k, "features": x} for k in KEYS]})
+                if batch
                 else ("/predict", {"key": key, "features": x})
+            )
             try:
                 connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
                 response = connection.getresponse()
@@ -221,8 +237,11 @@ def test_no_request_fails_while_models_swap(config, publisher, replicas):
 
     assert failures == []
     assert len(answers) > 50
-    wrong = [(key, a) for key, a in answers
-             if a["model_version"] not in publisher.committed[key] or a["prediction"] != expected[a["model_version"]]]
+    wrong = [
+        (key, a)
+        for key, a in answers
+        if a["model_version"] not in publisher.committed[key] or a["prediction"] != expected[a["model_version"]]
+    ]
     assert wrong == [], "every answer comes from one committed version, whole"
     assert len({a["model_version"] for _, a in answers}) > 5, "requests should span many swaps"
     stack.wait_until(lambda: served_versions(replica) == {key: 30 for key in KEYS}, 30, "the last versions")
@@ -230,8 +249,11 @@ def test_no_request_fails_while_models_swap(config, publisher, replicas):
 
 @pytest.mark.timeout(120)
 def test_a_replica_started_before_its_topics_exist_waits_for_them(replicas, tmp_path):
-    config = derive_config(load_config(os.path.join(stack.PROJECT_DIR, "conf/job.yaml")),
-                           str(tmp_path / "conf" / "job.yaml"), uuid.uuid4().hex[:8])
+    config = derive_config(
+        load_config(os.path.join(stack.PROJECT_DIR, "conf/job.yaml")),
+        str(tmp_path / "conf" / "job.yaml"),
+        uuid.uuid4().hex[:8],
+    )
     replica = replicas(config, 18205)
     stack.wait_until(lambda: replica.process.poll() is None and responds(replica), 30, "the replica to answer HTTP")
     assert replica.http("GET", "/readyz")[0] == 503
@@ -260,14 +282,26 @@ def test_a_rollback_record_brings_back_the_good_version_of_its_key_only(config, 
 
     # As the job writes it: a new version, v1's model again.
     rollback = {"from_version": 2, "to_version": 1, "reason": "v2 scored 0.71 on live rows against 0.52"}
-    publisher.transaction([("book-1", publisher.envelope("book-1", 3, payload=dump_model(publisher.model(1)),
-                                                         extra={"rollback": rollback, "held_back": 1}))])
+    publisher.transaction(
+        [
+            (
+                "book-1",
+                publisher.envelope(
+                    "book-1", 3, payload=dump_model(publisher.model(1)), extra={"rollback": rollback, "held_back": 1}
+                ),
+            )
+        ]
+    )
     stack.wait_until(lambda: replica.http("GET", "/models/book-1")[1].get("model_version") == 3, 30, "the rollback")
 
     status, described = replica.http("GET", "/models/book-1")
     assert status == 200 and described["history_versions"] == [1, 2, 3] and described["held_back"] == 1
-    assert {**described["rollback"], "applied_at": None} == \
-        {**rollback, "version": 3, "source": "history", "applied_at": None}
+    assert {**described["rollback"], "applied_at": None} == {
+        **rollback,
+        "version": 3,
+        "source": "history",
+        "applied_at": None,
+    }
     status, answer = replica.http("POST", "/predict", {"key": "book-1", "features": x})
     assert status == 200 and (answer["model_version"], answer["prediction"]) == (3, by_version[1])
     status, other = replica.http("GET", "/models/book-2")
@@ -277,8 +311,9 @@ def test_a_rollback_record_brings_back_the_good_version_of_its_key_only(config, 
     assert replica.metric("serving_snapshots_rejected_total") == 0
 
     # A replica holding only the served version gets v1's model from the record's payload.
-    forgetful = replicas(stack.write_config(config, tmp_path / "forgetful.yaml", {"serving": {"history_per_key": 1}}),
-                         18207)
+    forgetful = replicas(
+        stack.write_config(config, tmp_path / "forgetful.yaml", {"serving": {"history_per_key": 1}}), 18207
+    )
     forgetful.wait_ready()
     assert forgetful.http("GET", "/models/book-1")[1]["rollback"]["source"] == "payload"
     assert forgetful.http("POST", "/predict", {"key": "book-1", "features": x})[1]["prediction"] == by_version[1]
@@ -287,8 +322,9 @@ def test_a_rollback_record_brings_back_the_good_version_of_its_key_only(config, 
 
 @pytest.mark.timeout(150)
 def test_two_replicas_each_holding_half_the_partitions_serve_their_keys_and_route_the_others(replicas, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {"topics": {"snapshots": {"partitions": 4},
-                                                                         "features": {"partitions": 4}}})
+    config = stack.isolated_config(
+        tmp_path, "conf/job.yaml", {"topics": {"snapshots": {"partitions": 4}, "features": {"partitions": 4}}}
+    )
     by_partition = collections.defaultdict(list)
     for key in (f"item-{i}" for i in range(100)):
         if len(by_partition[partition_of(key, 4)]) < 3:
@@ -354,15 +390,17 @@ def reader_processes(replica) -> list[int]:
 
 
 @pytest.mark.timeout(120)
-def test_a_reader_process_that_dies_turns_the_replica_not_ready_until_a_new_one_caught_up(config, publisher, replicas,
-                                                                                          tmp_path):
+def test_a_reader_process_that_dies_turns_the_replica_not_ready_until_a_new_one_caught_up(
+    config, publisher, replicas, tmp_path
+):
     publisher.publish({key: 1 for key in KEYS})
     # By default the follower thread reads the topics: no process of its own.
     default = replicas(config, 18207)
     default.wait_ready()
     assert reader_processes(default) == [] and served_versions(default) == {key: 1 for key in KEYS}
-    replica = replicas(stack.write_config(config, tmp_path / "reader" / "job.yaml", {"serving": {"reader_process": True}}),
-                       18206)
+    replica = replicas(
+        stack.write_config(config, tmp_path / "reader" / "job.yaml", {"serving": {"reader_process": True}}), 18206
+    )
     replica.wait_ready()
     [reader] = reader_processes(replica)
 

@@ -32,12 +32,16 @@ class RunsCode:
 
     def __reduce__(self):
         import os
+
         return os.system, (f"touch {self.marker}",)
 
 
 def events(windows):
-    return [{"entity": key, "x1": float(w % 7) - 3, "x2": float(i) - 1, "label": (w + i) % 3 == 0,
-             "ts": w * WINDOW_MS + 1} for w in windows for i, key in enumerate(KEYS)]
+    return [
+        {"entity": key, "x1": float(w % 7) - 3, "x2": float(i) - 1, "label": (w + i) % 3 == 0, "ts": w * WINDOW_MS + 1}
+        for w in windows
+        for i, key in enumerate(KEYS)
+    ]
 
 
 def close_windows_before(window):
@@ -54,8 +58,13 @@ def served(replica):
 def forged_records(config, marker):
     """(what, envelope) records that must not be served, each at version 2**62."""
     payload = pickle.dumps(RunsCode(marker))
-    fields = dict(version=2**62, n_learned=1, generation=2**62, payload=payload,
-                  feature_schema_hash=feature_schema_hash(config["features.columns"]))
+    fields = dict(
+        version=2**62,
+        n_learned=1,
+        generation=2**62,
+        payload=payload,
+        feature_schema_hash=feature_schema_hash(config["features.columns"]),
+    )
     meta = json.dumps({**snapshot("a", **fields).metadata(), "format_version": 2}).encode()
     unsigned = struct.pack(">4sBI", b"RTML", 2, len(meta)) + meta + payload
     wrong_key = encode(snapshot("b", **fields), Keyring({"local": b"a guess at the local key, 32 bytes"}, "local"))
@@ -71,26 +80,36 @@ def newest_snapshot_of_each_key(config) -> dict:
             snapshot = decode(record.value, keys)
         except EnvelopeError:
             continue
-        if snapshot.key in KEYS and snapshot.generation < 2**62 and (
-                snapshot.key not in newest or snapshot.order > newest[snapshot.key].order):
+        if (
+            snapshot.key in KEYS
+            and snapshot.generation < 2**62
+            and (snapshot.key not in newest or snapshot.order > newest[snapshot.key].order)
+        ):
             newest[snapshot.key] = snapshot
     return newest
 
 
 def rejected(replica):
-    return {reason: replica.metric(f'serving_snapshots_rejected_total{{reason="{reason}"}}')
-            for reason in ("signature", "forbidden", "corrupt")}
+    return {
+        reason: replica.metric(f'serving_snapshots_rejected_total{{reason="{reason}"}}')
+        for reason in ("signature", "forbidden", "corrupt")
+    }
 
 
 @pytest.mark.timeout(420)
-def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_models(services, flink_job, replicas,
-                                                                                    tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # Closers move the watermark on every partition; no partition is taken for idle meanwhile.
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "snapshots": {"policy": "every_window"},
-    })
+def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_models(
+    services, flink_job, replicas, tmp_path
+):
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # Closers move the watermark on every partition; no partition is taken for idle meanwhile.
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "snapshots": {"policy": "every_window"},
+        },
+    )
     topic = config["topics.events.name"]
     first_job = flink_job("jobs/learner_job.py", "--config", config.source)
     following, restarted = replicas(config, 18301), replicas(config, 18302)
@@ -98,8 +117,11 @@ def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_mode
         replica.wait_ready()
     stack.produce_json(topic, events(range(0, 30)), "entity")
     stack.produce_to_every_partition(topic, close_windows_before(30))
-    stack.wait_until(lambda: {v for _, v in served(following).values()} == {30}, 120,
-                     lambda: f"the first job's version 30 of every key; served {served(following)}")
+    stack.wait_until(
+        lambda: {v for _, v in served(following).values()} == {30},
+        120,
+        lambda: f"the first job's version 30 of every key; served {served(following)}",
+    )
     first = served(following)
     old_generation = first["a"][0]
     assert {g for g, _ in first.values()} == {old_generation} and old_generation > 0
@@ -112,8 +134,11 @@ def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_mode
     producer.flush(timeout=30)
     producer.close()
     for replica in (following, restarted):
-        stack.wait_until(lambda: rejected(replica) == {"signature": 2, "forbidden": 1, "corrupt": 0}, 30,
-                         lambda: f"the forged records rejected on port {replica.port}: {rejected(replica)}")
+        stack.wait_until(
+            lambda: rejected(replica) == {"signature": 2, "forbidden": 1, "corrupt": 0},
+            30,
+            lambda: f"the forged records rejected on port {replica.port}: {rejected(replica)}",
+        )
         assert served(replica) == first
     assert not marker.exists(), "a forged payload ran code in a replica"
     restarted.stop()
@@ -121,8 +146,11 @@ def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_mode
     # A fresh job on the same topics, without a savepoint, reading the events that come after it started:
     # its keys start again from version 1. Until its source is reading, events are missed: more follow.
     stack.cancel(first_job)
-    flink_job("jobs/learner_job.py", "--config",
-              stack.write_config(config, tmp_path / "fresh.yaml", {"source": {"startup_mode": "latest-offset"}}).source)
+    flink_job(
+        "jobs/learner_job.py",
+        "--config",
+        stack.write_config(config, tmp_path / "fresh.yaml", {"source": {"startup_mode": "latest-offset"}}).source,
+    )
     newest = {}
 
     def fresh_job_published():
@@ -141,15 +169,21 @@ def test_forged_snapshots_run_nothing_and_a_fresh_job_replaces_the_old_ones_mode
     # Every partition was read in the last round (each key's partition was, in that round or before): every
     # key learns its last window.
     last_window_end = (first_window + 5) * WINDOW_MS
-    stack.wait_until(lambda: fresh_job_published() and all(newest[key].window_end_ms == last_window_end for key in KEYS),
-                     30, lambda: f"every key's window ending at {last_window_end}: {newest}")
+    stack.wait_until(
+        lambda: fresh_job_published() and all(newest[key].window_end_ms == last_window_end for key in KEYS),
+        30,
+        lambda: f"every key's window ending at {last_window_end}: {newest}",
+    )
     new_generation = newest["a"].generation
     expected = {key: (new_generation, s.model_version) for key, s in newest.items()}
     assert all(version < 30 for _, version in expected.values()), f"the new job's versions start over: {expected}"
     # Every new version reaches the following replica within a snapshot interval (a window here) of its
     # publication, although the replica held higher versions of the old job.
-    stack.wait_until(lambda: served(following) == expected, WINDOW_MS / 1000 + 5,
-                     lambda: f"{expected} served; serving {served(following)}")
+    stack.wait_until(
+        lambda: served(following) == expected,
+        WINDOW_MS / 1000 + 5,
+        lambda: f"{expected} served; serving {served(following)}",
+    )
     for key in KEYS:
         described = following.http("GET", f"/models/{key}")[1]
         assert described["applied_at"] - newest[key].emitted_at_ms / 1000 <= WINDOW_MS / 1000, described

@@ -19,6 +19,5 @@ def test_every_event_comes_back_transformed(services, flink_job, tmp_path):
     got = {r["id"]: r for r in (json.loads(m.value) for m in records)}
     assert len(records) == len(events)
     assert got == {
-        e["id"]: {"id": e["id"], "user_key": f"user-{e['id'] % 7}", "amount_doubled": e["amount"] * 2}
-        for e in events
+        e["id"]: {"id": e["id"], "user_key": f"user-{e['id'] % 7}", "amount_doubled": e["amount"] * 2} for e in events
     }

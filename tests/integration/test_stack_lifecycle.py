@@ -29,8 +29,9 @@ def test_stop_leaves_no_process_behind(services, flink_job, tmp_path):
 
     run = os.path.join(stack.PROJECT_DIR, "run")
     broker = _pid_file(f"{run}/kafka/kafka.pid")
-    daemons = [p for name in os.listdir(f"{run}/flink") if name.endswith(".pid")
-               for p in _pid_file(f"{run}/flink/{name}")]
+    daemons = [
+        p for name in os.listdir(f"{run}/flink") if name.endswith(".pid") for p in _pid_file(f"{run}/flink/{name}")
+    ]
     workers = [p for d in daemons for p in stack.descendants(d)]
     assert len(daemons) == 2, daemons
     assert any("python" in _command(p) for p in workers), [_command(p) for p in workers]

@@ -62,14 +62,27 @@ def test_a_replication_factor_above_the_brokers_is_a_clear_error_and_creates_not
     admin.created += [events, drifts]
     path = tmp_path / "conf" / "cluster.yaml"
     path.parent.mkdir()
-    path.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": stack.BOOTSTRAP, "replication_factor": 3,
-                  "topic_config": {"min.insync.replicas": 2}},
-        "topics": {"events": {"name": events, "partitions": 2},
-                   "drifts": {"name": drifts, "replication_factor": 1, "config": {"min.insync.replicas": 1}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {
+                    "bootstrap_servers": stack.BOOTSTRAP,
+                    "replication_factor": 3,
+                    "topic_config": {"min.insync.replicas": 2},
+                },
+                "topics": {
+                    "events": {"name": events, "partitions": 2},
+                    "drifts": {"name": drifts, "replication_factor": 1, "config": {"min.insync.replicas": 1}},
+                },
+            }
+        )
+    )
     declared = declared_topics(load_config(str(path)))
-    with pytest.raises(TopicError, match=rf"topic '{events}': replication factor 3 needs as many brokers, and the "
-                                         rf"cluster at {stack.BOOTSTRAP} has 1; lower kafka.replication_factor"):
+    with pytest.raises(
+        TopicError,
+        match=rf"topic '{events}': replication factor 3 needs as many brokers, and the "
+        rf"cluster at {stack.BOOTSTRAP} has 1; lower kafka.replication_factor",
+    ):
         ensure_topics(stack.BOOTSTRAP, declared)
     assert not {events, drifts} & set(admin.list_topics())  # checked before any is created
 

@@ -22,9 +22,18 @@ UPGRADES = (15, 30, 45)  # each in the middle of this window
 def events(w, halves=(0, 1)):
     """The events of window w, in ts order (each partition then reads its keys' events in ts order):
     the first half (0) or the second (1) of each key's ten."""
-    return [{"entity": key, "x1": float((w + k + j) % 7), "x2": float(j), "label": (w + k + j) % 3 == 0,
-             "ts": w * WINDOW_MS + j * 90 + 1}
-            for j in range(PER_WINDOW) if j * 2 // PER_WINDOW in halves for k, key in enumerate(KEYS)]
+    return [
+        {
+            "entity": key,
+            "x1": float((w + k + j) % 7),
+            "x2": float(j),
+            "label": (w + k + j) % 3 == 0,
+            "ts": w * WINDOW_MS + j * 90 + 1,
+        }
+        for j in range(PER_WINDOW)
+        if j * 2 // PER_WINDOW in halves
+        for k, key in enumerate(KEYS)
+    ]
 
 
 COUNT = ("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  COUNT(*) AS n_events,\n")
@@ -33,9 +42,15 @@ MIN_X2 = ("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MIN(x2) AS x2_min,\
 
 
 def model(lr):
-    return {"steps": [{"class": "preprocessing.StandardScaler"},
-                      {"class": "linear_model.LogisticRegression",
-                       "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": lr}}}}]}
+    return {
+        "steps": [
+            {"class": "preprocessing.StandardScaler"},
+            {
+                "class": "linear_model.LogisticRegression",
+                "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": lr}}},
+            },
+        ]
+    }
 
 
 def version(tmp_path, config, name, edits, columns, lr):
@@ -43,9 +58,11 @@ def version(tmp_path, config, name, edits, columns, lr):
     folder = tmp_path / name
     folder.mkdir()
     ddl = [os.path.join(stack.PROJECT_DIR, path) for path in edited_ddl(folder, {"sql/features.sql": edits})]
-    return stack.write_config(config, tmp_path / "conf" / f"{name}.yaml", {
-        "sql": {"ddl": ddl},
-        "features": {"columns": columns}, "model": model(lr)})
+    return stack.write_config(
+        config,
+        tmp_path / "conf" / f"{name}.yaml",
+        {"sql": {"ddl": ddl}, "features": {"columns": columns}, "model": model(lr)},
+    )
 
 
 def predictions(config, expected):
@@ -54,16 +71,20 @@ def predictions(config, expected):
 
 @pytest.mark.timeout(420)
 def test_three_upgrades_mid_window_learn_every_event_once(services, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        # No partition is taken for idle while a job restores; the closers move the watermark at the end.
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-    })
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            # No partition is taken for idle while a job restores; the closers move the watermark at the end.
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "10 min"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+        },
+    )
     base = ["x1_avg", "x2_avg", "n_events"]
     versions = [
         version(tmp_path, config, "v1", [COUNT], base, 0.05),
         version(tmp_path, config, "v2", [COUNT, MAX_X1], base + ["x1_max"], 0.05),  # changed SQL
-        version(tmp_path, config, "v3", [COUNT, MAX_X1], base + ["x1_max"], 0.2),   # the same SQL
+        version(tmp_path, config, "v3", [COUNT, MAX_X1], base + ["x1_max"], 0.2),  # the same SQL
         version(tmp_path, config, "v4", [COUNT, MAX_X1, MIN_X2], base + ["x1_max", "x2_min"], 0.2),  # changed
     ]
     topic = config["topics.events.name"]
@@ -84,8 +105,9 @@ def test_three_upgrades_mid_window_learn_every_event_once(services, flink_job, t
     try:
         batch = events(start, (1,)) + [e for w in range(start + 1, WINDOWS) for e in events(w)]
         produced += stack.produce_json(topic, batch, "entity")
-        stack.produce_to_every_partition(topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False,
-                                                 "ts": WINDOWS * WINDOW_MS + 5_000})
+        stack.produce_to_every_partition(
+            topic, {"entity": "closer", "x1": 0.0, "x2": 0.0, "label": False, "ts": WINDOWS * WINDOW_MS + 5_000}
+        )
         published = [json.loads(r.value) for r in predictions(config, len(KEYS) * WINDOWS)]
         replayed = stack.job_metrics(job, "replayed_rows")
         exported = stack.prometheus_counters(job, "replayed_rows")
@@ -100,7 +122,8 @@ def test_three_upgrades_mid_window_learn_every_event_once(services, flink_job, t
     assert produced == len(KEYS) * WINDOWS * PER_WINDOW and dead == []
     # One prediction per key and window: no window fired early, none twice.
     assert sorted((p["model_key"], p["window_end_ms"]) for p in published) == sorted(
-        (key, (w + 1) * WINDOW_MS) for key in KEYS for w in range(WINDOWS))
+        (key, (w + 1) * WINDOW_MS) for key in KEYS for w in range(WINDOWS)
+    )
     learned_events = 0
     for key in KEYS:
         final = latest[key]

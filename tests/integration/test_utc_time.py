@@ -37,28 +37,32 @@ def window_ends() -> list[int]:
 
 
 @pytest.mark.timeout(420)
-def test_every_window_across_both_daylight_saving_changes_is_learned_once_at_its_utc_end(
-        services, flink_job, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "snapshots": {"policy": "every_window"},
-        "flink": {"table.local-time-zone": "America/New_York"},
-    })
+def test_every_window_across_both_daylight_saving_changes_is_learned_once_at_its_utc_end(services, flink_job, tmp_path):
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"bounded_mode": "latest-offset", "watermark_delay_seconds": 0},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "snapshots": {"policy": "every_window"},
+            "flink": {"table.local-time-zone": "America/New_York"},
+        },
+    )
     events = []
     for w, start in enumerate(window_starts()):
         for k, key in enumerate(KEYS):
             x, y = synthetic_row(k, w)
             # Mid-window, with a millisecond part: any shift of the window or loss of its millis shows.
-            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y,
-                           "ts": start + 30_007})
+            events.append({"entity": key, "x1": x["x1_avg"], "x2": x["x2_avg"], "label": y, "ts": start + 30_007})
     stack.produce_json(config["topics.events.name"], events, key_field="entity")
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     stack.wait_for_job_state(job_id, "FINISHED", timeout_s=300)
 
     predictions = [json.loads(r.value) for r in stack.read_topic(config["topics.predictions.name"], 10**9, 5)]
-    latest = {json.loads(r.value)["key"]: json.loads(r.value)
-              for r in stack.read_topic(config["topics.features.name"], 10**9, 5)}
+    latest = {
+        json.loads(r.value)["key"]: json.loads(r.value)
+        for r in stack.read_topic(config["topics.features.name"], 10**9, 5)
+    }
     snapshots = stack.read_snapshots(config)
     dead = stack.read_topic(config["topics.dead_letters.name"], 10**9, 5)
 

@@ -55,32 +55,57 @@ def snapshot(key="k", version=1, model=None, **changes) -> Snapshot:
     """A snapshot as the job publishes it: `key`'s model `version` (by default `trained(version)`), one row
     learned per version, its window ending at 1 s and features named `FEATURES`; `changes` set any other
     field (`payload`, `extra`, `generation`, ...)."""
-    fields = dict(key=key, model_version=version, n_learned=version, metric_name="LogLoss", metric_value=0.5,
-                  window_end_ms=1_000, watermark_ms=999, emitted_at_ms=1_100,
-                  feature_schema_hash=feature_schema_hash(FEATURES))
+    fields = dict(
+        key=key,
+        model_version=version,
+        n_learned=version,
+        metric_name="LogLoss",
+        metric_value=0.5,
+        window_end_ms=1_000,
+        watermark_ms=999,
+        emitted_at_ms=1_100,
+        feature_schema_hash=feature_schema_hash(FEATURES),
+    )
     if "payload" not in changes:
         fields["payload"] = dump_model(model if model is not None else trained(version))
     return Snapshot(**{**fields, **changes})
 
 
 # The `signing:` section of unit tests' configs, and its keys: a key for tests only, committed with them.
-SIGNING = {"key_id": "test", "keys": {"test": os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                           "signing-test.key")}}
+SIGNING = {
+    "key_id": "test",
+    "keys": {"test": os.path.join(os.path.dirname(os.path.abspath(__file__)), "signing-test.key")},
+}
 KEYRING = SigningSettings(tuple(SIGNING["keys"].items()), SIGNING["key_id"]).keyring()
 
 
 def categorical_model(numbers, categories) -> dict:
     """A model declared as a config declares it (udfs/model_spec.py) for features of several types: the
     `categories` (strings, booleans) one-hot encoded, the `numbers` scaled, one logistic regression on both."""
+
     def branch(keys, transformer):
-        return {"class": "compose.Pipeline", "params": {"steps": [
-            {"class": "compose.Select", "params": {"keys": list(keys)}}, {"class": transformer}]}}
-    return {"steps": [
-        {"class": "compose.TransformerUnion", "params": {"transformers": [
-            branch(categories, "preprocessing.OneHotEncoder"), branch(numbers, "preprocessing.StandardScaler")]}},
-        {"class": "linear_model.LogisticRegression",
-         "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.1}}}},
-    ]}
+        return {
+            "class": "compose.Pipeline",
+            "params": {"steps": [{"class": "compose.Select", "params": {"keys": list(keys)}}, {"class": transformer}]},
+        }
+
+    return {
+        "steps": [
+            {
+                "class": "compose.TransformerUnion",
+                "params": {
+                    "transformers": [
+                        branch(categories, "preprocessing.OneHotEncoder"),
+                        branch(numbers, "preprocessing.StandardScaler"),
+                    ]
+                },
+            },
+            {
+                "class": "linear_model.LogisticRegression",
+                "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.1}}},
+            },
+        ]
+    }
 
 
 GENRES = ("fiction", "science", "history")

@@ -76,22 +76,35 @@ def test_a_history_job_reads_events_raw_from_files_and_leaves_the_other_ddl_alon
 
 
 def test_a_history_ddl_that_replaces_no_listed_file_is_named():
-    config = Config({"sql": {"ddl": ["sql/events.sql"]}, "history": {
-        "events_ddl": "sql/history_events.sql", "replaces": "sql/kafka_events.sql"}}, "/p/conf/job.yaml")
-    with pytest.raises(ConfigError, match="job.yaml: 'history.replaces' names sql/kafka_events.sql, which sql.ddl does not list"):
+    config = Config(
+        {
+            "sql": {"ddl": ["sql/events.sql"]},
+            "history": {"events_ddl": "sql/history_events.sql", "replaces": "sql/kafka_events.sql"},
+        },
+        "/p/conf/job.yaml",
+    )
+    with pytest.raises(
+        ConfigError, match="job.yaml: 'history.replaces' names sql/kafka_events.sql, which sql.ddl does not list"
+    ):
         history_config(config, "/h")
 
 
 def test_a_comment_ending_in_a_semicolon_does_not_end_a_statement(tmp_path):
-    (tmp_path / "two.sql").write_text("-- first;\nCREATE VIEW a AS\n  -- a note;\n  SELECT 1;\nCREATE VIEW b AS SELECT 2;\n")
+    (tmp_path / "two.sql").write_text(
+        "-- first;\nCREATE VIEW a AS\n  -- a note;\n  SELECT 1;\nCREATE VIEW b AS SELECT 2;\n"
+    )
     config = Config({}, str(tmp_path / "job.yaml"))
-    assert load_sql(str(tmp_path / "two.sql"), config) == ["CREATE VIEW a AS\n\n  SELECT 1", "CREATE VIEW b AS SELECT 2"]
+    assert load_sql(str(tmp_path / "two.sql"), config) == [
+        "CREATE VIEW a AS\n\n  SELECT 1",
+        "CREATE VIEW b AS SELECT 2",
+    ]
 
 
 def test_each_statement_knows_the_file_line_it_starts_on_and_a_rejection_is_reported_there(tmp_path):
     (tmp_path / "sql").mkdir()
-    (tmp_path / "sql" / "views.sql").write_text("-- views;\n\nCREATE VIEW a AS\n  SELECT ${x};\n\n\n  CREATE VIEW b AS\n"
-                                        "  SELECT nope\n  FROM a;\n")
+    (tmp_path / "sql" / "views.sql").write_text(
+        "-- views;\n\nCREATE VIEW a AS\n  SELECT ${x};\n\n\n  CREATE VIEW b AS\n  SELECT nope\n  FROM a;\n"
+    )
     config = Config({"x": 1}, str(tmp_path / "conf" / "job.yaml"))
     a, b = statements("sql/views.sql", config)
     assert (a.text, a.line, b.line) == ("CREATE VIEW a AS\n  SELECT 1", 3, 7)
@@ -100,40 +113,61 @@ def test_each_statement_knows_the_file_line_it_starts_on_and_a_rejection_is_repo
     assert rejected(b, message) == "sql/views.sql line 8: Column 'nope' not found in any table (column 10)"
     # An absolute path inside the config's project folder is shown from there too.
     assert statements(str(tmp_path / "sql" / "views.sql"), config)[0].path == "sql/views.sql"
-    assert rejected(a, "Could not execute CreateTable in path `a`\nCaused by: ...") == \
-        "sql/views.sql line 3: Could not execute CreateTable in path `a`"
+    assert (
+        rejected(a, "Could not execute CreateTable in path `a`\nCaused by: ...")
+        == "sql/views.sql line 3: Could not execute CreateTable in path `a`"
+    )
 
 
 def test_the_jobs_topics_carry_the_replication_settings_of_the_local_broker():
     topics = declared_topics(load_config("conf/job.yaml"))
-    assert {t.name: (t.replication_factor, t.topic_configs["min.insync.replicas"]) for t in topics} == \
-        {t.name: (1, "1") for t in topics}
+    assert {t.name: (t.replication_factor, t.topic_configs["min.insync.replicas"]) for t in topics} == {
+        t.name: (1, "1") for t in topics
+    }
     snapshots = next(t for t in topics if t.name == "model-snapshots")
     assert snapshots.topic_configs["cleanup.policy"] == "compact"  # the topic's own configs are kept beside them
 
 
 def test_a_cluster_config_sets_replication_for_every_topic_and_a_topic_can_differ():
-    config = Config({"kafka": {"replication_factor": 3, "topic_config": {"min.insync.replicas": 2}}, "topics": {
-        "events": {"name": "e", "partitions": 8},
-        "drifts": {"name": "d", "replication_factor": 2, "config": {"min.insync.replicas": 1}}}}, "job.yaml")
+    config = Config(
+        {
+            "kafka": {"replication_factor": 3, "topic_config": {"min.insync.replicas": 2}},
+            "topics": {
+                "events": {"name": "e", "partitions": 8},
+                "drifts": {"name": "d", "replication_factor": 2, "config": {"min.insync.replicas": 1}},
+            },
+        },
+        "job.yaml",
+    )
     events, drifts = declared_topics(config)
-    assert (events.num_partitions, events.replication_factor, events.topic_configs) == (8, 3, {"min.insync.replicas": "2"})
+    assert (events.num_partitions, events.replication_factor, events.topic_configs) == (
+        8,
+        3,
+        {"min.insync.replicas": "2"},
+    )
     assert (drifts.replication_factor, drifts.topic_configs) == (2, {"min.insync.replicas": "1"})
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"kafka": {"replication_factor": 0}}, "'kafka.replication_factor' must be a whole number >= 1, not 0"),
-    ({"kafka": {"replication_factor": "3"}}, "'kafka.replication_factor' must be a whole number >= 1, not '3'"),
-    ({"topics": {"e": {"name": "e", "replication_factor": True}}}, "'topics.e.replication_factor' must be a whole"),
-    ({"topics": {"e": {"name": "e", "partitions": 0}}}, "'topics.e.partitions' must be a whole number >= 1"),
-    ({"kafka": {"topic_config": {"min.insync.replicas": 2}}},
-     "'kafka.topic_config.min.insync.replicas' must be a whole number no larger than topic "
-     "'e''s replication factor (1)"),
-    ({"kafka": {"replication_factor": 3}, "topics": {"e": {"name": "e", "config": {"min.insync.replicas": 4}}}},
-     "'topics.e.config.min.insync.replicas' must be a whole number no larger than topic "
-     "'e''s replication factor (3)"),
-    ({"kafka": {"topic_config": [1]}}, "'kafka.topic_config' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"kafka": {"replication_factor": 0}}, "'kafka.replication_factor' must be a whole number >= 1, not 0"),
+        ({"kafka": {"replication_factor": "3"}}, "'kafka.replication_factor' must be a whole number >= 1, not '3'"),
+        ({"topics": {"e": {"name": "e", "replication_factor": True}}}, "'topics.e.replication_factor' must be a whole"),
+        ({"topics": {"e": {"name": "e", "partitions": 0}}}, "'topics.e.partitions' must be a whole number >= 1"),
+        (
+            {"kafka": {"topic_config": {"min.insync.replicas": 2}}},
+            "'kafka.topic_config.min.insync.replicas' must be a whole number no larger than topic "
+            "'e''s replication factor (1)",
+        ),
+        (
+            {"kafka": {"replication_factor": 3}, "topics": {"e": {"name": "e", "config": {"min.insync.replicas": 4}}}},
+            "'topics.e.config.min.insync.replicas' must be a whole number no larger than topic "
+            "'e''s replication factor (3)",
+        ),
+        ({"kafka": {"topic_config": [1]}}, "'kafka.topic_config' must be a mapping"),
+    ],
+)
 def test_wrong_replication_settings_name_the_setting(data, message):
     data = {"topics": {"e": {"name": "e"}}, **data}
     with pytest.raises(ConfigError, match=re.escape(f"job.yaml: {message}")):

@@ -61,9 +61,15 @@ def test_the_job_arguments_name_the_learner_module_and_a_config_beside_the_image
         assert yaml.safe_load(f)["signing"]["keys"]["local"] == "run/keys/snapshots.key"
     python = options["-pyexec"]
     configuration = spec["flinkConfiguration"]
-    assert python == options["-pyclientexec"] == configuration["python.executable"] \
+    assert (
+        python
+        == options["-pyclientexec"]
+        == configuration["python.executable"]
         == configuration["python.client.executable"]
-    assert configuration["python.pythonpath"] == f"{os.path.dirname(os.path.dirname(python))}/lib/python3.11/site-packages"
+    )
+    assert (
+        configuration["python.pythonpath"] == f"{os.path.dirname(os.path.dirname(python))}/lib/python3.11/site-packages"
+    )
 
 
 def test_the_image_holds_the_project_the_venv_and_the_jars_the_local_stack_uses():

@@ -10,8 +10,15 @@ import pytest
 from river import linear_model
 
 from tests.unit.models import KEYRING, snapshot, trained
-from udfs.envelope import (EnvelopeError, EnvelopeSignatureError, ForbiddenPayload, decode, dump_model, encode,
-                           feature_schema_hash)
+from udfs.envelope import (
+    EnvelopeError,
+    EnvelopeSignatureError,
+    ForbiddenPayload,
+    decode,
+    dump_model,
+    encode,
+    feature_schema_hash,
+)
 from udfs.safe_pickle import ModelClasses
 from udfs.signing import Keyring
 
@@ -56,16 +63,25 @@ def test_every_byte_is_signed_header_metadata_and_both_payloads():
 def test_a_forged_envelope_is_refused_before_its_payload_is_touched(tmp_path):
     marker = tmp_path / "ran"
     forged = snapshot(model_version=2**62, generation=2**62, payload=pickle.dumps(RunsCode(marker)))
-    for keyring in (Keyring({"test": b"guessed-wrong-secret-of-32-bytes!!"}, "test"), Keyring({"other": b"o" * 32}, "other")):
-        with pytest.raises(EnvelopeSignatureError, match="signature does not match key 'test'|key 'other', which is not"):
+    for keyring in (
+        Keyring({"test": b"guessed-wrong-secret-of-32-bytes!!"}, "test"),
+        Keyring({"other": b"o" * 32}, "other"),
+    ):
+        with pytest.raises(
+            EnvelopeSignatureError, match="signature does not match key 'test'|key 'other', which is not"
+        ):
             decode(encode(forged, keyring), KEYRING)
     assert not marker.exists()
 
 
 def test_a_validly_signed_payload_naming_a_forbidden_class_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
-    signed = decode(encode(snapshot(payload=pickle.dumps(RunsCode(marker)),
-                                    challenger_payload=pickle.dumps(RunsCode(marker))), KEYRING), KEYRING)
+    signed = decode(
+        encode(
+            snapshot(payload=pickle.dumps(RunsCode(marker)), challenger_payload=pickle.dumps(RunsCode(marker))), KEYRING
+        ),
+        KEYRING,
+    )
     with pytest.raises(ForbiddenPayload, match="key 'k' v1: model payload refused: the payload names posix.system"):
         signed.model()
     with pytest.raises(ForbiddenPayload, match="challenger payload refused"):
@@ -107,17 +123,20 @@ def signed(meta: bytes, body: bytes) -> bytes:
     return unsigned + KEYRING.sign(unsigned)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "too short"),
-    (b"PK\x03\x04 some zip file", "not a model snapshot envelope"),
-    (b"RTML\x09\x00\x00\x00\x02{}", "unsupported envelope format version 9"),
-    (b"RTML\x03\x00\x00\x01\x00{}", "truncated envelope"),
-    (b"RTML\x03\x00\x00\x00\x02[}" + bytes(32), "corrupt envelope metadata"),
-    (b"RTML\x03\x00\x00\x00\x02[]" + bytes(32), "an object expected, got list"),
-    (b"RTML\x03\x00\x00\x00\x02{}" + bytes(32), "signed with key None"),
-    (signed(b'{"key_id":"test","challenger_bytes":99}', b"xx"), "challenger_bytes 99 does not fit"),
-    (signed(b'{"key_id":"test"}', b""), "corrupt envelope metadata"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "too short"),
+        (b"PK\x03\x04 some zip file", "not a model snapshot envelope"),
+        (b"RTML\x09\x00\x00\x00\x02{}", "unsupported envelope format version 9"),
+        (b"RTML\x03\x00\x00\x01\x00{}", "truncated envelope"),
+        (b"RTML\x03\x00\x00\x00\x02[}" + bytes(32), "corrupt envelope metadata"),
+        (b"RTML\x03\x00\x00\x00\x02[]" + bytes(32), "an object expected, got list"),
+        (b"RTML\x03\x00\x00\x00\x02{}" + bytes(32), "signed with key None"),
+        (signed(b'{"key_id":"test","challenger_bytes":99}', b"xx"), "challenger_bytes 99 does not fit"),
+        (signed(b'{"key_id":"test"}', b""), "corrupt envelope metadata"),
+    ],
+)
 def test_foreign_or_damaged_bytes_raise_a_clear_error(data, message):
     with pytest.raises(EnvelopeError, match=message):
         decode(data, KEYRING)
@@ -131,6 +150,7 @@ def test_a_payload_that_does_not_unpickle_names_the_key_and_version():
 
 def test_a_model_pickle_refuses_is_cloudpickled_and_loads_only_where_cloudpickle_is_allowed():
     from river import compose
+
     model = compose.FuncTransformer(lambda x: {"double": 2 * x["a"]}) | linear_model.LinearRegression()
     decoded = decode(encode(snapshot(payload=dump_model(model)), KEYRING), KEYRING)
     with pytest.raises(ForbiddenPayload, match="payload names cloudpickle"):

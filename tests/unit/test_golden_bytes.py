@@ -21,7 +21,7 @@ from udfs.model_spec import build_model
 from udfs.safe_pickle import ModelClasses
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
-RELEASES = sorted(os.path.basename(path)[:-len(".json")] for path in glob.glob(os.path.join(GOLDEN, "*.json")))
+RELEASES = sorted(os.path.basename(path)[: -len(".json")] for path in glob.glob(os.path.join(GOLDEN, "*.json")))
 CLOSE = 1e-12
 
 
@@ -38,9 +38,17 @@ def predictions(model, probes):
 
 def current_learner(expected) -> Learner:
     """This code's learner with the settings the release was run with (make_golden.py)."""
-    return Learner(LearnerSettings(model=expected["model"], metric=expected["metric"],
-                                   feature_names=tuple(expected["features"]), window_ms=expected["window_ms"],
-                                   snapshot_every_n=expected["snapshot_every_n"], generation=1), KEYRING)
+    return Learner(
+        LearnerSettings(
+            model=expected["model"],
+            metric=expected["metric"],
+            feature_names=tuple(expected["features"]),
+            window_ms=expected["window_ms"],
+            snapshot_every_n=expected["snapshot_every_n"],
+            generation=1,
+        ),
+        KEYRING,
+    )
 
 
 def test_every_released_schema_and_format_has_golden_bytes():
@@ -69,16 +77,30 @@ def test_an_older_releases_state_restores_and_predicts_and_learns_on_identically
     assert isinstance(state, KeyState) and state.schema_version == STATE_SCHEMA_VERSION
     was = expected["state"]
     assert (state.n_learned, state.model_version, state.published_version, state.last_window_end_ms) == (
-        was["n_learned"], was["model_version"], was["published_version"], was["last_window_end_ms"])
+        was["n_learned"],
+        was["model_version"],
+        was["published_version"],
+        was["last_window_end_ms"],
+    )
     assert state.generation == expected["generation"]  # 0 before lineages (schema < 3)
     assert state.metric.get() == pytest.approx(was["metric"], abs=CLOSE, rel=0)
-    assert predictions(state.model, expected["probes"]) == pytest.approx(expected["state_predictions"], abs=CLOSE, rel=0)
+    assert predictions(state.model, expected["probes"]) == pytest.approx(
+        expected["state_predictions"], abs=CLOSE, rel=0
+    )
     # Fields added since are there with their defaults, so every code path can use them.
     assert (state.replayed_windows, state.held_version, state.drift, state.gate, state.duel, state.quality) == (
-        0, 0, None, None, None, None)
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+    )
 
     learner, after = current_learner(expected), expected["after_more_rows"]
-    steps = [learner.process(state, row["features"], row["label"], row["window_end_ms"]) for row in expected["more_rows"]]
+    steps = [
+        learner.process(state, row["features"], row["label"], row["window_end_ms"]) for row in expected["more_rows"]
+    ]
     assert [s.prediction.prediction for s in steps] == pytest.approx(after["predictions"], abs=CLOSE, rel=0)
     assert (state.n_learned, state.model_version) == (after["n_learned"], after["model_version"])
     assert state.metric.get() == pytest.approx(after["metric"], abs=CLOSE, rel=0)
@@ -107,16 +129,25 @@ def test_an_older_releases_signed_envelope_is_served_with_the_same_predictions(l
     schema = feature_schema_hash(expected["features"])
     snapshot = check_snapshot(envelope, schema, KEYRING)  # what a replica does with the record
     assert (snapshot.key, snapshot.model_version, snapshot.n_learned, snapshot.window_end_ms) == (
-        expected["key"], expected["envelope"]["model_version"], expected["state"]["n_learned"],
-        expected["envelope"]["window_end_ms"])
+        expected["key"],
+        expected["envelope"]["model_version"],
+        expected["state"]["n_learned"],
+        expected["envelope"]["window_end_ms"],
+    )
     assert (snapshot.generation, snapshot.key_id, snapshot.format_version) == (
-        expected["generation"], expected["signing_key_id"], expected["envelope_format"])
+        expected["generation"],
+        expected["signing_key_id"],
+        expected["envelope_format"],
+    )
     assert snapshot.metric_value == pytest.approx(expected["state"]["metric"], abs=CLOSE, rel=0)
     # Feature types since format 4 (the golden model's features are numbers); none before, read as numbers.
-    assert snapshot.feature_types == ({} if expected["envelope_format"] < 4 else
-                                      {name: "number" for name in expected["features"]})
+    assert snapshot.feature_types == (
+        {} if expected["envelope_format"] < 4 else {name: "number" for name in expected["features"]}
+    )
     model = snapshot.model(ModelClasses.of([build_model(expected["model"])]))  # the replicas' allow-list
-    assert predictions(model, expected["probes"]) == pytest.approx(expected["envelope"]["predictions"], abs=CLOSE, rel=0)
+    assert predictions(model, expected["probes"]) == pytest.approx(
+        expected["envelope"]["predictions"], abs=CLOSE, rel=0
+    )
     # The learner's start from snapshots takes it too.
     assert newest_snapshots([(expected["key"], envelope)], schema, KEYRING)[expected["key"]].order == snapshot.order
 

@@ -39,9 +39,15 @@ GENERATION = 1_700_000_000_000
 
 
 def guarded_learner() -> Learner:
-    data = {"features": {"columns": FEATURES}, "window": {"size_seconds": 1}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}, "safety": SAFETY, "signing": SIGNING,
-            "snapshots": {"policy": "every_n_updates", "every_n_updates": 10}}
+    data = {
+        "features": {"columns": FEATURES},
+        "window": {"size_seconds": 1},
+        "model": MODEL,
+        "metric": {"class": "metrics.Accuracy"},
+        "safety": SAFETY,
+        "signing": SIGNING,
+        "snapshots": {"policy": "every_n_updates", "every_n_updates": 10},
+    }
     settings = LearnerSettings.from_config(Config(data, "job.yaml"))
     return Learner(dataclasses.replace(settings, generation=GENERATION), KEYRING)
 
@@ -80,8 +86,18 @@ def test_the_fixture_names_key_state_by_its_path_before_the_split():
     with open(FIXTURE, "rb") as f:
         stored = f.read()
     names = {arg for op, arg, _ in pickletools.genops(stored) if op.name in ("SHORT_BINUNICODE", "BINUNICODE")}
-    assert {"udfs.learner", "KeyState", "udfs.gate", "PublishedVersion", "udfs.challenger", "Duel",
-            "udfs.drift", "DriftWatch", "udfs.quality", "FeatureStats"} <= names
+    assert {
+        "udfs.learner",
+        "KeyState",
+        "udfs.gate",
+        "PublishedVersion",
+        "udfs.challenger",
+        "Duel",
+        "udfs.drift",
+        "DriftWatch",
+        "udfs.quality",
+        "FeatureStats",
+    } <= names
 
 
 def test_a_state_pickled_before_the_split_restores_and_carries_on_as_a_new_one():
@@ -90,8 +106,16 @@ def test_a_state_pickled_before_the_split_restores_and_carries_on_as_a_new_one()
         restored = migrate(pickle.loads(f.read()))
     learner, built = trained_state()
     assert isinstance(restored, KeyState)
-    for field in ("n_learned", "model_version", "published_version", "held_version", "last_window_end_ms",
-                  "prior", "generation", "schema_version"):
+    for field in (
+        "n_learned",
+        "model_version",
+        "published_version",
+        "held_version",
+        "last_window_end_ms",
+        "prior",
+        "generation",
+        "schema_version",
+    ):
         assert getattr(restored, field) == getattr(built, field), field
     assert restored.n_learned == 60 and restored.gate.published is not None and restored.gate.previous is not None
     assert type(restored.drift) is type(built.drift) and type(restored.duel) is type(built.duel)

@@ -15,6 +15,7 @@ from udfs.learner import STATE_SCHEMA_VERSION, Learner, LearnerSettings, SafetyS
 from udfs.model_spec import ModelSpecError, build_metric, build_model
 from udfs.quality import QualitySettings
 
+
 def settings(**changes):
     base = dict(model=MODEL, metric={"class": "metrics.LogLoss"}, feature_names=("1", "2"), window_ms=1000)
     return LearnerSettings(**{**base, **changes})
@@ -84,13 +85,20 @@ def test_without_an_empty_label_such_rows_are_dropped_and_counted():
 
 
 def test_the_empty_label_must_suit_the_label_column_and_the_model():
-    good = {"features": {"columns": ["a"], "empty_window_label": [0]}, "window": {"size_seconds": 10}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}, "signing": SIGNING}
+    good = {
+        "features": {"columns": ["a"], "empty_window_label": [0]},
+        "window": {"size_seconds": 10},
+        "model": MODEL,
+        "metric": {"class": "metrics.Accuracy"},
+        "signing": SIGNING,
+    }
     with pytest.raises(ConfigError, match="'features.empty_window_label' must be a boolean, a number or a string"):
         LearnerSettings.from_config(Config(good, "job.yaml"))
     assert label_value_error(False, "BOOLEAN", "binary classifier") is None
-    assert label_value_error(0, "BOOLEAN", "binary classifier") == \
-        "0 is a number, and the label column is of type BOOLEAN: give true or false"
+    assert (
+        label_value_error(0, "BOOLEAN", "binary classifier")
+        == "0 is a number, and the label column is of type BOOLEAN: give true or false"
+    )
     assert "give 0 or 1" in label_value_error(2, "INTEGER", "binary classifier")
     assert label_value_error(2, "INTEGER", "multiclass classifier") is None
     assert label_value_error(True, "DOUBLE", "regressor") is not None
@@ -128,26 +136,41 @@ def test_count_policies(policy, every_n, due_after):
 
 
 def test_only_time_bounded_policies_ask_for_a_timer():
-    assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=3000), KEYRING).snapshot_wait_ms == 3000
+    assert (
+        Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=3000), KEYRING).snapshot_wait_ms
+        == 3000
+    )
     assert Learner(settings(snapshot_policy="every_n_updates", snapshot_max_wait_ms=0), KEYRING).snapshot_wait_ms == 0
     assert Learner(settings(snapshot_policy="every_seconds", snapshot_every_ms=7000), KEYRING).snapshot_wait_ms == 7000
     assert Learner(settings(snapshot_policy="every_window"), KEYRING).snapshot_wait_ms == 0
 
 
-CONFIG = {"features": {"columns": ["1", "2"]}, "window": {"size_seconds": 1}, "model": MODEL,
-          "metric": {"class": "metrics.LogLoss"}, "signing": SIGNING}
+CONFIG = {
+    "features": {"columns": ["1", "2"]},
+    "window": {"size_seconds": 1},
+    "model": MODEL,
+    "metric": {"class": "metrics.LogLoss"},
+    "signing": SIGNING,
+}
 
 
 def test_settings_from_config_reject_bad_values():
-    good = {"features": {"columns": ["a"]}, "window": {"size_seconds": 10}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}, "signing": SIGNING}
+    good = {
+        "features": {"columns": ["a"]},
+        "window": {"size_seconds": 10},
+        "model": MODEL,
+        "metric": {"class": "metrics.Accuracy"},
+        "signing": SIGNING,
+    }
     assert LearnerSettings.from_config(Config(good, "job.yaml")).window_ms == 10_000
     with pytest.raises(ConfigError, match="snapshots.policy' must be one of"):
         LearnerSettings.from_config(Config({**good, "snapshots": {"policy": "sometimes"}}, "job.yaml"))
     with pytest.raises(ConfigError, match="features.columns' must be a non-empty list"):
         LearnerSettings.from_config(Config({**good, "features": {"columns": []}}, "job.yaml"))
     with pytest.raises(ConfigError, match="label_delay_windows' must be a whole number"):
-        LearnerSettings.from_config(Config({**good, "features": {"columns": ["a"], "label_delay_windows": -1}}, "job.yaml"))
+        LearnerSettings.from_config(
+            Config({**good, "features": {"columns": ["a"], "label_delay_windows": -1}}, "job.yaml")
+        )
     with pytest.raises(ConfigError, match="'learner.shards' must be a whole number >= 1, not 0"):
         LearnerSettings.from_config(Config({**good, "learner": {"shards": 0}}, "job.yaml"))
     with pytest.raises(ConfigError, match="'learner.state_cache_keys' must be a whole number >= 0"):
@@ -211,14 +234,24 @@ def test_a_regressor_publishes_its_value_and_no_class():
     for i in range(5):
         x = {"1": float(i), "2": 1.0}
         published = learner.process(state, x, 2.0 * i, window_end_ms=(i + 1) * 1000).prediction
-        assert (published.prediction, published.predicted, published.probabilities) == (plain.predict_one(x), None, None)
+        assert (published.prediction, published.predicted, published.probabilities) == (
+            plain.predict_one(x),
+            None,
+            None,
+        )
         plain.learn_one(x, 2.0 * i)
     assert published.prediction != 0.0
 
 
 def test_a_probability_metric_for_a_model_without_probabilities_fails_at_submit():
-    voting = {"steps": [{"class": "multiclass.OneVsOneClassifier", "params": {
-        "classifier": {"class": "linear_model.LogisticRegression"}}}]}
+    voting = {
+        "steps": [
+            {
+                "class": "multiclass.OneVsOneClassifier",
+                "params": {"classifier": {"class": "linear_model.LogisticRegression"}},
+            }
+        ]
+    }
     with pytest.raises(ModelSpecError, match="metric.class: LogLoss scores probabilities, which OneVsOneClassifier"):
         Learner(settings(model=voting), KEYRING)
     learner = Learner(settings(model=voting, metric={"class": "metrics.Accuracy"}), KEYRING)
@@ -277,12 +310,21 @@ def test_every_key_of_a_job_started_afresh_outranks_the_jobs_before_it():
     assert (seeded.generation, seeded.model_version) == (published[0].generation, 250)
 
 
-@pytest.mark.parametrize("signing, message", [
-    (None, "'signing.keys' must map key ids to key files"),
-    ({"key_id": "new", "keys": {"old": "k.key"}}, "'signing.key_id' must be one of signing.keys \\(old\\), not 'new'"),
-    ({"key_id": "k", "keys": {"k": "missing.key"}}, "'signing.keys.k' cannot read .*missing.key: No such file"),
-    ({"key_id": "k", "keys": {"k": "short.key"}}, "'signing.keys.k' .*short.key holds 5 bytes; a key needs at least 32"),
-])
+@pytest.mark.parametrize(
+    "signing, message",
+    [
+        (None, "'signing.keys' must map key ids to key files"),
+        (
+            {"key_id": "new", "keys": {"old": "k.key"}},
+            "'signing.key_id' must be one of signing.keys \\(old\\), not 'new'",
+        ),
+        ({"key_id": "k", "keys": {"k": "missing.key"}}, "'signing.keys.k' cannot read .*missing.key: No such file"),
+        (
+            {"key_id": "k", "keys": {"k": "short.key"}},
+            "'signing.keys.k' .*short.key holds 5 bytes; a key needs at least 32",
+        ),
+    ],
+)
 def test_signing_settings_name_the_setting_and_file_at_fault(tmp_path, signing, message):
     (tmp_path / "short.key").write_text("12345\n")
     if signing:
@@ -317,10 +359,16 @@ def test_a_row_with_a_non_finite_feature_is_quarantined_not_learned():
 
 def test_string_and_boolean_features_reach_river_unchanged_and_their_types_are_published():
     spec = categorical_model(["x1", "x2"], ["genre", "promo"])
-    learner = Learner(settings(model=spec, feature_names=("x1", "x2", "genre", "promo"),
-                               feature_types=("number", "number", "string", "boolean"),
-                               # the quality guard keeps statistics of the numbers only
-                               safety=SafetySettings(quality=QualitySettings(enabled=True, warmup_rows=5))), KEYRING)
+    learner = Learner(
+        settings(
+            model=spec,
+            feature_names=("x1", "x2", "genre", "promo"),
+            feature_types=("number", "number", "string", "boolean"),
+            # the quality guard keeps statistics of the numbers only
+            safety=SafetySettings(quality=QualitySettings(enabled=True, warmup_rows=5)),
+        ),
+        KEYRING,
+    )
     rows = genre_rows(150, seed=5)
     state = learner.new_state()
     for i, (x, y) in enumerate(rows):
@@ -333,5 +381,6 @@ def test_string_and_boolean_features_reach_river_unchanged_and_their_types_are_p
     published = decode(learner.publish("k", state, 0, 0), KEYRING)
     assert published.feature_types == {"x1": "number", "x2": "number", "genre": "string", "promo": "boolean"}
     # Without types (a learner built before the job read them), every feature is published as a number.
-    assert decode(Learner(settings(), KEYRING).publish("k", Learner(settings(), KEYRING).new_state(), 0, 0),
-                  KEYRING).feature_types == {"1": "number", "2": "number"}
+    assert decode(
+        Learner(settings(), KEYRING).publish("k", Learner(settings(), KEYRING).new_state(), 0, 0), KEYRING
+    ).feature_types == {"1": "number", "2": "number"}

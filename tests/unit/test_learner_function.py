@@ -35,10 +35,12 @@ def shard_with_rows(learner: Learner, keys, windows: int) -> ShardMemory:
 
 def held(memory: ShardMemory) -> dict:
     """Every attribute of the shard's memory as text that names the keys it holds an entry for."""
+
     def text(value):
         if isinstance(value, dict):
             return repr(list(value))  # the keys only: a KeyState's text is long and names no key
         return repr(value.as_dict() if hasattr(value, "as_dict") else value)
+
     return {name: text(value) for name, value in vars(memory).items()}
 
 
@@ -54,8 +56,11 @@ def test_an_expired_key_leaves_no_entry_in_the_shard_memory_and_the_other_keys_k
 
     assert [name for name, text in held(memory).items() if "gone-key" in text] == []
     assert memory.pending.as_dict() == {7000: ["kept-key"], 8000: ["kept-key"], 9000: ["kept-key"]}
-    assert (list(memory.dirty), list(memory.due.as_dict()), list(memory.idle.as_dict())) == \
-        (["kept-key"], ["kept-key"], ["kept-key"])
+    assert (list(memory.dirty), list(memory.due.as_dict()), list(memory.idle.as_dict())) == (
+        ["kept-key"],
+        ["kept-key"],
+        ["kept-key"],
+    )
     # The label windows closing later find nothing of it: no entry, so no state read that would bring it back.
     assert [key for _, key in memory.pending.pop_closed(9000)] == ["kept-key"] * 3
     assert before["prior"] == held(memory)["prior"]

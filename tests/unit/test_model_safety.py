@@ -20,8 +20,15 @@ FEATURES = ["x1_avg", "x2_avg"]
 
 
 def learner(safety=None, tmp_path=None, **config):
-    data = {"features": {"columns": FEATURES}, "window": {"size_seconds": 1}, "model": MODEL,
-            "metric": {"class": "metrics.Accuracy"}, "safety": safety or {}, "signing": SIGNING, **config}
+    data = {
+        "features": {"columns": FEATURES},
+        "window": {"size_seconds": 1},
+        "model": MODEL,
+        "metric": {"class": "metrics.Accuracy"},
+        "safety": safety or {},
+        "signing": SIGNING,
+        **config,
+    }
     source = str(tmp_path / "conf" / "job.yaml") if tmp_path else "job.yaml"
     return Learner(LearnerSettings.from_config(Config(data, source)), KEYRING)
 
@@ -67,14 +74,19 @@ def test_drift_flag_only_reports():
     state = model.new_state()
     run(model, state, rows(1, 600))
     weights = dict(state.model["LogisticRegression"].weights)
-    steps = [model.process(state, x, y, window_end_ms=(601 + i) * 1000) for i, (x, y) in enumerate(rows(2, 60, reversed_concept))]
+    steps = [
+        model.process(state, x, y, window_end_ms=(601 + i) * 1000)
+        for i, (x, y) in enumerate(rows(2, 60, reversed_concept))
+    ]
     assert any(s.drifted for s in steps) and state.drift.last_action == "flag"
     # Flagging keeps learning the same model: its weights moved, they were not reset to nothing.
     assert state.model["LogisticRegression"].weights and state.model["LogisticRegression"].weights != weights
 
 
 def test_gate_holds_back_a_poisoned_key_and_rolls_back_its_served_model():
-    safety = {"gate": {"enabled": True, "window": 50, "margin": 0.1, "min_rows": 20, "rollback": True, "rollback_margin": 0.2}}
+    safety = {
+        "gate": {"enabled": True, "window": 50, "margin": 0.1, "min_rows": 20, "rollback": True, "rollback_margin": 0.2}
+    }
     model = learner(safety, snapshots={"policy": "every_n_updates", "every_n_updates": 10})
     poisoned, clean = model.new_state(), model.new_state()
     _, before = run(model, poisoned, rows(1, 400))
@@ -104,7 +116,14 @@ def test_gate_publishes_again_once_the_key_recovers():
 
 
 def test_challenger_that_scores_better_is_promoted():
-    slow = {"steps": [{"class": "linear_model.LogisticRegression", "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.0001}}}}]}
+    slow = {
+        "steps": [
+            {
+                "class": "linear_model.LogisticRegression",
+                "params": {"optimizer": {"class": "optim.SGD", "params": {"lr": 0.0001}}},
+            }
+        ]
+    }
     model = learner({"challenger": {"enabled": True, "model": MODEL, "window": 100}}, model=slow)
     state = model.new_state()
     _, published = run(model, state, rows(1, 400))
@@ -117,8 +136,10 @@ def test_challenger_that_scores_better_is_promoted():
 
 
 def test_drift_can_promote_the_challenger():
-    safety = {"drift": {"enabled": True, "action": "promote_challenger"},
-              "challenger": {"enabled": True, "model": MODEL, "window": 10_000}}
+    safety = {
+        "drift": {"enabled": True, "action": "promote_challenger"},
+        "challenger": {"enabled": True, "model": MODEL, "window": 10_000},
+    }
     model = learner(safety)
     state = model.new_state()
     run(model, state, rows(1, 600))
@@ -163,16 +184,21 @@ class RunsCode:
         return exec, ("raise SystemExit('the template ran code')",)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "cannot read"),
-    (b"not a pickle", "is not a snapshot envelope; a bare pickle is not loaded"),
-    (cloudpickle.dumps(build_model(MODEL)), "is not a snapshot envelope; a bare pickle is not loaded"),
-    (template(dump_model(build_model(MODEL)), Keyring({"test": b"w" * 32}, "test")),
-     "is not signed with a key in signing.keys: signature does not match key 'test'"),
-    (template(pickle.dumps(RunsCode())), "model payload refused: the payload names builtins.exec"),
-    (template(pickle.dumps({"a": 1})), "holds a dict, not a River model"),
-    (template(dump_model(linear_model.LogisticRegression()), features=["other"]), "other feature columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read"),
+        (b"not a pickle", "is not a snapshot envelope; a bare pickle is not loaded"),
+        (cloudpickle.dumps(build_model(MODEL)), "is not a snapshot envelope; a bare pickle is not loaded"),
+        (
+            template(dump_model(build_model(MODEL)), Keyring({"test": b"w" * 32}, "test")),
+            "is not signed with a key in signing.keys: signature does not match key 'test'",
+        ),
+        (template(pickle.dumps(RunsCode())), "model payload refused: the payload names builtins.exec"),
+        (template(pickle.dumps({"a": 1})), "holds a dict, not a River model"),
+        (template(dump_model(linear_model.LogisticRegression()), features=["other"]), "other feature columns"),
+    ],
+)
 def test_a_bad_template_fails_at_submit_time(tmp_path, content, message):
     path = tmp_path / "prior.bin"
     if content is not None:
@@ -188,7 +214,9 @@ def test_quality_guard_quarantines_outliers_and_stuck_rows_without_learning_them
     learned = state.n_learned
     outlier = model.process(state, {"x1_avg": 40.0, "x2_avg": 0.1}, True, window_end_ms=101_000)
     assert outlier.quarantined.startswith("x1_avg=40.0 is ") and outlier.prediction is not None
-    stuck = [model.process(state, {"x1_avg": 0.3, "x2_avg": 0.3}, True, window_end_ms=(102 + i) * 1000) for i in range(5)]
+    stuck = [
+        model.process(state, {"x1_avg": 0.3, "x2_avg": 0.3}, True, window_end_ms=(102 + i) * 1000) for i in range(5)
+    ]
     assert [s.quarantined is not None for s in stuck] == [False, False, False, True, True]
     assert state.n_learned == learned + 3 and state.quality.quarantined == 3
 
@@ -204,21 +232,24 @@ def test_guards_turned_on_in_an_upgrade_start_on_restored_keys():
     assert restored.n_learned == 51
 
 
-@pytest.mark.parametrize("safety, message", [
-    ({"drfit": {}}, "'safety' has unknown part\\(s\\) drfit"),
-    ({"drift": {"enabled": True, "action": "panic"}}, "'safety.drift.action' must be one of reset"),
-    ({"drift": {"enabled": True, "action": "promote_challenger"}}, "promote_challenger needs safety.challenger"),
-    ({"drift": {"detector": {"class": "metrics.Accuracy"}}}, "is not a River drift detector"),
-    ({"gate": {"rollback": True}}, "'safety.gate.rollback' needs the gate itself enabled"),
-    ({"gate": {"enabled": True, "windw": 5}}, "'safety.gate.windw' is not a setting: did you mean 'window'"),
-    ({"gate": {"enabled": True, "window": "50"}}, "'safety.gate.window' must be a whole number, not '50'"),
-    ({"drift": {"enabled": "yes"}}, "'safety.drift.enabled' must be true or false, not 'yes'"),
-    ({"challenger": {"margin": [1]}}, r"'safety.challenger.margin' must be a number, not \[1\]"),
-    ({"quality": {"max_sigma": True}}, "'safety.quality.max_sigma' must be a number, not True"),
-    ({"cold_start": {"prior": "magic"}}, "'safety.cold_start.prior' must be one of none"),
-    ({"cold_start": {"prior": "template"}}, "prior 'template' needs the path"),
-    ({"quality": {"max_sigma": 0}}, "'safety.quality' needs max_sigma > 0"),
-])
+@pytest.mark.parametrize(
+    "safety, message",
+    [
+        ({"drfit": {}}, "'safety' has unknown part\\(s\\) drfit"),
+        ({"drift": {"enabled": True, "action": "panic"}}, "'safety.drift.action' must be one of reset"),
+        ({"drift": {"enabled": True, "action": "promote_challenger"}}, "promote_challenger needs safety.challenger"),
+        ({"drift": {"detector": {"class": "metrics.Accuracy"}}}, "is not a River drift detector"),
+        ({"gate": {"rollback": True}}, "'safety.gate.rollback' needs the gate itself enabled"),
+        ({"gate": {"enabled": True, "windw": 5}}, "'safety.gate.windw' is not a setting: did you mean 'window'"),
+        ({"gate": {"enabled": True, "window": "50"}}, "'safety.gate.window' must be a whole number, not '50'"),
+        ({"drift": {"enabled": "yes"}}, "'safety.drift.enabled' must be true or false, not 'yes'"),
+        ({"challenger": {"margin": [1]}}, r"'safety.challenger.margin' must be a number, not \[1\]"),
+        ({"quality": {"max_sigma": True}}, "'safety.quality.max_sigma' must be a number, not True"),
+        ({"cold_start": {"prior": "magic"}}, "'safety.cold_start.prior' must be one of none"),
+        ({"cold_start": {"prior": "template"}}, "prior 'template' needs the path"),
+        ({"quality": {"max_sigma": 0}}, "'safety.quality' needs max_sigma > 0"),
+    ],
+)
 def test_bad_safety_settings_name_what_is_wrong(safety, message):
     with pytest.raises((ConfigError, ModelSpecError), match=message):
         learner(safety)
@@ -231,13 +262,47 @@ def test_a_challenger_of_another_kind_is_refused():
 
 
 def test_inverse_time_decay_is_a_declared_option():
-    model = build_model({"steps": [{"class": "linear_model.LinearRegression", "params": {"optimizer": {
-        "class": "optim.SGD", "params": {"lr": {"class": "udfs.model_options.InverseTimeDecay",
-                                                "params": {"eta0": 0.1, "alpha": 0.5}}}}}}]})
+    model = build_model(
+        {
+            "steps": [
+                {
+                    "class": "linear_model.LinearRegression",
+                    "params": {
+                        "optimizer": {
+                            "class": "optim.SGD",
+                            "params": {
+                                "lr": {
+                                    "class": "udfs.model_options.InverseTimeDecay",
+                                    "params": {"eta0": 0.1, "alpha": 0.5},
+                                }
+                            },
+                        }
+                    },
+                }
+            ]
+        }
+    )
     assert model.optimizer.lr.get(2) == pytest.approx(0.05)
     with pytest.raises(ModelSpecError, match="unknown option 'udfs.model_options.Magic'"):
         build_model({"steps": [{"class": "udfs.model_options.Magic"}]})
     with pytest.raises(ModelSpecError, match="InverseTimeDecay rejected its parameters"):
-        build_model({"steps": [{"class": "linear_model.LinearRegression", "params": {"optimizer": {
-            "class": "optim.SGD", "params": {"lr": {"class": "udfs.model_options.InverseTimeDecay",
-                                                    "params": {"eta0": -1, "alpha": 0.5}}}}}}]})
+        build_model(
+            {
+                "steps": [
+                    {
+                        "class": "linear_model.LinearRegression",
+                        "params": {
+                            "optimizer": {
+                                "class": "optim.SGD",
+                                "params": {
+                                    "lr": {
+                                        "class": "udfs.model_options.InverseTimeDecay",
+                                        "params": {"eta0": -1, "alpha": 0.5},
+                                    }
+                                },
+                            }
+                        },
+                    }
+                ]
+            }
+        )

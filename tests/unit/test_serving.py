@@ -43,15 +43,18 @@ def test_predict_answers_with_the_served_model():
     assert (answer["model_version"], answer["fallback"]) == (7, False)
 
 
-@pytest.mark.parametrize("request_body, message", [
-    ({"features": {"x1": 1, "x2": 2}}, "missing 'key'"),
-    ({"key": "k", "features": {"x1": 1}}, "missing feature 'x2'"),
-    ({"key": "k", "features": {"x1": 1, "x2": "2"}}, "feature 'x2' must be a number, got str"),
-    ({"key": "k", "features": {"x1": True, "x2": 2}}, "feature 'x1' must be a number, got bool"),
-    ({"key": "k", "features": {"x1": float("nan"), "x2": 2}}, "feature 'x1' must be finite"),
-    ({"key": "k", "features": [1, 2]}, "'features' must be an object"),
-    ([1], "a request must be an object"),
-])
+@pytest.mark.parametrize(
+    "request_body, message",
+    [
+        ({"features": {"x1": 1, "x2": 2}}, "missing 'key'"),
+        ({"key": "k", "features": {"x1": 1}}, "missing feature 'x2'"),
+        ({"key": "k", "features": {"x1": 1, "x2": "2"}}, "feature 'x2' must be a number, got str"),
+        ({"key": "k", "features": {"x1": True, "x2": 2}}, "feature 'x1' must be a number, got bool"),
+        ({"key": "k", "features": {"x1": float("nan"), "x2": 2}}, "feature 'x1' must be finite"),
+        ({"key": "k", "features": [1, 2]}, "'features' must be an object"),
+        ([1], "a request must be an object"),
+    ],
+)
 def test_bad_requests_name_the_field(request_body, message):
     with pytest.raises(BadRequest, match=message):
         predict(serving_with(snapshot("k", 1, trained(5))), request_body)
@@ -67,11 +70,16 @@ def test_unknown_key_is_404_unless_a_fallback_model_answers():
 
 def test_batch_answers_each_item_on_its_own():
     serving = serving_with(snapshot("k", 1, trained(5)))
-    results = predict_batch(serving, {"requests": [
-        {"key": "k", "features": {"x1": 1, "x2": 2}},
-        {"key": "other", "features": {"x1": 1, "x2": 2}},
-        {"key": "k", "features": {"x1": 1}},
-    ]})["results"]
+    results = predict_batch(
+        serving,
+        {
+            "requests": [
+                {"key": "k", "features": {"x1": 1, "x2": 2}},
+                {"key": "other", "features": {"x1": 1, "x2": 2}},
+                {"key": "k", "features": {"x1": 1}},
+            ]
+        },
+    )["results"]
     assert [r.get("status", 200) for r in results] == [200, 404, 400]
     with pytest.raises(BadRequest, match="'requests' list"):
         predict_batch(serving, {"requests": "all"})
@@ -93,14 +101,18 @@ def test_no_stored_and_no_sent_features_is_404_naming_the_key():
 
 
 def test_old_stored_features_are_marked_stale():
-    serving = serving_with(snapshot("k", 2, trained(5)), rows=[FeatureRow("k", 1_000, "h", {"x1": 0.0, "x2": 0.0})],
-                           max_feature_age_s=60)
+    serving = serving_with(
+        snapshot("k", 2, trained(5)), rows=[FeatureRow("k", 1_000, "h", {"x1": 0.0, "x2": 0.0})], max_feature_age_s=60
+    )
     assert predict(serving, {"key": "k"})["features_stale"] is True
 
 
 def test_a_key_without_a_row_in_the_newest_window_is_scored_on_the_empty_window_features_or_left_out():
     model = trained(80)
-    rows = [FeatureRow("busy", 3_000, "h", {"x1": 1.5, "x2": -0.5}), FeatureRow("quiet", 2_000, "h", {"x1": 2.0, "x2": -1.0})]
+    rows = [
+        FeatureRow("busy", 3_000, "h", {"x1": 1.5, "x2": -0.5}),
+        FeatureRow("quiet", 2_000, "h", {"x1": 2.0, "x2": -1.0}),
+    ]
     flagged = serving_with(snapshot("busy", 3, model), snapshot("quiet", 3, model), rows=rows)
     assert predict(flagged, {"key": "quiet"})["quiet"] is False  # until the follower has applied the newer window
     flagged.features.advance()
@@ -108,14 +120,20 @@ def test_a_key_without_a_row_in_the_newest_window_is_scored_on_the_empty_window_
     assert (answer["quiet"], answer["features_empty_window"], answer["features_window_end_ms"]) == (True, False, 2_000)
     assert answer["prediction"] == model.predict_proba_one({"x1": 2.0, "x2": -1.0})[True]
     ranked = recommend(flagged, {"n": 5})
-    assert ([r["key"] for r in ranked["ranking"]], ranked["quiet"], ranked["window_end_ms"]) == (["busy"], ["quiet"], 3_000)
+    assert ([r["key"] for r in ranked["ranking"]], ranked["quiet"], ranked["window_end_ms"]) == (
+        ["busy"],
+        ["quiet"],
+        3_000,
+    )
 
     empty = dataclasses.replace(flagged, empty_window_features={"x1": 0.0, "x2": 0.0})
     answer = predict(empty, {"key": "quiet"})
     assert (answer["quiet"], answer["features_empty_window"], answer["features_window_end_ms"]) == (True, True, 3_000)
     assert answer["prediction"] == model.predict_proba_one({"x1": 0.0, "x2": 0.0})[True]
-    assert predict(empty, {"key": "quiet", "features": {"x2": 1.0}})["prediction"] == \
-        model.predict_proba_one({"x1": 0.0, "x2": 1.0})[True]
+    assert (
+        predict(empty, {"key": "quiet", "features": {"x2": 1.0}})["prediction"]
+        == model.predict_proba_one({"x1": 0.0, "x2": 1.0})[True]
+    )
     ranked = recommend(empty, {"n": 5})
     assert sorted(r["key"] for r in ranked["ranking"]) == ["busy", "quiet"] and ranked["quiet"] == []
 
@@ -144,8 +162,12 @@ def test_served_model_describes_its_freshness():
 
 def test_recommend_ranks_keys_by_prediction_on_their_stored_features():
     hot, cold = trained(80), trained(80)
-    serving = serving_with(snapshot("hot", 3, hot), snapshot("cold", 4, cold), snapshot("no-features", 1, hot),
-                           rows=[FeatureRow("hot", 1, "h", {"x1": 1.5, "x2": -0.5}), FeatureRow("cold", 1, "h", {"x1": -1.0, "x2": 1.0})])
+    serving = serving_with(
+        snapshot("hot", 3, hot),
+        snapshot("cold", 4, cold),
+        snapshot("no-features", 1, hot),
+        rows=[FeatureRow("hot", 1, "h", {"x1": 1.5, "x2": -0.5}), FeatureRow("cold", 1, "h", {"x1": -1.0, "x2": 1.0})],
+    )
     ranking = recommend(serving, {"user": "u1", "n": 2})
     scores = {k: predict(serving, {"key": k})["prediction"] for k in ("hot", "cold")}
     assert [item["key"] for item in ranking["ranking"]] == sorted(scores, key=scores.get, reverse=True)
@@ -184,12 +206,19 @@ def test_a_multiclass_model_answers_its_class_and_probabilities_and_recommend_ra
 def test_boolean_classes_are_named_as_json_spells_them_and_a_regressor_takes_no_class():
     regressor = linear_model.LinearRegression()
     regressor.learn_one({"x1": 1.0, "x2": 0.0}, 3.0)
-    serving = serving_with(snapshot("b", 1, trained(50)), snapshot("r", 1, regressor),
-                           rows=[FeatureRow("b", 1, "h", {"x1": 0.5, "x2": 0.5}), FeatureRow("r", 1, "h", {"x1": 1.0, "x2": 0.0})])
+    serving = serving_with(
+        snapshot("b", 1, trained(50)),
+        snapshot("r", 1, regressor),
+        rows=[FeatureRow("b", 1, "h", {"x1": 0.5, "x2": 0.5}), FeatureRow("r", 1, "h", {"x1": 1.0, "x2": 0.0})],
+    )
     binary = predict(serving, {"key": "b"})
     assert set(binary["probabilities"]) == {"true", "false"} and binary["prediction"] == binary["probabilities"]["true"]
     by_true = recommend(serving, {"class": True, "candidates": ["b"]})["ranking"][0]["score"]
-    assert by_true == recommend(serving, {"class": "true", "candidates": ["b"]})["ranking"][0]["score"] == binary["prediction"]
+    assert (
+        by_true
+        == recommend(serving, {"class": "true", "candidates": ["b"]})["ranking"][0]["score"]
+        == binary["prediction"]
+    )
     value = predict(serving, {"key": "r"})
     assert "predicted" not in value and value["prediction"] == regressor.predict_one({"x1": 1.0, "x2": 0.0})
     with pytest.raises(BadRequest, match="the model of key 'r' is a regressor"):
@@ -223,24 +252,31 @@ def test_features_of_every_type_reach_the_model_as_it_learned_them():
     answer = predict(typed_serving(model), {"key": "book", "features": x})
     # x2 as a float, pages as the int the model one-hot encoded (200.0 would be an unseen category "pages_200.0").
     learned = {"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200}
-    assert answer["probabilities"] == {"false": model.predict_proba_one(learned)[False],
-                                       "true": model.predict_proba_one(learned)[True]}
-    assert answer["probabilities"] != {"false": model.predict_proba_one({**learned, "genre": "fiction"})[False],
-                                       "true": model.predict_proba_one({**learned, "genre": "fiction"})[True]}
+    assert answer["probabilities"] == {
+        "false": model.predict_proba_one(learned)[False],
+        "true": model.predict_proba_one(learned)[True],
+    }
+    assert answer["probabilities"] != {
+        "false": model.predict_proba_one({**learned, "genre": "fiction"})[False],
+        "true": model.predict_proba_one({**learned, "genre": "fiction"})[True],
+    }
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("genre", 3, "feature 'genre' must be a string, got int"),
-    ("genre", None, "feature 'genre' must be a string, got null"),
-    ("genre", ["science"], "feature 'genre' must be a string, got list"),
-    ("promo", 1, r"feature 'promo' must be a boolean \(true or false\), got int"),
-    ("promo", "true", r"feature 'promo' must be a boolean \(true or false\), got str"),
-    ("pages", 200.5, r"feature 'pages' must be an integer \(a whole number\), got 200.5"),
-    ("pages", "200", "feature 'pages' must be an integer, got str"),
-    ("pages", True, "feature 'pages' must be an integer, got bool"),
-    ("x1", "science", "feature 'x1' must be a number, got str"),
-    ("x1", False, "feature 'x1' must be a number, got bool"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("genre", 3, "feature 'genre' must be a string, got int"),
+        ("genre", None, "feature 'genre' must be a string, got null"),
+        ("genre", ["science"], "feature 'genre' must be a string, got list"),
+        ("promo", 1, r"feature 'promo' must be a boolean \(true or false\), got int"),
+        ("promo", "true", r"feature 'promo' must be a boolean \(true or false\), got str"),
+        ("pages", 200.5, r"feature 'pages' must be an integer \(a whole number\), got 200.5"),
+        ("pages", "200", "feature 'pages' must be an integer, got str"),
+        ("pages", True, "feature 'pages' must be an integer, got bool"),
+        ("x1", "science", "feature 'x1' must be a number, got str"),
+        ("x1", False, "feature 'x1' must be a number, got bool"),
+    ],
+)
 def test_a_feature_of_the_wrong_type_is_a_400_naming_the_field_and_the_type_it_needs(name, value, message):
     x = {"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200, name: value}
     with pytest.raises(BadRequest, match=f"^{message}$"):
@@ -270,19 +306,34 @@ def test_the_inference_protocol_types_its_inputs_and_answers_as_predict_does():
     model = typed_model()
     serving = typed_serving(model)
     assert [(i["name"], i["datatype"]) for i in v2.metadata(serving, "book")["inputs"]] == [
-        ("x1", "FP64"), ("x2", "FP64"), ("genre", "BYTES"), ("promo", "BOOL"), ("pages", "INT64")]
-    rows = [{"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200},
-            {"x1": -1.5, "x2": 0.2, "genre": "history", "promo": False, "pages": 100}]
+        ("x1", "FP64"),
+        ("x2", "FP64"),
+        ("genre", "BYTES"),
+        ("promo", "BOOL"),
+        ("pages", "INT64"),
+    ]
+    rows = [
+        {"x1": 0.5, "x2": -1.0, "genre": "science", "promo": True, "pages": 200},
+        {"x1": -1.5, "x2": 0.2, "genre": "history", "promo": False, "pages": 100},
+    ]
     datatypes = {"x1": "FP64", "x2": "FP32", "genre": "BYTES", "promo": "BOOL", "pages": "INT32"}
     inputs = [{"name": n, "shape": [2], "datatype": datatypes[n], "data": [r[n] for r in rows]} for n in TYPED]
     outputs = {o["name"]: o for o in v2.infer(serving, "book", {"inputs": inputs})["outputs"]}
     answers = [predict(serving, {"key": "book", "features": r}) for r in rows]
     assert outputs["prediction"]["data"] == [a["prediction"] for a in answers]
-    assert outputs["predicted"] == {"name": "predicted", "shape": [2], "datatype": "BYTES",
-                                    "data": [a["predicted"] for a in answers]}
+    assert outputs["predicted"] == {
+        "name": "predicted",
+        "shape": [2],
+        "datatype": "BYTES",
+        "data": [a["predicted"] for a in answers],
+    }
     assert outputs["probabilities"] == {
-        "name": "probabilities", "shape": [2, 2], "datatype": "FP64", "parameters": {"classes": ["false", "true"]},
-        "data": [a["probabilities"][c] for a in answers for c in ("false", "true")]}
+        "name": "probabilities",
+        "shape": [2, 2],
+        "datatype": "FP64",
+        "parameters": {"classes": ["false", "true"]},
+        "data": [a["probabilities"][c] for a in answers for c in ("false", "true")],
+    }
 
     def refused(name, **tensor):
         bad = [{**t, **tensor} if t["name"] == name else t for t in inputs]
@@ -290,10 +341,18 @@ def test_the_inference_protocol_types_its_inputs_and_answers_as_predict_does():
             v2.infer(serving, "book", {"inputs": bad})
         return str(e.value)
 
-    assert refused("genre", datatype="FP64") == "input 'genre': datatype must be BYTES (feature 'genre' is a string), got 'FP64'"
-    assert refused("promo", datatype="INT64") == "input 'promo': datatype must be BOOL (feature 'promo' is a boolean), got 'INT64'"
-    assert refused("pages", datatype="FP64") == \
-        "input 'pages': datatype must be one of INT64, INT32 (feature 'pages' is an integer), got 'FP64'"
+    assert (
+        refused("genre", datatype="FP64")
+        == "input 'genre': datatype must be BYTES (feature 'genre' is a string), got 'FP64'"
+    )
+    assert (
+        refused("promo", datatype="INT64")
+        == "input 'promo': datatype must be BOOL (feature 'promo' is a boolean), got 'INT64'"
+    )
+    assert (
+        refused("pages", datatype="FP64")
+        == "input 'pages': datatype must be one of INT64, INT32 (feature 'pages' is an integer), got 'FP64'"
+    )
     assert refused("genre", data=["science", 4]) == "row 1: feature 'genre' must be a string, got int"
 
 
@@ -304,4 +363,5 @@ def test_the_inference_protocol_answers_a_regressor_with_its_value_alone():
     assert [o["name"] for o in v2.metadata(serving, "r")["outputs"]] == ["prediction"]
     inputs = [{"name": n, "shape": [1], "datatype": "INT64", "data": [1]} for n in FEATURES]
     assert v2.infer(serving, "r", {"inputs": inputs})["outputs"] == [
-        {"name": "prediction", "shape": [1], "datatype": "FP64", "data": [model.predict_one({"x1": 1.0, "x2": 1.0})]}]
+        {"name": "prediction", "shape": [1], "datatype": "FP64", "data": [model.predict_one({"x1": 1.0, "x2": 1.0})]}
+    ]

@@ -54,11 +54,14 @@ def read_reply(sock) -> tuple[int, dict]:
 def fuzzed_bodies(rng: random.Random, count: int):
     """(path, body) pairs: valid and broken requests, deep nesting, huge integers, NaN/Infinity,
     invalid UTF-8, random bytes and mutations, and a few 1 MiB batches."""
-    valid = [json.dumps({"key": "book-1", "features": FEATURES}).encode(),
-             json.dumps({"requests": [{"key": "book-1", "features": FEATURES}] * 3}).encode(),
-             json.dumps({"n": 3, "candidates": ["book-1", "book-2"]}).encode(),
-             json.dumps({"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]}
-                                    for n, v in FEATURES.items()]}).encode()]
+    valid = [
+        json.dumps({"key": "book-1", "features": FEATURES}).encode(),
+        json.dumps({"requests": [{"key": "book-1", "features": FEATURES}] * 3}).encode(),
+        json.dumps({"n": 3, "candidates": ["book-1", "book-2"]}).encode(),
+        json.dumps(
+            {"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]} for n, v in FEATURES.items()]}
+        ).encode(),
+    ]
     paths = ["/predict", "/predict/batch", "/recommend", "/v2/models/book-1/infer"]
     for i in range(count):
         kind = i % 10
@@ -66,7 +69,9 @@ def fuzzed_bodies(rng: random.Random, count: int):
         if kind == 0:
             depth = 100_000 if i % 100 == 0 else rng.choice([32, 33, 1000, rng.randrange(1, 10_000)])
             opener = rng.choice([b"[", b'{"a":', b'{"features":'])
-            body = opener * depth + rng.choice([b"1", b""]) + (b"]" if opener == b"[" else b"}") * rng.randrange(depth + 1)
+            body = (
+                opener * depth + rng.choice([b"1", b""]) + (b"]" if opener == b"[" else b"}") * rng.randrange(depth + 1)
+            )
         elif kind == 1:
             digits = rng.choice([101, 4_300, 4_301, 5_000, rng.randrange(1, 5_001)])
             number = ("-" if rng.random() < 0.5 else "") + "9" * digits
@@ -75,7 +80,7 @@ def fuzzed_bodies(rng: random.Random, count: int):
             literal = rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400"])
             body = rng.choice(valid).replace(b"0.5", literal, 1)
             if literal in body and rng.random() < 0.3:  # and broken after it
-                body = body[:rng.randrange(body.index(literal), len(body))]
+                body = body[: rng.randrange(body.index(literal), len(body))]
         elif kind == 3:
             body = rng.choice(valid)
             at = rng.randrange(len(body))
@@ -83,7 +88,7 @@ def fuzzed_bodies(rng: random.Random, count: int):
         elif kind == 4:
             body = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
         elif kind == 5:
-            body = rng.choice(valid)[:rng.randrange(60)]
+            body = rng.choice(valid)[: rng.randrange(60)]
         elif kind == 6 and i % 2000 == 6:
             item = json.dumps({"key": rng.choice(["book-1", "book-2"]), "features": FEATURES}).encode()
             body = b'{"requests": [' + b", ".join([item] * ((1 << 20) // (len(item) + 2))) + b"]}"
@@ -91,8 +96,21 @@ def fuzzed_bodies(rng: random.Random, count: int):
         elif kind == 9:
             path, body = rng.choice(list(zip(paths, valid)))
         elif kind == 7:
-            body = json.dumps(rng.choice([None, [], "x", 1, {"key": 1}, {"key": "book-1", "features": [1]},
-                                          {"requests": {}}, {"n": True}, {"inputs": [{"name": "x1"}]}])).encode()
+            body = json.dumps(
+                rng.choice(
+                    [
+                        None,
+                        [],
+                        "x",
+                        1,
+                        {"key": 1},
+                        {"key": "book-1", "features": [1]},
+                        {"requests": {}},
+                        {"n": True},
+                        {"inputs": [{"name": "x1"}]},
+                    ]
+                )
+            ).encode()
         else:
             body = bytearray(rng.choice(valid))
             for _ in range(rng.randrange(1, 4)):
@@ -138,8 +156,10 @@ def test_a_thousand_half_open_connections_neither_block_nor_cost_threads(asgi):
         connections = asgi.servers[-1].server.server_state.connections
         # Every one accepted and read from: those whose body is arriving past the 256th were refused (503).
         deadline = time.monotonic() + 3
-        while len(connections) + replica.requests.value(path="/predict", status="503") < 1000 \
-                and time.monotonic() < deadline:
+        while (
+            len(connections) + replica.requests.value(path="/predict", status="503") < 1000
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         assert (len(connections), replica.requests.value(path="/predict", status="503")) == (1000 - 77, 77)
         started = time.perf_counter()
@@ -150,8 +170,10 @@ def test_a_thousand_half_open_connections_neither_block_nor_cost_threads(asgi):
         assert raw_request(port, b"POST /predict HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")[0] == 503  # still full
         # A request still incomplete after serving.request_timeout_s gets a 408, and its connection is closed.
         stalled[1].settimeout(5)
-        assert read_reply(stalled[1]) == \
-            (408, {"error": "request not received whole within 4 s (serving.request_timeout_s)"})
+        assert read_reply(stalled[1]) == (
+            408,
+            {"error": "request not received whole within 4 s (serving.request_timeout_s)"},
+        )
         assert read_reply(stalled[2])[0] == 408
         assert stalled[0].recv(1) == b""  # one that sent nothing is closed without an answer to a question not asked
     finally:
@@ -168,8 +190,10 @@ def test_more_requests_in_flight_than_allowed_get_a_503_naming_the_setting(asgi)
         time.sleep(0.1)
         body = json.dumps({"key": "book-1", "features": FEATURES}).encode().ljust(60)
         one_more = b"POST /predict HTTP/1.1\r\nContent-Length: 60\r\n\r\n" + body
-        assert raw_request(port, one_more) == (503, {
-            "error": "2 requests in flight, the limit of serving.max_concurrent_requests: retry shortly"})
+        assert raw_request(port, one_more) == (
+            503,
+            {"error": "2 requests in flight, the limit of serving.max_concurrent_requests: retry shortly"},
+        )
         assert raw_request(port, b"GET /healthz HTTP/1.1\r\n\r\n")[0] == 200  # no body: answered however full
         waiting[0].sendall(body)
         assert read_reply(waiting[0])[0] == 200
@@ -184,8 +208,10 @@ def test_more_connections_than_allowed_get_a_503_naming_the_setting(asgi):
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
     try:
         time.sleep(0.1)
-        assert raw_request(port, b"GET /healthz HTTP/1.1\r\n\r\n") == (503, {
-            "error": "3 connections open, the limit of serving.max_connections: retry shortly"})
+        assert raw_request(port, b"GET /healthz HTTP/1.1\r\n\r\n") == (
+            503,
+            {"error": "3 connections open, the limit of serving.max_connections: retry shortly"},
+        )
         held[0].sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
         assert read_reply(held[0]) == (200, {"status": "ok"})
     finally:
@@ -193,21 +219,28 @@ def test_more_connections_than_allowed_get_a_503_naming_the_setting(asgi):
             sock.close()
 
 
-@pytest.mark.parametrize("head", [
-    b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
-    b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 3_000 + b"\r\n",
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 3_000 + b"\r\n",
+    ],
+)
 def test_request_heads_over_the_limit_get_a_431(asgi, head):
     _, port = asgi(max_header_bytes=16_384)
-    assert raw_request(port, head) == (431, {"error": "request line and headers over 16384 bytes "
-                                                      "(serving.max_header_bytes)"})
+    assert raw_request(port, head) == (
+        431,
+        {"error": "request line and headers over 16384 bytes (serving.max_header_bytes)"},
+    )
 
 
 def test_garbage_instead_of_http_gets_a_json_400(asgi):
     _, port = asgi()
-    assert raw_request(port, b"\x16\x03\x01 not http at all\r\n\r\n") == \
-        (400, {"error": "invalid HTTP request: Invalid method encountered"})
+    assert raw_request(port, b"\x16\x03\x01 not http at all\r\n\r\n") == (
+        400,
+        {"error": "invalid HTTP request: Invalid method encountered"},
+    )
 
 
 def test_a_kept_alive_connection_survives_many_requests_within_the_limits(asgi):
@@ -218,12 +251,15 @@ def test_a_kept_alive_connection_survives_many_requests_within_the_limits(asgi):
         assert connection.getresponse().read() and replica.requests.value(path="/predict", status="200") > 0
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("request_timeout_s", "10 s", "'serving.request_timeout_s' must be a number of seconds > 0, not '10 s'"),
-    ("keep_alive_timeout_s", -1, "'serving.keep_alive_timeout_s' must be a number of seconds > 0, not -1"),
-    ("max_json_depth", 0, "'serving.max_json_depth' must be a whole number >= 1, not 0"),
-    ("max_concurrent_requests", 2.5, "'serving.max_concurrent_requests' must be a whole number >= 1, not 2.5"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("request_timeout_s", "10 s", "'serving.request_timeout_s' must be a number of seconds > 0, not '10 s'"),
+        ("keep_alive_timeout_s", -1, "'serving.keep_alive_timeout_s' must be a number of seconds > 0, not -1"),
+        ("max_json_depth", 0, "'serving.max_json_depth' must be a whole number >= 1, not 0"),
+        ("max_concurrent_requests", 2.5, "'serving.max_concurrent_requests' must be a whole number >= 1, not 2.5"),
+    ],
+)
 def test_wrong_limits_name_their_setting(setting, value, message):
     with pytest.raises(ConfigError) as error:
         Replica(config(**{setting: value}))

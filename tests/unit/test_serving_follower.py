@@ -31,8 +31,17 @@ def record(value, key="k", offset=0):
 
 
 def follower(reader_process=False):
-    return Follower("127.0.0.1:1", "snapshots", "features", ModelRegistry(), FeatureStore(), SCHEMA, [1, 10], KEYRING,
-                    reader_process=reader_process)
+    return Follower(
+        "127.0.0.1:1",
+        "snapshots",
+        "features",
+        ModelRegistry(),
+        FeatureStore(),
+        SCHEMA,
+        [1, 10],
+        KEYRING,
+        reader_process=reader_process,
+    )
 
 
 def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
@@ -40,14 +49,17 @@ def test_check_snapshot_keeps_a_valid_snapshot_unpickled():
     assert (checked.key, checked.model_version, checked.feature_schema_hash) == ("k", 4, SCHEMA)
 
 
-@pytest.mark.parametrize("value, reason", [
-    (bytes(random.Random(1).getrandbits(8) for _ in range(200)), "corrupt"),
-    (b"RTML", "corrupt"),
-    (encode(snapshot(), KEYRING)[:30], "corrupt"),
-    (None, "corrupt"),
-    (encode(snapshot(format_version=FORMAT_VERSION + 1), KEYRING), "version"),
-    (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"])), KEYRING), "schema"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (bytes(random.Random(1).getrandbits(8) for _ in range(200)), "corrupt"),
+        (b"RTML", "corrupt"),
+        (encode(snapshot(), KEYRING)[:30], "corrupt"),
+        (None, "corrupt"),
+        (encode(snapshot(format_version=FORMAT_VERSION + 1), KEYRING), "version"),
+        (encode(snapshot(feature_schema_hash=feature_schema_hash(["x2", "x1"])), KEYRING), "schema"),
+    ],
+)
 def test_check_snapshot_names_the_reason_it_rejects(value, reason):
     with pytest.raises(Rejected) as rejected:
         check_snapshot(value, SCHEMA, KEYRING)
@@ -68,11 +80,16 @@ def test_a_rejected_snapshot_is_counted_logged_once_and_the_old_model_keeps_serv
         for offset, value in enumerate(bad, start=11):
             f.handle_snapshot(record(value, offset=offset))
     assert f.registry.get("k") is served
-    assert {reason: f.rejected.value(reason=reason) for reason in ("corrupt", "schema", "version")} == \
-        {"corrupt": 2, "schema": 1, "version": 1}
+    assert {reason: f.rejected.value(reason=reason) for reason in ("corrupt", "schema", "version")} == {
+        "corrupt": 2,
+        "schema": 1,
+        "version": 1,
+    }
     assert len(caplog.records) == len(bad)
-    assert all("'k'" in r.getMessage() and f"partition 1 offset {offset}" in r.getMessage()
-               for offset, r in enumerate(caplog.records, start=11))
+    assert all(
+        "'k'" in r.getMessage() and f"partition 1 offset {offset}" in r.getMessage()
+        for offset, r in enumerate(caplog.records, start=11)
+    )
 
 
 def test_duplicates_and_older_versions_are_skipped_without_unpickling():
@@ -81,8 +98,12 @@ def test_duplicates_and_older_versions_are_skipped_without_unpickling():
     # A payload that would not load proves the older ones are not unpickled.
     f.handle_snapshot(record(encode(snapshot(version=5, payload=b"x"), KEYRING)))
     f.handle_snapshot(record(encode(snapshot(version=2, payload=b"x"), KEYRING)))
-    assert (f.registry.versions(), f.applied.value(), f.stale.value(), f.rejected.value(reason="corrupt")) == \
-        ({"k": 5}, 1, 2, 0)
+    assert (f.registry.versions(), f.applied.value(), f.stale.value(), f.rejected.value(reason="corrupt")) == (
+        {"k": 5},
+        1,
+        2,
+        0,
+    )
 
 
 def test_freshness_is_measured_only_once_caught_up():
@@ -98,15 +119,18 @@ def rollback_extra(from_version=2, to_version=1, reason="v2 degraded"):
     return {"rollback": {"from_version": from_version, "to_version": to_version, "reason": reason}}
 
 
-@pytest.mark.parametrize("extra", [
-    ["rollback"],
-    {"rollback": "v1"},
-    {"rollback": {"from_version": 2, "to_version": 1}},  # no reason
-    rollback_extra(to_version="1"),
-    rollback_extra(to_version=True),
-    rollback_extra(to_version=3),  # not older than the record itself
-    rollback_extra(from_version=None),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["rollback"],
+        {"rollback": "v1"},
+        {"rollback": {"from_version": 2, "to_version": 1}},  # no reason
+        rollback_extra(to_version="1"),
+        rollback_extra(to_version=True),
+        rollback_extra(to_version=3),  # not older than the record itself
+        rollback_extra(from_version=None),
+    ],
+)
 def test_check_snapshot_refuses_extra_it_cannot_apply(extra):
     with pytest.raises(Rejected) as rejected:
         check_snapshot(encode(snapshot(version=3, extra=extra), KEYRING), SCHEMA, KEYRING)
@@ -121,13 +145,18 @@ def test_rollbacks_are_counted_by_where_their_model_came_from_and_logged(caplog)
     with caplog.at_level(logging.INFO, logger="serving.follower"):
         # Held: the payload is not even loaded. Not held (a key this replica never served): loaded.
         f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))
-        f.handle_snapshot(record(encode(snapshot(key="new", version=9, model=good, extra=rollback_extra(8, 7, "v8 degraded")), KEYRING)))
+        f.handle_snapshot(
+            record(
+                encode(snapshot(key="new", version=9, model=good, extra=rollback_extra(8, 7, "v8 degraded")), KEYRING)
+            )
+        )
     assert (f.rollbacks.value(source="history"), f.rollbacks.value(source="payload")) == (1, 1)
     assert (f.applied.value(), f.rejected.value(reason="corrupt")) == (4, 0)
     assert f.registry.get("k").model is f.registry.held("k", 1).model
-    assert ["'k' rolled back: v3 serves v1's model (from history) instead of v2: v2 degraded",
-            "'new' rolled back: v9 serves v7's model (from payload) instead of v8: v8 degraded"] == \
-        [r.getMessage().removeprefix("key ") for r in caplog.records]
+    assert [
+        "'k' rolled back: v3 serves v1's model (from history) instead of v2: v2 degraded",
+        "'new' rolled back: v9 serves v7's model (from payload) instead of v8: v8 degraded",
+    ] == [r.getMessage().removeprefix("key ") for r in caplog.records]
     # A rollback record delivered again is stale like any other version.
     f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))
     assert (f.stale.value(), f.rollbacks.value(source="history")) == (1, 1)
@@ -137,7 +166,9 @@ def test_a_rollback_whose_payload_does_not_load_is_rejected_and_the_served_model
     f = follower()
     f.handle_snapshot(record(encode(snapshot(version=2), KEYRING)))
     served = f.registry.get("k")
-    f.handle_snapshot(record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING)))  # v1 never held
+    f.handle_snapshot(
+        record(encode(snapshot(version=3, payload=b"x", extra=rollback_extra()), KEYRING))
+    )  # v1 never held
     assert f.registry.get("k") is served
     assert (f.rejected.value(reason="corrupt"), f.rollbacks.value(source="payload")) == (1, 0)
 
@@ -149,9 +180,11 @@ def test_unsigned_foreign_and_altered_snapshots_are_refused_for_their_signature_
     forger = Keyring({"test": b"a-guess-at-the-secret-32-bytes-long"}, "test")
     tampered = bytearray(encode(snapshot(version=2**62), KEYRING))
     tampered[-40] ^= 1  # a payload byte
-    for value in (encode(snapshot(version=2**62, generation=2**62), forger),
-                  encode(snapshot(version=2**62), Keyring({"mine": b"m" * 32}, "mine")),
-                  bytes(tampered)):
+    for value in (
+        encode(snapshot(version=2**62, generation=2**62), forger),
+        encode(snapshot(version=2**62), Keyring({"mine": b"m" * 32}, "mine")),
+        bytes(tampered),
+    ):
         f.handle_snapshot(record(value))
     assert f.rejected.value(reason="signature") == 3 and f.registry.get("k") is served
     f.handle_snapshot(record(encode(snapshot(version=4), KEYRING)))
@@ -175,14 +208,18 @@ def test_a_new_generation_replaces_a_higher_version_and_rollbacks_stay_within_th
     f.handle_snapshot(record(encode(snapshot(key="j", version=2, generation=1), KEYRING), key="j"))
     f.handle_snapshot(record(encode(snapshot(key="j", version=3, generation=2), KEYRING), key="j"))
     # A v2 of key j is held, but generation 1's: generation 2's rollback to its own v2 loads the record's payload.
-    f.handle_snapshot(record(encode(snapshot(key="j", version=4, generation=2, extra=rollback_extra(3, 2)), KEYRING), key="j"))
+    f.handle_snapshot(
+        record(encode(snapshot(key="j", version=4, generation=2, extra=rollback_extra(3, 2)), KEYRING), key="j")
+    )
     assert [s.snapshot.order for s in f.registry._held["j"]] == [(1, 2), (2, 3), (2, 4)]
     assert f.rollbacks.value(source="payload") == 1 and f.registry.get("j").rollback.source == "payload"
 
 
 @pytest.mark.timeout(60)
 def test_the_reader_process_stops_with_the_follower_and_a_dead_one_is_replaced_while_readiness_fails():
-    f = follower(reader_process=True)  # its broker is never reachable: the reader process retries, as while a broker is away
+    f = follower(
+        reader_process=True
+    )  # its broker is never reachable: the reader process retries, as while a broker is away
     f.start()
     try:
         stack.wait_until(lambda: f.process is not None and f.process.is_alive(), 20, "the reader process")
@@ -201,8 +238,19 @@ def test_a_tombstone_drops_the_key_and_its_features_and_a_key_that_comes_back_se
     f = follower()
     for key in ("k", "j"):
         f.handle_snapshot(record(encode(snapshot(key=key, version=5), KEYRING), key=key))
-        f.handle_features(record(json.dumps({"key": key, "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
-                                             "features": {"x1": 1.0, "x2": 2.0}}).encode(), key=key))
+        f.handle_features(
+            record(
+                json.dumps(
+                    {
+                        "key": key,
+                        "window_end_ms": 1000,
+                        "feature_schema_hash": SCHEMA,
+                        "features": {"x1": 1.0, "x2": 2.0},
+                    }
+                ).encode(),
+                key=key,
+            )
+        )
     assert (f.models.value(), f.feature_rows.value()) == (2, 2)
     f.handle_snapshot(record(None, key="k"))
     f.handle_features(record(None, key="k"))
@@ -225,8 +273,21 @@ def test_the_reader_process_passes_a_tombstone_through_and_the_server_drops_the_
         HANDLERS[message[0]](f, *message[1:])
 
     deliver(reader.snapshot(record(encode(snapshot(key="k", version=5), KEYRING), key="k")))
-    deliver(reader.features(record(json.dumps({"key": "k", "window_end_ms": 1000, "feature_schema_hash": SCHEMA,
-                                               "features": {"x1": 1.0, "x2": 2.0}}).encode(), key="k")))
+    deliver(
+        reader.features(
+            record(
+                json.dumps(
+                    {
+                        "key": "k",
+                        "window_end_ms": 1000,
+                        "feature_schema_hash": SCHEMA,
+                        "features": {"x1": 1.0, "x2": 2.0},
+                    }
+                ).encode(),
+                key="k",
+            )
+        )
+    )
     assert (f.models.value(), f.feature_rows.value()) == (1, 1)
     messages = [reader.snapshot(record(None, key="k")), reader.features(record(None, key="k"))]
     assert messages == [("removed", "snapshots", "k"), ("removed", "features", "k")]
@@ -236,8 +297,10 @@ def test_the_reader_process_passes_a_tombstone_through_and_the_server_drops_the_
     assert (f.models.value(), f.feature_rows.value()) == (0, 0)
     assert (f.removed.value(topic="snapshots"), f.removed.value(topic="features")) == (1, 1)
     # A null value without a key names no key to drop: still a corrupt record, as before tombstones.
-    assert reader.snapshot(types.SimpleNamespace(key=None, value=None, partition=1, offset=3))[:2] == \
-        ("rejected", "corrupt")
+    assert reader.snapshot(types.SimpleNamespace(key=None, value=None, partition=1, offset=3))[:2] == (
+        "rejected",
+        "corrupt",
+    )
 
 
 @pytest.mark.timeout(30)

@@ -24,10 +24,25 @@ def cluster_with(topic: str, partitions: int) -> ClusterMetadata:
     """kafka-python's own cluster metadata, as a broker's metadata answer fills it, for its partitioner."""
     topic_type = MetadataResponse.MetadataResponseTopic
     cluster = ClusterMetadata()
-    cluster.update_metadata(MetadataResponse(version=0, brokers=[(0, "broker", 9092)], topics=[topic_type(
-        version=0, error_code=0, name=topic, partitions=[topic_type.MetadataResponsePartition(
-            version=0, error_code=0, partition_index=p, leader_id=0, replica_nodes=[0], isr_nodes=[0])
-            for p in range(partitions)])]))
+    cluster.update_metadata(
+        MetadataResponse(
+            version=0,
+            brokers=[(0, "broker", 9092)],
+            topics=[
+                topic_type(
+                    version=0,
+                    error_code=0,
+                    name=topic,
+                    partitions=[
+                        topic_type.MetadataResponsePartition(
+                            version=0, error_code=0, partition_index=p, leader_id=0, replica_nodes=[0], isr_nodes=[0]
+                        )
+                        for p in range(partitions)
+                    ],
+                )
+            ],
+        )
+    )
     return cluster
 
 
@@ -42,9 +57,14 @@ def test_a_key_lives_where_kafka_pythons_producer_partitioner_puts_it(partitions
 
 def test_murmur2_matches_the_java_clients_test_vectors():
     # From Kafka's UtilsTest.testMurmur2 (signed Java ints): the Flink sinks use the Java client.
-    cases = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
-             b"a-little-bit-longer-string": -1486304829, b"abc": 479470107,
-             b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971}
+    cases = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"abc": 479470107,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    }
     assert {data: murmur2(data) - (1 << 32 if murmur2(data) >= 1 << 31 else 0) for data in cases} == cases
 
 
@@ -89,8 +109,11 @@ def held_serving(held, count=4, fallback_key=None):
     """A replica's answers holding `held` of `count` partitions: a model and features for every key of
     KEYS[:40] living there."""
     mine = [key for key in KEYS[:40] if partition_of(key, count) in held]
-    serving = serving_with(*[snapshot(key, 1, trained(5)) for key in mine], fallback_key=fallback_key,
-                           rows=[FeatureRow(key, 1_000, "h", {"x1": 0.1, "x2": 0.2}) for key in mine])
+    serving = serving_with(
+        *[snapshot(key, 1, trained(5)) for key in mine],
+        fallback_key=fallback_key,
+        rows=[FeatureRow(key, 1_000, "h", {"x1": 0.1, "x2": 0.2}) for key in mine],
+    )
     serving.partitions = KeyPartitions(frozenset(held), "model-snapshots", count)
     return serving, mine
 
@@ -131,8 +154,11 @@ def test_recommend_lists_candidates_living_elsewhere_by_partition():
     answer = recommend(serving, {"n": 3, "candidates": mine + others})
     assert len(answer["ranking"]) == 3 and {r["key"] for r in answer["ranking"]} <= set(mine)
     assert answer["unscored"] == []
-    assert answer["elsewhere"] == {str(p): [k for k in others if partition_of(k, 4) == p]
-                                   for p in (0, 1) if any(partition_of(k, 4) == p for k in others)}
+    assert answer["elsewhere"] == {
+        str(p): [k for k in others if partition_of(k, 4) == p]
+        for p in (0, 1)
+        if any(partition_of(k, 4) == p for k in others)
+    }
     assert "elsewhere" not in recommend(serving_with(), {"candidates": others})  # every partition: as before
 
 

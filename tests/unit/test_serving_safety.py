@@ -19,8 +19,14 @@ X = {"x1": 0.4, "x2": -0.7}
 
 def rollback(version, from_version, to_version, payload, key="k"):
     """A rollback record as the job writes it: a new version, the good model's bytes again."""
-    return snapshot(version=version, key=key, payload=payload, extra={"rollback": {
-        "from_version": from_version, "to_version": to_version, "reason": f"v{from_version} degraded"}})
+    return snapshot(
+        version=version,
+        key=key,
+        payload=payload,
+        extra={
+            "rollback": {"from_version": from_version, "to_version": to_version, "reason": f"v{from_version} degraded"}
+        },
+    )
 
 
 def test_each_key_holds_its_last_versions_and_drops_older_ones():
@@ -52,8 +58,14 @@ def test_a_rollback_to_a_held_version_serves_that_model_object_again_without_unp
     assert served.rollback.source == "history"
     described = registry.describe("k", now=4.0)
     assert described["model_version"] == 3 and described["history_versions"] == [1, 2, 3]
-    assert described["rollback"] == {"version": 3, "from_version": 2, "to_version": 1, "reason": "v2 degraded",
-                                      "source": "history", "applied_at": 3.0}
+    assert described["rollback"] == {
+        "version": 3,
+        "from_version": 2,
+        "to_version": 1,
+        "reason": "v2 degraded",
+        "source": "history",
+        "applied_at": 3.0,
+    }
     # The degraded version, delivered again, stays out: versions only go forward.
     assert registry.offer(snapshot(version=2), applied_at=5.0) is None and registry.get("k") is served
 
@@ -92,23 +104,36 @@ def test_the_last_rollback_stays_shown_on_later_versions():
     registry.offer(rollback(3, 2, 1, payload=b""), applied_at=3.0)
     registry.offer(snapshot(version=4), applied_at=4.0)
     described = registry.describe("k", now=5.0)
-    assert (described["model_version"], described["rollback"]["version"], described["rollback"]["to_version"]) == \
-        (4, 3, 1)
+    assert (described["model_version"], described["rollback"]["version"], described["rollback"]["to_version"]) == (
+        4,
+        3,
+        1,
+    )
 
 
 def test_describe_shows_the_safety_facts_the_job_published():
-    extra = {"drift": {"count": 2, "last_window_end_ms": 900, "last_action": "reset"}, "held_back": 4,
-             "prior": "global", "champion": "challenger", "challenger": {"metric_value": 0.3, "role": "model"}}
+    extra = {
+        "drift": {"count": 2, "last_window_end_ms": 900, "last_action": "reset"},
+        "held_back": 4,
+        "prior": "global",
+        "champion": "challenger",
+        "challenger": {"metric_value": 0.3, "role": "model"},
+    }
     registry = ModelRegistry()
     registry.offer(snapshot(version=1, extra=extra), applied_at=1.0)
     described = registry.describe("k", now=2.0)
-    assert {name: described[name] for name in ("drift", "held_back", "prior", "champion")} == \
-        {name: extra[name] for name in ("drift", "held_back", "prior", "champion")}
+    assert {name: described[name] for name in ("drift", "held_back", "prior", "champion")} == {
+        name: extra[name] for name in ("drift", "held_back", "prior", "champion")
+    }
     assert described["challenger"] == {"metric_value": 0.3, "role": "model", "shadow": False}
     plain = ModelRegistry()
     plain.offer(snapshot(version=1), applied_at=1.0)
-    assert [plain.describe("k", now=2.0)[name] for name in ("rollback", "drift", "held_back", "challenger")] == \
-        [None, None, None, None]
+    assert [plain.describe("k", now=2.0)[name] for name in ("rollback", "drift", "held_back", "challenger")] == [
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 @pytest.mark.parametrize("history_per_key", [0, -1, 2.5, True, "3"])
@@ -118,8 +143,13 @@ def test_history_per_key_must_be_a_whole_number_of_at_least_one(history_per_key)
 
 
 def with_challenger(version, champion, challenger, key="k"):
-    return snapshot(version=version, model=champion, key=key, challenger_payload=dump_model(challenger),
-                    extra={"champion": "model", "challenger": {"metric_value": 0.4, "role": "challenger"}})
+    return snapshot(
+        version=version,
+        model=champion,
+        key=key,
+        challenger_payload=dump_model(challenger),
+        extra={"champion": "model", "challenger": {"metric_value": 0.4, "role": "challenger"}},
+    )
 
 
 def test_without_shadow_scoring_the_challenger_is_not_unpickled_or_kept():
@@ -137,8 +167,12 @@ def test_shadow_scoring_answers_with_the_champion_and_adds_the_challengers_predi
     answer = predict(serving, {"key": "k", "features": X})
     assert answer["prediction"] == champion.predict_proba_one(X)[True]
     shadow = challenger.predict_proba_one(X)
-    assert answer["shadow"] == {"prediction": shadow[True], "predicted": "true" if shadow[True] > shadow[False] else "false",
-                                "probabilities": {"true": shadow[True], "false": shadow[False]}, "role": "challenger"}
+    assert answer["shadow"] == {
+        "prediction": shadow[True],
+        "predicted": "true" if shadow[True] > shadow[False] else "false",
+        "probabilities": {"true": shadow[True], "false": shadow[False]},
+        "role": "challenger",
+    }
     assert answer["prediction"] != answer["shadow"]["prediction"]
     results = predict_batch(serving, {"requests": [{"key": "k", "features": X}, {"key": "nope", "features": X}]})
     assert results["results"][0]["shadow"] == answer["shadow"] and "shadow" not in results["results"][1]

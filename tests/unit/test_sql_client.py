@@ -12,14 +12,28 @@ from jobs.sql_client import init_script
 
 
 def created(script: str) -> list[str]:
-    return re.findall(r"(?m)^CREATE (?:TEMPORARY )?(?:SYSTEM )?(?:TABLE|VIEW|FUNCTION)(?: IF NOT EXISTS)? (\w+)", script)
+    return re.findall(
+        r"(?m)^CREATE (?:TEMPORARY )?(?:SYSTEM )?(?:TABLE|VIEW|FUNCTION)(?: IF NOT EXISTS)? (\w+)", script
+    )
 
 
 def test_the_jobs_sources_views_and_functions_are_defined_and_its_sinks_left_out():
     script = init_script(load_config("conf/job.yaml"), with_sinks=False)
-    assert created(script) == ["JSON_FIELDS", "JSON_PROBLEM", "EVENT_TIME_MILLIS", "UTC_TIMESTAMP_OF", "UTC_MILLIS",
-                               "DEAD_LETTER_REASON", "events_raw", "parsed_events", "checked_events_once",
-                               "checked_events", "events", "rejected_events", "features"]
+    assert created(script) == [
+        "JSON_FIELDS",
+        "JSON_PROBLEM",
+        "EVENT_TIME_MILLIS",
+        "UTC_TIMESTAMP_OF",
+        "UTC_MILLIS",
+        "DEAD_LETTER_REASON",
+        "events_raw",
+        "parsed_events",
+        "checked_events_once",
+        "checked_events",
+        "events",
+        "rejected_events",
+        "features",
+    ]
     assert "${" not in script
     # Each statement is preceded by where it comes from, for errors the client reports without a file.
     assert "-- sql/features.sql line 3\nCREATE VIEW features AS" in script
@@ -38,7 +52,10 @@ def test_with_sinks_every_table_is_defined_and_checkpoints_are_on():
 
 def test_the_smoke_configs_sink_is_left_out_and_its_python_function_kept():
     assert created(init_script(load_config("conf/smoke.yaml"), with_sinks=False)) == [
-        "normalize_key", "smoke_events", "smoke_transformed_view"]
+        "normalize_key",
+        "smoke_events",
+        "smoke_transformed_view",
+    ]
 
 
 def write_init(tmp_path, ddl: str | None):
@@ -48,9 +65,21 @@ def write_init(tmp_path, ddl: str | None):
     if ddl is not None:
         (tmp_path / "sql").mkdir()
         (tmp_path / "sql" / "view.sql").write_text(ddl)
-    return subprocess.run([sys.executable, "-m", "jobs.sql_client", "--config", str(tmp_path / "conf" / "job.yaml"),
-                           "--output", str(tmp_path / "init.sql")], capture_output=True, text=True, timeout=120,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.sql_client",
+            "--config",
+            str(tmp_path / "conf" / "job.yaml"),
+            "--output",
+            str(tmp_path / "init.sql"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
 
 
 def test_a_missing_ddl_file_is_one_line_naming_it_and_exit_code_2(tmp_path):
@@ -62,7 +91,10 @@ def test_a_missing_ddl_file_is_one_line_naming_it_and_exit_code_2(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_statement_flink_rejects_is_named_by_file_and_line_before_the_client_starts(tmp_path):
     # The client itself says only "Failed to initialize" and exits 0; the check runs the DDL in PyFlink.
-    result = write_init(tmp_path, "CREATE TABLE t (a INT) WITH ('connector' = 'datagen');\n\n"
-                                  "CREATE VIEW v AS\nSELECT day FROM t;\n")
+    result = write_init(
+        tmp_path, "CREATE TABLE t (a INT) WITH ('connector' = 'datagen');\n\nCREATE VIEW v AS\nSELECT day FROM t;\n"
+    )
     assert (result.returncode, result.stderr) == (
-        2, 'error: sql/view.sql line 4: SQL parse failed. Encountered "day" (column 8)\n')
+        2,
+        'error: sql/view.sql line 4: SQL parse failed. Encountered "day" (column 8)\n',
+    )

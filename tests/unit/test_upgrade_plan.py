@@ -10,14 +10,24 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 
 def variant(tmp_path, name, overrides):
-    return derive_config(load_config(os.path.join(PROJECT_DIR, "conf/job.yaml")), str(tmp_path / name), overrides=overrides)
+    return derive_config(
+        load_config(os.path.join(PROJECT_DIR, "conf/job.yaml")), str(tmp_path / name), overrides=overrides
+    )
 
 
 def test_a_resumed_job_and_a_new_hyper_parameter_keep_the_sql_fingerprint(tmp_path):
     base = variant(tmp_path, "base.yaml", {})
-    resumed = variant(tmp_path, "resumed.yaml", {"source": {
-        "startup_mode": "specific-offsets", "specific_offsets": "partition:0,offset:12;partition:1,offset:40",
-        "replay": {"until_offsets": "0:20,1:50", "from_ms": 15_000}}})
+    resumed = variant(
+        tmp_path,
+        "resumed.yaml",
+        {
+            "source": {
+                "startup_mode": "specific-offsets",
+                "specific_offsets": "partition:0,offset:12;partition:1,offset:40",
+                "replay": {"until_offsets": "0:20,1:50", "from_ms": 15_000},
+            }
+        },
+    )
     new_rate = variant(tmp_path, "rate.yaml", {"model": {"steps": [{"class": "linear_model.LogisticRegression"}]}})
     assert sql_fingerprint(base) == sql_fingerprint(resumed) == sql_fingerprint(new_rate)
 
@@ -25,12 +35,17 @@ def test_a_resumed_job_and_a_new_hyper_parameter_keep_the_sql_fingerprint(tmp_pa
 def test_changed_sql_a_window_size_or_feature_columns_change_the_sql_fingerprint(tmp_path):
     base = variant(tmp_path, "base.yaml", {})
     features_sql = tmp_path / "features.sql"
-    features_sql.write_text(open(os.path.join(PROJECT_DIR, "sql/features.sql")).read().replace(
-        "  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n"))
+    features_sql.write_text(
+        open(os.path.join(PROJECT_DIR, "sql/features.sql"))
+        .read()
+        .replace("  AVG(x2) AS x2_avg,\n", "  AVG(x2) AS x2_avg,\n  MAX(x1) AS x1_max,\n")
+    )
     ddl = [str(features_sql) if p.endswith("features.sql") else p for p in base["sql.ddl"]]
-    changed = [variant(tmp_path, "sql.yaml", {"sql": {"ddl": ddl}}),
-               variant(tmp_path, "window.yaml", {"window": {"size_seconds": 5}}),
-               variant(tmp_path, "columns.yaml", {"features": {"columns": ["x1_avg"]}})]
+    changed = [
+        variant(tmp_path, "sql.yaml", {"sql": {"ddl": ddl}}),
+        variant(tmp_path, "window.yaml", {"window": {"size_seconds": 5}}),
+        variant(tmp_path, "columns.yaml", {"features": {"columns": ["x1_avg"]}}),
+    ]
     assert len({sql_fingerprint(base), *map(sql_fingerprint, changed)}) == 4
 
 
@@ -45,5 +60,16 @@ def test_the_re_read_starts_after_the_last_event_before_the_window_minus_the_del
 
 def test_the_scan_reads_ts_as_the_job_does():
     assert event_ts(b'{"entity": "a", "ts": 1001}', 100) == 1001
-    assert [event_ts(v, 100) for v in (None, b"", b"[1]", b'{"ts": "5"}', b'{"ts": -1}', b'{"ts": true}',
-                                       b'{"ts": 1.5}', b'{"ts": 1, "pad": "' + b"x" * 500 + b'"}')] == [None] * 8
+    assert [
+        event_ts(v, 100)
+        for v in (
+            None,
+            b"",
+            b"[1]",
+            b'{"ts": "5"}',
+            b'{"ts": -1}',
+            b'{"ts": true}',
+            b'{"ts": 1.5}',
+            b'{"ts": 1, "pad": "' + b"x" * 500 + b'"}',
+        )
+    ] == [None] * 8
