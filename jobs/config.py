@@ -32,6 +32,13 @@ jobs.config.ConfigError: job.yaml: 'safety.gate.windw' is not a setting: did you
 Traceback (most recent call last):
 ...
 jobs.config.ConfigError: job.yaml: 'safety.gate.window' must be a whole number, not '50'
+>>> @dataclasses.dataclass(frozen=True)
+... class Wait:
+...     timeout_s: float = dataclasses.field(default=5.0, metadata={"must": "seconds > 0", "check": lambda v: v > 0})
+>>> settings_of(Wait, {"timeout_s": 0}, "wait", error)
+Traceback (most recent call last):
+...
+jobs.config.ConfigError: job.yaml: 'wait.timeout_s' must be seconds > 0, not 0
 """
 
 from __future__ import annotations
@@ -158,11 +165,16 @@ _KINDS = {
 }
 
 
+def _ANY(value) -> bool:
+    return True
+
+
 def settings_of(cls, section: dict, path: str, error):
     """The one settings validator: a settings dataclass `cls` from the config mapping at `path`, each
     value checked against its field's type (an `X | None` field also takes null), an unknown key named
-    with the closest setting; `error(path, message)` makes the error (`Config.error`). Ranges and rules
-    between settings are the class's own, checked after."""
+    with the closest setting; `error(path, message)` makes the error (`Config.error`). A field's metadata
+    may narrow it: `check`, a rule its value must also meet, and `must`, what the message says it takes
+    (its type's word otherwise). Rules between settings are the class's own, checked after."""
     if not isinstance(section, dict):
         raise error(path, f"must be a mapping, not {section!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -182,9 +194,9 @@ def settings_of(cls, section: dict, path: str, error):
         if value is None and optional:
             values[name] = None
             continue
-        check = _KINDS.get(kind)
-        if check is not None and not check[0](value):
-            raise error(f"{path}.{name}", f"must be {check[1]}, not {value!r}")
+        check, meta = _KINDS.get(kind), fields[name].metadata
+        if (check is not None and not check[0](value)) or not meta.get("check", _ANY)(value):
+            raise error(f"{path}.{name}", f"must be {meta.get('must', check[1] if check else 'valid')}, not {value!r}")
         values[name] = float(value) if kind is float else value
     return cls(**values)
 

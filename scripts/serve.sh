@@ -11,8 +11,13 @@ start() {
   require_setup
   local count="${1:-2}" config="${2:-$PROJECT_DIR/conf/job.yaml}" base i port pid
   [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "usage: $0 start N [CONFIG] (N replicas)"
-  base=$("$VENV_PYTHON" -c 'import sys; from jobs.config import load_config
-print(load_config(sys.argv[1]).get("serving.base_port", 8000))' "$config")
+  # Every serving setting is checked here, so that a mistyped one stops this before any replica starts.
+  base=$("$VENV_PYTHON" -c 'import sys; from jobs.config import ConfigError, exit_with, load_config
+from serving.settings import ServingSettings
+try:
+    print(ServingSettings.from_config(load_config(sys.argv[1])).base_port)
+except ConfigError as e:
+    exit_with(e)' "$config")
   mkdir -p "$RUN_DIR/log"
   for ((i = 0; i < count; i++)); do
     port=$((base + i))

@@ -61,8 +61,6 @@ from udfs.signing import Keyring
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
-# serving.reader_process: whether the topics are read in a child process rather than the follower thread.
-READER_PROCESS_SETTING = "serving.reader_process"
 # How long a stopping replica waits for its reader process before killing it.
 STOP_TIMEOUT_S = 5.0
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -152,21 +150,6 @@ def is_rollback(rollback, version: int) -> bool:
         return False
     versions = [rollback.get("from_version"), rollback.get("to_version")]
     return all(isinstance(v, int) and not isinstance(v, bool) and v < version for v in versions)
-
-
-def reader_process(config) -> bool:
-    """`serving.reader_process` (default false), checked: true or false, naming the setting otherwise.
-
-    >>> from jobs.config import Config
-    >>> reader_process(Config({"serving": {"reader_process": "yes"}}, "job.yaml"))
-    Traceback (most recent call last):
-    ...
-    jobs.config.ConfigError: job.yaml: 'serving.reader_process' must be true or false, not 'yes'
-    """
-    value = config.get(READER_PROCESS_SETTING, False)
-    if not isinstance(value, bool):
-        raise config.error(READER_PROCESS_SETTING, f"must be true or false, not {value!r}")
-    return value
 
 
 class Follower(threading.Thread):

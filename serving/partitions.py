@@ -8,16 +8,12 @@ partition number, and a replica that follows partitions P of both holds exactly 
 
 >>> partition_of("book-1", 4), partition_of("book-2", 4)
 (2, 1)
->>> from jobs.config import Config
->>> sorted(held_partitions(Config({"serving": {"partitions": [2, 0]}}, "job.yaml")))
-[0, 2]
->>> held_partitions(Config({}, "job.yaml")) is None, sorted(held_partitions(Config({}, "job.yaml"), "1,3"))
-(True, [1, 3])
->>> held_partitions(Config({"serving": {"partitions": [0, 0]}}, "job.yaml"))  # doctest: +NORMALIZE_WHITESPACE
+>>> sorted(held_partitions([2, 0])), held_partitions(None) is None, sorted(held_partitions(None, "1,3"))
+([0, 2], True, [1, 3])
+>>> held_partitions([0], "0,0")
 Traceback (most recent call last):
 ...
-jobs.config.ConfigError: job.yaml: 'serving.partitions' must be null (every partition) or a list of distinct partition
-numbers >= 0, not [0, 0]
+jobs.config.ConfigError: --partitions must be a list of distinct partition numbers >= 0, not [0, 0]
 >>> KeyPartitions(frozenset({0, 1}), "model-snapshots", count=4).check("book-1")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
@@ -41,25 +37,15 @@ def partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
-def held_partitions(config, given: str | None = None) -> frozenset[int] | None:
+def held_partitions(configured: list | None, given: str | None = None) -> frozenset[int] | None:
     """The partitions a replica follows: `given` (the `--partitions` option, "0,1") if set, else
-    `serving.partitions` in the config; None (the default) means every partition."""
-    value = config.get(SETTING, None) if given is None else given
-    if value is None:
-        return None
-    if given is not None:  # the option's text; the config's value is a YAML list
-        parts = [part.strip() for part in value.split(",")]
-        value = [int(part) if part.isdigit() else part for part in parts]
-    if not (
-        isinstance(value, list)
-        and value
-        and len(set(value)) == len(value)
-        and all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in value)
-    ):
-        message = f"must be null (every partition) or a list of distinct partition numbers >= 0, not {value!r}"
-        if given is not None:
-            raise ConfigError(f"--partitions {message.replace('null (every partition) or ', '')}")
-        raise config.error(SETTING, message)
+    `configured` (`serving.partitions`, checked by serving.settings); None means every partition."""
+    if given is None:
+        return None if configured is None else frozenset(configured)
+    parts = [part.strip() for part in given.split(",")]
+    value = [int(part) if part.isdigit() else part for part in parts]
+    if not (value and len(set(value)) == len(value) and all(isinstance(p, int) for p in value)):
+        raise ConfigError(f"--partitions must be a list of distinct partition numbers >= 0, not {value!r}")
     return frozenset(value)
 
 

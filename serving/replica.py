@@ -37,15 +37,15 @@ import argparse
 import logging
 import sys
 
-from jobs.config import ConfigError, column_names, exit_with, increasing_seconds, load_config, seconds, text
+from jobs.config import ConfigError, column_names, exit_with, load_config, text
 from serving.asgi_server import AsgiServer
 from serving.feature_store import FeatureStore
-from serving.follower import Follower, reader_process
-from serving.limits import Limits
+from serving.follower import Follower
 from serving.metrics import Counter, Histogram, render
 from serving.partitions import KeyPartitions, held_partitions
 from serving.registry import ModelRegistry
 from serving.requests import Serving
+from serving.settings import ServingSettings
 from serving.stdlib_server import make_stdlib_server
 from udfs.empty_windows import EmptyWindows
 from udfs.envelope import feature_schema_hash
@@ -57,16 +57,13 @@ log = logging.getLogger("serving")
 SERVERS = ("asgi", "stdlib")
 
 
-def model_registry(config) -> ModelRegistry:
+def model_registry(config, settings: ServingSettings) -> ModelRegistry:
     """The registry `serving.history_per_key` and `serving.shadow_challenger` ask for, unpickling through
     the allow-list of the config's declared models; a wrong value names its setting."""
-    shadow = config.get("serving.shadow_challenger", False)
-    if not isinstance(shadow, bool):
-        raise config.error("serving.shadow_challenger", f"must be true or false, got {shadow!r}")
     classes = declared_classes(config)
     try:
         return ModelRegistry(
-            history_per_key=config.get("serving.history_per_key", 3), shadow_challenger=shadow, classes=classes
+            history_per_key=settings.history_per_key, shadow_challenger=settings.shadow_challenger, classes=classes
         )
     except ValueError as e:
         raise config.error("serving.history_per_key", str(e).removeprefix("history_per_key ")) from None
@@ -78,23 +75,22 @@ class Replica:
     def __init__(self, config, keyring: Keyring | None = None, partitions: str | None = None):
         """`keyring`: the keys snapshots are verified with; by default those `signing.keys` names.
         `partitions`: the `--partitions` option ("0,1"), which overrides `serving.partitions`."""
+        settings = ServingSettings.from_config(config)
         keyring = keyring or SigningSettings.from_config(config).keyring(config.error)
         snapshots_topic = text(config, "topics.snapshots.name")
-        held = KeyPartitions(held_partitions(config, partitions), snapshots_topic)
-        fallback_key = config.get("serving.fallback_key", None)
-        if fallback_key is not None:
-            fallback_key = text(config, "serving.fallback_key")
+        held = KeyPartitions(held_partitions(settings.partitions, partitions), snapshots_topic)
         self.serving = Serving(
-            registry=model_registry(config),
+            registry=model_registry(config, settings),
             features=FeatureStore(),
             feature_names=column_names(config, "features.columns"),
-            fallback_key=fallback_key,
-            max_feature_age_s=seconds(config, "serving.max_feature_age_s", float("inf")),
+            fallback_key=settings.fallback_key,
+            max_feature_age_s=settings.max_feature_age_s,
             empty_window_features=EmptyWindows.from_config(config).features,
             partitions=held if held.held is not None else None,
         )
         self.registry, self.features = self.serving.registry, self.serving.features
-        self.limits = Limits.from_config(config)
+        # The server's limits (serving.limits) are among the settings.
+        self.limits = settings
         self.follower = Follower(
             text(config, "kafka.bootstrap_servers"),
             snapshots_topic,
@@ -102,10 +98,10 @@ class Replica:
             self.registry,
             self.features,
             feature_schema_hash(self.serving.feature_names),
-            increasing_seconds(config, "serving.freshness_buckets", [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
+            [float(bucket) for bucket in settings.freshness_buckets],
             keyring,
             held,
-            reader_process=reader_process(config),
+            reader_process=settings.reader_process,
         )
         self.requests = Counter(
             "serving_requests_total", "HTTP requests, by path and status.", labels=("path", "status")

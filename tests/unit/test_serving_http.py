@@ -4,6 +4,7 @@ from both servers (`--server asgi`, the default, and `--server stdlib`): they an
 import dataclasses
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -11,9 +12,10 @@ import threading
 import pytest
 from river import preprocessing
 
-from jobs.config import Config, ConfigError
+from jobs.config import Config, ConfigError, load_config
 from serving.replica import SERVERS, Replica, make_server
 from serving.routes import ENDPOINTS, route
+from serving.settings import ServingSettings
 from tests.unit.models import MODEL, PROJECT_DIR, SIGNING, snapshot, trained
 from udfs.envelope import dump_model
 
@@ -276,7 +278,7 @@ def test_shadow_predictions_are_answered_and_counted(start):
     "setting, value, message",
     [
         ("history_per_key", 0, "'serving.history_per_key' must be a whole number of at least 1, got 0"),
-        ("shadow_challenger", "yes", "'serving.shadow_challenger' must be true or false, got 'yes'"),
+        ("shadow_challenger", "yes", "'serving.shadow_challenger' must be true or false, not 'yes'"),
     ],
 )
 def test_wrong_safety_settings_name_themselves(setting, value, message):
@@ -296,12 +298,27 @@ def test_wrong_safety_settings_name_themselves(setting, value, message):
         ),
         ("fallback_key", 7, "'serving.fallback_key' must be non-empty text, not 7"),
         ("reader_process", "yes", "'serving.reader_process' must be true or false, not 'yes'"),
+        ("max_body_byte", 10, "'serving.max_body_byte' is not a setting: did you mean 'max_body_bytes'? (serving has "),
+        ("max_json_depth", 2.5, "'serving.max_json_depth' must be a whole number >= 1, not 2.5"),
+        ("max_connections", 0, "'serving.max_connections' must be a whole number >= 1, not 0"),
+        ("keep_alive_timeout_s", True, "'serving.keep_alive_timeout_s' must be a number of seconds > 0, not True"),
+        ("base_port", 70000, "'serving.base_port' must be a port number (1 to 65535), not 70000"),
+        ("fallback_key", "", "'serving.fallback_key' must be non-empty text, not ''"),
+        ("history_per_key", "3", "'serving.history_per_key' must be a whole number of at least 1, not '3'"),
     ],
 )
 def test_wrong_serving_settings_name_themselves(setting, value, message):
     with pytest.raises(ConfigError) as error:
         Replica(config(**{setting: value}))
-    assert str(error.value) == f"serving-test.yaml: {message}"
+    assert str(error.value).startswith(f"serving-test.yaml: {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_every_serving_setting_of_the_shipped_configs_is_one_the_replica_reads():
+    for name in ("job.yaml", "bookstore.yaml"):
+        config = load_config(os.path.join(PROJECT_DIR, "conf", name))
+        settings = ServingSettings.from_config(config)  # a mistyped key would be refused here
+        assert {key: getattr(settings, key) for key in config["serving"]} == config["serving"], name
 
 
 def test_wrong_feature_columns_and_topics_name_themselves():

@@ -13,6 +13,7 @@ from jobs.config import Config, ConfigError, load_config
 from serving.follower import PartitioningError, partitions_to_follow
 from serving.partitions import KeyPartitions, PartitionsUnknown, WrongReplica, held_partitions, partition_of
 from serving.requests import NotFound, predict, predict_batch, recommend
+from serving.settings import ServingSettings
 from tests.unit.models import PROJECT_DIR, trained
 from tests.unit.test_serving import serving_with, snapshot
 from udfs.feature_records import FeatureRow
@@ -71,18 +72,18 @@ def test_murmur2_matches_the_java_clients_test_vectors():
 @pytest.mark.parametrize("value", [[], [-1], [0, 0], [True], ["a"], [1.0], "0,1", 3])
 def test_a_bad_partitions_setting_names_it(value):
     with pytest.raises(ConfigError, match=re.escape("job.yaml: 'serving.partitions' must be null")):
-        held_partitions(Config({"serving": {"partitions": value}}, "job.yaml"))
+        ServingSettings.from_config(Config({"serving": {"partitions": value}}, "job.yaml"))
 
 
 @pytest.mark.parametrize("option", ["", "0,,1", "a", "-1", "1,1"])
 def test_a_bad_partitions_option_names_it(option):
     with pytest.raises(ConfigError, match="^--partitions must be a list of distinct partition numbers"):
-        held_partitions(Config({}, "job.yaml"), option)
+        held_partitions(None, option)
 
 
 def test_the_option_overrides_the_setting():
-    config = Config({"serving": {"partitions": [0]}}, "job.yaml")
-    assert held_partitions(config) == {0} and held_partitions(config, " 2, 3") == {2, 3}
+    configured = ServingSettings.from_config(Config({"serving": {"partitions": [0]}}, "job.yaml")).partitions
+    assert held_partitions(configured) == {0} and held_partitions(configured, " 2, 3") == {2, 3}
 
 
 def test_the_follower_follows_the_held_partitions_of_both_topics_only_when_they_are_partitioned_alike():
