@@ -16,7 +16,8 @@ closes without a row of its key learns the empty window's label or is dropped an
 event-time timer at each label window's end closes it even when no batch of the shard comes.
 With `lifecycle.idle_ttl_seconds`, keys without a row for that long are removed (`udfs.idle_keys`):
 each shard indexes its keys by their last window, and an event-time timer at the oldest one's expiry
-wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES.
+wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES. A deletion request (a batch
+with a NULL window end, `udfs.feature_batches.select_deletions`) removes its key the same way, at once.
 Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
 side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -72,6 +74,8 @@ from udfs.empty_windows import PendingKeys  # noqa: E402
 from udfs.feature_batches import batch_rows  # noqa: E402
 from udfs.idle_keys import IdleKeys  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 # sql/predictions.sql's columns, in its order.
 PREDICTION_TYPE = Types.ROW_NAMED(
@@ -176,10 +180,13 @@ class ShardMemory:
 
 # In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys),
 # the label windows a watermark closed, (shard, CLOSED, closed through ms), and the keys that expired,
-# (shard, EXPIRED, keys).
+# (shard, EXPIRED, keys), and the keys deleted on request, (shard, DELETED, keys).
 TIMED = None
 CLOSED = "closed"
 EXPIRED = "expired"
+DELETED = "deleted"
+# A batch's window end that marks it a deletion request (udfs.feature_batches.select_deletions).
+DELETION = None
 
 
 class LearnerFunction(KeyedProcessFunction):
@@ -233,7 +240,7 @@ class LearnerFunction(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.counters = {name: metrics.counter(name) for name in (
             "quarantined_rows", "drifts_detected", "snapshots_published", "snapshots_held_back", "rollbacks",
-            "replayed_rows", "pending_rows_dropped", "keys_expired",
+            "replayed_rows", "pending_rows_dropped", "keys_expired", "keys_deleted",
         )}
 
     def _state(self, key: str) -> KeyState:
@@ -247,6 +254,9 @@ class LearnerFunction(KeyedProcessFunction):
         return state
 
     def process_element(self, batch, ctx: KeyedProcessFunction.Context):
+        if batch[1] is DELETION:
+            yield from as_columns(self._delete(batch[0], tuple(batch[2]), ctx))
+            return
         # As a tuple: a pyflink Row pickles and unpickles field by field, several times slower.
         self.waiting.add(tuple(batch))
         shard = batch[0]
@@ -312,6 +322,47 @@ class LearnerFunction(KeyedProcessFunction):
             # At once, not at the next write-back: the checkpoint then holds the removal and the steps after
             # it in `unwritten`, which a restored job replays (the expiry among them) on top of it.
             self.states.remove(key)
+
+    def _delete(self, shard: int, keys: tuple, ctx):
+        """Delete `keys` on request: their states, their rows waiting for their window, their place in
+        every index, and tombstones out. Recorded in `unwritten` like an expiry, so that a job restored
+        from a checkpoint before the next write-back repeats it; a job restored from one before the
+        request reads the request again and does it all again (a tombstone twice is harmless)."""
+        memory = self._shard(shard, _Clock(ctx), ctx)
+        for key in keys:
+            log.info("deletion of key %r requested (shard %d)", key, shard)
+        versions = [self._model_version(memory, key) for key in keys]
+        self._forget(memory, keys)
+        self._drop_waiting(set(keys))
+        for key, version in zip(keys, versions):
+            yield SNAPSHOTS, (key, None)
+            yield FEATURE_TOMBSTONES, Row(key, None)
+            if version is not None:
+                self.counters["keys_deleted"].inc()
+            log.info("deletion of key %r done: %s", key,
+                     f"model version {version} removed" if version is not None else "it had no model")
+        self._end_call(memory, [(shard, DELETED, keys)])
+
+    def _model_version(self, memory: ShardMemory, key: str) -> int | None:
+        """The key's model version, None for a key without state; read without creating a state."""
+        state = memory.dirty.get(key) or self.cache.get(key)
+        if state is None:
+            stored = self.states.get(key)
+            state = migrate(stored) if stored is not None else None
+        return state.model_version if state is not None else None
+
+    def _drop_waiting(self, keys: set) -> None:
+        """Remove `keys`' rows from the shard's batches waiting for their window to close."""
+        waiting = list(self.waiting.get())
+        kept = []
+        for batch in waiting:
+            rows = [i for i, key in enumerate(batch[2]) if key not in keys]
+            if len(rows) == len(batch[2]):
+                kept.append(batch)
+            elif rows:  # the batch's columns (keys, labels, features) without the deleted keys' rows
+                kept.append(batch[:2] + tuple(tuple(column[i] for i in rows) for column in batch[2:]))
+        if len(kept) != len(waiting) or any(a is not b for a, b in zip(kept, waiting)):
+            self.waiting.update(kept)
 
     def _set_expiry_timer(self, memory: ShardMemory, ctx) -> None:
         """An event-time timer at the oldest key's expiry: a shard whose keys all went silent gets no
@@ -405,7 +456,7 @@ class LearnerFunction(KeyedProcessFunction):
                     for _ in self._close_windows(memory, batch[2], clock, ctx):
                         pass
                     continue
-                if batch[1] == EXPIRED:  # their tombstones went out before the checkpoint
+                if batch[1] in (EXPIRED, DELETED):  # their tombstones went out before the checkpoint
                     self._forget(memory, batch[2])
                     continue
                 for _ in self._learn(batch, memory, clock, ctx):
