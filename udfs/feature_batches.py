@@ -29,6 +29,9 @@ SELECT MOD(MOD(HASH_CODE(`model_key`), 4) + 4, 4) AS `shard`, CAST(NULL AS BIGIN
   ARRAY[`model_key`] AS `keys`, ARRAY[CAST(NULL AS BOOLEAN)] AS `labels`, ARRAY[CAST(NULL AS DOUBLE)] AS `x1`
 FROM `deletion_requests`
 WHERE `model_key` IS NOT NULL
+>>> batch = (2, 1000, ("k1", "k2", "k1"), (True, None, False), (0.5, 1.5, 2.5))
+>>> without_keys(batch, {"k1"}), without_keys(batch, {"k3"}) is batch, without_keys(batch, {"k1", "k2"})
+((2, 1000, ('k2',), (None,), (1.5,)), True, None)
 >>> list(batch_rows(("k1", "k2"), (True, None), [(0.5, 1.5), (2.0, 3.0)]))
 [('k1', True, 0.5, 2.0), ('k2', None, 1.5, 3.0)]
 """
@@ -89,6 +92,17 @@ def select_deletions(requests_view: str, key: str, shards: int, columns) -> str:
             f"  ARRAY[`{key}`] AS `keys`, {nulls}\n"
             f"FROM `{requests_view}`\n"
             f"WHERE `{key}` IS NOT NULL")
+
+
+def without_keys(batch: tuple, keys: set):
+    """The batch without the rows of `keys` (deleted): the batch itself if it has none, None if it has
+    nothing else."""
+    rows = [i for i, key in enumerate(batch[2]) if key not in keys]
+    if len(rows) == len(batch[2]):
+        return batch
+    if not rows:
+        return None
+    return batch[:2] + tuple(tuple(column[i] for i in rows) for column in batch[2:])
 
 
 def batch_rows(keys, labels, feature_arrays):

@@ -71,7 +71,7 @@ from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
 from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.empty_windows import PendingKeys  # noqa: E402
-from udfs.feature_batches import batch_rows  # noqa: E402
+from udfs.feature_batches import batch_rows, without_keys  # noqa: E402
 from udfs.idle_keys import IdleKeys  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
@@ -354,13 +354,7 @@ class LearnerFunction(KeyedProcessFunction):
     def _drop_waiting(self, keys: set) -> None:
         """Remove `keys`' rows from the shard's batches waiting for their window to close."""
         waiting = list(self.waiting.get())
-        kept = []
-        for batch in waiting:
-            rows = [i for i, key in enumerate(batch[2]) if key not in keys]
-            if len(rows) == len(batch[2]):
-                kept.append(batch)
-            elif rows:  # the batch's columns (keys, labels, features) without the deleted keys' rows
-                kept.append(batch[:2] + tuple(tuple(column[i] for i in rows) for column in batch[2:]))
+        kept = [batch for batch in (without_keys(batch, keys) for batch in waiting) if batch is not None]
         if len(kept) != len(waiting) or any(a is not b for a, b in zip(kept, waiting)):
             self.waiting.update(kept)
 
