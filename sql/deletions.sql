@@ -14,6 +14,8 @@ CREATE TABLE deletion_requests (
   -- a request is never skipped, and doing one again is harmless (its key is gone already).
   'properties.auto.offset.reset' = 'earliest',
   'scan.startup.mode' = 'group-offsets',
+  -- A bounded job (source.bounded_mode: latest-offset) takes the requests there are, then finishes.
+  'scan.bounded.mode' = '${source.bounded_mode}',
   'key.format' = 'raw',
   'key.fields' = 'model_key',
   'value.format' = 'raw',
