@@ -2,11 +2,12 @@
 
     Kafka --> sql/events.sql --> sql/features.sql (tumbling windows)
           --> (SQL) one batch of rows per shard of the key and window --> keyed by shard, in the JVM
+    Kafka --> sql/deletions.sql --> (SQL) one batch-shaped record per request --/
           --> LearnerFunction (test-then-train, a state entry per key) --> predictions table
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
                                                \\-> quarantined rows --> dead-letter table
-                                               \\-> expired keys' tombstones --> latest features table
+                                               \\-> expired and deleted keys' tombstones --> latest features table
           --> (SQL) latest features table: each key's newest window features, for serving by key alone
 
 Everything a user changes lives in the config (`conf/job.yaml`) and the DDL it lists. Submit with:
@@ -41,7 +42,7 @@ from jobs.sql import execute_sql_files
 from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
-from udfs.feature_batches import ROWTIME, rowtime_of, select_batches, select_rows
+from udfs.feature_batches import BATCH_COLUMNS, ROWTIME, rowtime_of, select_batches, select_deletions, select_rows
 from udfs.feature_types import FeatureTypeError, of_sql
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
@@ -181,6 +182,43 @@ def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
     return tuple(types)
 
 
+# The batches and the deletion requests, temporary views of the job's own.
+BATCHES, DELETION_REQUESTS = "learner_batches", "learner_deletion_requests"
+# A deletions source without requests for this long is idle: it holds the job's watermark back no longer.
+DELETIONS_IDLE_MS = 1000
+
+
+def with_deletions(table_env, batches: Table, requests_table: str, shards: int) -> Table:
+    """The batches with the deletion requests of `requests_table` (its column `model_key`) among them, as
+    batch records (udfs.feature_batches.select_deletions), so that the learner stays one keyed input.
+
+    A request has no event time, and its source must neither hold back nor move the batches' watermark:
+    the requests pass through a watermark assigner that emits no watermark and marks the stream idle
+    when no request came for DELETIONS_IDLE_MS. A request after that makes it active again, but behind
+    the watermark already passed on, so Flink leaves it out of the minimum until it catches up, which it
+    never does (StatusWatermarkValve): the batches' watermark alone goes on deciding."""
+    gateway = get_gateway()
+    requests = table_env.to_data_stream(table_env.from_path(requests_table).select(col("model_key")))
+    strategy = gateway.jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy.noWatermarks().withIdleness(
+        gateway.jvm.java.time.Duration.ofMillis(DELETIONS_IDLE_MS)
+    )
+    idle = (
+        requests._j_data_stream.assignTimestampsAndWatermarks(strategy)
+        .uid("deletion-requests")
+        .name("deletion-requests")
+    )
+    table_env.create_temporary_view(DELETION_REQUESTS, table_env.from_data_stream(DataStream(idle)))
+    table_env.create_temporary_view(BATCHES, batches)
+    schema = batches._j_table.getResolvedSchema()
+    later = [
+        (c.getName(), c.getDataType().getLogicalType().getElementType().copy(True).asSerializableString())
+        for c in list(schema.getColumns())[len(BATCH_COLUMNS) - 1 :]
+    ]
+    return table_env.sql_query(
+        f"SELECT * FROM `{BATCHES}`\nUNION ALL\n" + select_deletions(DELETION_REQUESTS, "model_key", shards, later)
+    )
+
+
 def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
     """The batches as a DataStream of (shard, batch) rows, and the batch's type.
 
@@ -307,6 +345,9 @@ def main(argv=None):
     batches_table = table_env.sql_query(
         select_batches(LEARNER_ROWS, key, config["features.label"], settings.feature_names, settings.window_ms)
     )
+    deletions = config.get("sql.deletions_table", None)
+    if deletions:
+        batches_table = with_deletions(table_env, batches_table, deletions, settings.shards)
     stream, batch_type = shard_stream(table_env, batches_table)
     learner = (
         key_by_shard(stream, batch_type)
@@ -335,8 +376,9 @@ def main(argv=None):
     sinks = table_env.create_statement_set()
     sinks.add_insert(config["sql.predictions_table"], table_env.from_data_stream(predictions))
     sinks.add_insert(config["sql.snapshots_table"], table_env.from_data_stream(snapshots))
-    if settings.idle_ttl_ms:
-        # Expired keys' tombstones (lifecycle.idle_ttl_seconds) join the SQL rows: one insert per sink table.
+    if settings.idle_ttl_ms or deletions:
+        # Expired (lifecycle.idle_ttl_seconds) and deleted keys' tombstones join the SQL rows: one insert per
+        # sink table.
         tombstones = table_env.from_data_stream(side_output(learner, FEATURE_TOMBSTONES))
         latest_features = latest_features.union_all(tombstones)
     sinks.add_insert(config["sql.features_table"], latest_features)

@@ -16,7 +16,8 @@ closes without a row of its key learns the empty window's label or is dropped an
 event-time timer at each label window's end closes it even when no batch of the shard comes.
 With `lifecycle.idle_ttl_seconds`, keys without a row for that long are removed (`udfs.idle_keys`):
 each shard indexes its keys by their last window, and an event-time timer at the oldest one's expiry
-wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES.
+wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES. A deletion request (a batch
+with a NULL window end, `udfs.feature_batches.select_deletions`) removes its key the same way, at once.
 Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
 side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
 model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import collections
 import importlib
 import json
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -70,9 +72,11 @@ from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
 from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.empty_windows import PendingKeys  # noqa: E402
-from udfs.feature_batches import batch_rows  # noqa: E402
+from udfs.feature_batches import batch_rows, without_keys  # noqa: E402
 from udfs.idle_keys import IdleKeys  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 # sql/predictions.sql's columns, in its order.
 PREDICTION_TYPE = Types.ROW_NAMED(
@@ -186,10 +190,13 @@ class ShardMemory:
 
 # In `learned-unwritten-batches`, beside the batches: the keys a timer published, (shard, TIMED, keys),
 # the label windows a watermark closed, (shard, CLOSED, closed through ms), and the keys that expired,
-# (shard, EXPIRED, keys).
+# (shard, EXPIRED, keys), and the keys deleted on request, (shard, DELETED, keys).
 TIMED = None
 CLOSED = "closed"
 EXPIRED = "expired"
+DELETED = "deleted"
+# A batch's window end that marks it a deletion request (udfs.feature_batches.select_deletions).
+DELETION = None
 
 
 class LearnerFunction(KeyedProcessFunction):
@@ -264,6 +271,7 @@ class LearnerFunction(KeyedProcessFunction):
                 "replayed_rows",
                 "pending_rows_dropped",
                 "keys_expired",
+                "keys_deleted",
             )
         }
 
@@ -278,6 +286,10 @@ class LearnerFunction(KeyedProcessFunction):
         return state
 
     def process_element(self, batch, ctx: KeyedProcessFunction.Context):
+        if batch[1] is DELETION:
+            yield from as_columns(self._delete(batch[0], tuple(batch[2]), ctx))
+            self._count()
+            return
         # As a tuple: a pyflink Row pickles and unpickles field by field, several times slower.
         self.waiting.add(tuple(batch))
         shard = batch[0]
@@ -343,6 +355,44 @@ class LearnerFunction(KeyedProcessFunction):
             # At once, not at the next write-back: the checkpoint then holds the removal and the steps after
             # it in `unwritten`, which a restored job replays (the expiry among them) on top of it.
             self.states.remove(key)
+
+    def _delete(self, shard: int, keys: tuple, ctx):
+        """Delete `keys` on request: their states, their rows waiting for their window, their place in
+        every index, and tombstones out. Recorded in `unwritten` like an expiry, so that a job restored
+        from a checkpoint before the next write-back repeats it; a job restored from one before the
+        request reads the request again and does it all again (a tombstone twice is harmless)."""
+        memory = self._shard(shard, _Clock(ctx), ctx)
+        for key in keys:
+            log.info("deletion of key %r requested (shard %d)", key, shard)
+        versions = [self._model_version(memory, key) for key in keys]
+        self._forget(memory, keys)
+        self._drop_waiting(set(keys))
+        for key, version in zip(keys, versions):
+            yield SNAPSHOTS, (key, None)
+            yield FEATURE_TOMBSTONES, Row(key, None)
+            if version is not None:
+                self.counts["keys_deleted"] += 1
+            log.info(
+                "deletion of key %r done: %s",
+                key,
+                f"model version {version} removed" if version is not None else "it had no model",
+            )
+        self._end_call(memory, [(shard, DELETED, keys)])
+
+    def _model_version(self, memory: ShardMemory, key: str) -> int | None:
+        """The key's model version, None for a key without state; read without creating a state."""
+        state = memory.dirty.get(key) or self.cache.get(key)
+        if state is None:
+            stored = self.states.get(key)
+            state = migrate(stored) if stored is not None else None
+        return state.model_version if state is not None else None
+
+    def _drop_waiting(self, keys: set) -> None:
+        """Remove `keys`' rows from the shard's batches waiting for their window to close."""
+        waiting = list(self.waiting.get())
+        kept = [batch for batch in (without_keys(batch, keys) for batch in waiting) if batch is not None]
+        if len(kept) != len(waiting) or any(a is not b for a, b in zip(kept, waiting)):
+            self.waiting.update(kept)
 
     def _set_expiry_timer(self, memory: ShardMemory, ctx) -> None:
         """An event-time timer at the oldest key's expiry: a shard whose keys all went silent gets no
@@ -440,7 +490,7 @@ class LearnerFunction(KeyedProcessFunction):
                     for _ in self._close_windows(memory, batch[2], clock, ctx):
                         pass
                     continue
-                if batch[1] == EXPIRED:  # their tombstones went out before the checkpoint
+                if batch[1] in (EXPIRED, DELETED):  # their tombstones went out before the checkpoint
                     self._forget(memory, batch[2])
                     continue
                 for _ in self._learn(batch, memory, clock, ctx):
