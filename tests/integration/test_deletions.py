@@ -41,14 +41,20 @@ def n_learned(replica, key):
 
 @pytest.mark.timeout(300)
 def test_a_deletion_interrupted_by_a_taskmanager_kill_is_done_again_and_leaves_the_key_gone(
-        services, flink_job, replicas, tmp_path):
-    config = stack.isolated_config(tmp_path, "conf/job.yaml", {
-        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-        "window": {"size_seconds": WINDOW_MS // 1000},
-        "model": MODEL, "metric": METRIC,
-        "snapshots": {"policy": "every_window"},
-        "flink": {"execution.checkpointing.interval": f"{CHECKPOINT_S} s"},
-    })
+    services, flink_job, replicas, tmp_path
+):
+    config = stack.isolated_config(
+        tmp_path,
+        "conf/job.yaml",
+        {
+            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
+            "window": {"size_seconds": WINDOW_MS // 1000},
+            "model": MODEL,
+            "metric": METRIC,
+            "snapshots": {"policy": "every_window"},
+            "flink": {"execution.checkpointing.interval": f"{CHECKPOINT_S} s"},
+        },
+    )
     snapshots, features = config["topics.snapshots.name"], config["topics.features.name"]
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)
     replica = replicas(config, 18611)
@@ -61,8 +67,9 @@ def test_a_deletion_interrupted_by_a_taskmanager_kill_is_done_again_and_leaves_t
     stack.wait_until(lambda: completed_checkpoints(job_id) > checkpoints, 2 * CHECKPOINT_S + 10, "a checkpoint")
     checkpoints = completed_checkpoints(job_id)
     stack.produce_raw(config["topics.deletions.name"], [(DELETED.encode(), b"", None)])
-    stack.wait_until(lambda: records_for(snapshots, DELETED, 2)[-1:] == [None], CHECKPOINT_S - 2,
-                     "the learner's snapshot tombstone")
+    stack.wait_until(
+        lambda: records_for(snapshots, DELETED, 2)[-1:] == [None], CHECKPOINT_S - 2, "the learner's snapshot tombstone"
+    )
     # Between the request and its completion: no checkpoint has taken the request's offset and the
     # state removal, nor committed the features tombstone.
     assert completed_checkpoints(job_id) == checkpoints, "a checkpoint came before the kill: the test proves nothing"
@@ -74,10 +81,16 @@ def test_a_deletion_interrupted_by_a_taskmanager_kill_is_done_again_and_leaves_t
     stack.wait_until(lambda: restores(job_id) > restored and stack.job_state(job_id) == "RUNNING", 120, "recovery")
 
     # The restored job read the request again and removed the key's state, restored with the checkpoint.
-    stack.wait_until(lambda: stack.job_metrics(job_id, "keys_deleted").get("keys_deleted") == 1, 60,
-                     lambda: f"keys_deleted {stack.job_metrics(job_id, 'keys_deleted')} to be 1")
-    stack.wait_until(lambda: records_for(features, DELETED)[-1:] == [None], 2 * CHECKPOINT_S + 10,
-                     "the features tombstone, committed by the restored job's checkpoint")
+    stack.wait_until(
+        lambda: stack.job_metrics(job_id, "keys_deleted").get("keys_deleted") == 1,
+        60,
+        lambda: f"keys_deleted {stack.job_metrics(job_id, 'keys_deleted')} to be 1",
+    )
+    stack.wait_until(
+        lambda: records_for(features, DELETED)[-1:] == [None],
+        2 * CHECKPOINT_S + 10,
+        "the features tombstone, committed by the restored job's checkpoint",
+    )
     assert records_for(snapshots, DELETED)[-1] is None
     assert replica.http("GET", f"/models/{DELETED}")[0] == 404
     assert replica.metric("serving_keys_removed_total") == 2  # its model and its features
@@ -86,8 +99,11 @@ def test_a_deletion_interrupted_by_a_taskmanager_kill_is_done_again_and_leaves_t
     # Windows 9..11 close: the key comes back as a new one (window 9's row, still in its open window when
     # the request came, is its first), while the others go on from their 9 windows.
     stack.produce_json(config["topics.events.name"], events(range(10, 13)), key_field="entity")
-    stack.wait_until(lambda: all(n_learned(replica, key) == (3 if key == DELETED else 12) for key in KEYS), 90,
-                     lambda: f"n_learned 12, and 3 for {DELETED}: {[n_learned(replica, key) for key in KEYS]}")
+    stack.wait_until(
+        lambda: all(n_learned(replica, key) == (3 if key == DELETED else 12) for key in KEYS),
+        90,
+        lambda: f"n_learned 12, and 3 for {DELETED}: {[n_learned(replica, key) for key in KEYS]}",
+    )
     model = replica.http("GET", f"/models/{DELETED}")[1]
     assert (model["model_version"], model["window_end_ms"]) == (3, 12 * WINDOW_MS)
     after = records_for(snapshots, DELETED)
