@@ -25,6 +25,25 @@ WINDOW_MS = 1000
 METRIC = {"class": "metrics.LogLoss"}
 
 
+def per_window_settings(**overrides) -> dict:
+    """conf/job.yaml overrides of the tests that learn these rows window by window: `WINDOW_MS` windows,
+    `MODEL` and `METRIC`, no watermark delay, a snapshot per window, and partitions never idle (the
+    tests send every window's events to every partition: one read late on a busy machine must hold the
+    watermark back, not be skipped, or its rows would come too late); `overrides` added.
+
+    >>> sorted(per_window_settings(flink={"parallelism.default": 2}))
+    ['flink', 'metric', 'model', 'snapshots', 'source', 'window']
+    """
+    return {
+        "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
+        "window": {"size_seconds": WINDOW_MS // 1000},
+        "model": MODEL,
+        "metric": METRIC,
+        "snapshots": {"policy": "every_window"},
+        **overrides,
+    }
+
+
 def bananas(n):
     """(features, label) of the first n Bananas rows, named as the feature view names them."""
     return [({"x1_avg": x["1"], "x2_avg": x["2"]}, y) for x, y in datasets.Bananas().take(n)]

@@ -12,7 +12,7 @@ counts it removed, and the other keys learn on untouched.
 import pytest
 
 from scripts import stack
-from tests.integration.learner_rows import METRIC, MODEL, WINDOW_MS, synthetic_row
+from tests.integration.learner_rows import WINDOW_MS, per_window_settings, synthetic_row
 from tests.integration.test_fault_tolerance import completed_checkpoints, restores
 
 KEYS = [f"user-{i:02d}" for i in range(20)]
@@ -46,14 +46,7 @@ def test_a_deletion_interrupted_by_a_taskmanager_kill_is_done_again_and_leaves_t
     config = stack.isolated_config(
         tmp_path,
         "conf/job.yaml",
-        {
-            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-            "window": {"size_seconds": WINDOW_MS // 1000},
-            "model": MODEL,
-            "metric": METRIC,
-            "snapshots": {"policy": "every_window"},
-            "flink": {"execution.checkpointing.interval": f"{CHECKPOINT_S} s"},
-        },
+        per_window_settings(flink={"execution.checkpointing.interval": f"{CHECKPOINT_S} s"}),
     )
     snapshots, features = config["topics.snapshots.name"], config["topics.features.name"]
     job_id = flink_job("jobs/learner_job.py", "--config", config.source)

@@ -10,7 +10,13 @@ import json
 import pytest
 
 from scripts import stack
-from tests.integration.learner_rows import METRIC, MODEL, WINDOW_MS, delayed_plain_river, latest_by_key, synthetic_row
+from tests.integration.learner_rows import (
+    WINDOW_MS,
+    delayed_plain_river,
+    latest_by_key,
+    per_window_settings,
+    synthetic_row,
+)
 
 WINDOWS = 40
 # Which windows each key has a row in: every other one, two of three, every one.
@@ -49,14 +55,7 @@ def start(tmp_path, flink_job, name, features):
     config = stack.isolated_config(
         tmp_path / name,
         "conf/job.yaml",
-        {
-            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-            "window": {"size_seconds": WINDOW_MS // 1000},
-            "model": MODEL,
-            "metric": METRIC,
-            "snapshots": {"policy": "every_window"},
-            "features": {"label_delay_windows": 1, **features},
-        },
+        per_window_settings(features={"label_delay_windows": 1, **features}),
     )
     return config, flink_job("jobs/learner_job.py", "--config", config.source)
 

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from scripts import stack
-from tests.integration.learner_rows import METRIC, MODEL, WINDOW_MS, synthetic_row
+from tests.integration.learner_rows import WINDOW_MS, per_window_settings, synthetic_row
 
 KEYS = [f"user-{i:04d}" for i in range(1000)]
 ACTIVE = KEYS[::2]
@@ -65,19 +65,14 @@ def lifecycle_config(tmp_path, overrides=None):
     return stack.isolated_config(
         tmp_path,
         "conf/job.yaml",
-        {
-            # Every window has events on both partitions: a partition is never idle, and one read late on a
-            # busy machine must hold the watermark back, not be skipped (its rows would come too late, and
-            # active keys would look silent).
-            "source": {"watermark_delay_seconds": 0, "idle_timeout": "60 s"},
-            "window": {"size_seconds": WINDOW_MS // 1000},
-            "model": MODEL,
-            "metric": METRIC,
-            "snapshots": {"policy": "every_window"},
-            "lifecycle": {"idle_ttl_seconds": TTL_S},
-            "topics": {"snapshots": {"config": COMPACTED}, "features": {"config": COMPACTED}},
-            **(overrides or {}),
-        },
+        # A partition read late would also make active keys look silent (per_window_settings).
+        per_window_settings(
+            **{
+                "lifecycle": {"idle_ttl_seconds": TTL_S},
+                "topics": {"snapshots": {"config": COMPACTED}, "features": {"config": COMPACTED}},
+                **(overrides or {}),
+            }
+        ),
     )
 
 
