@@ -20,6 +20,24 @@ False
 from __future__ import annotations
 
 
+def pop_prefix(ordered: dict, through) -> list:
+    """Remove and return the leading keys of `ordered` whose value is at most `through`: the due (or
+    idle) keys of an index kept in order of its values, read no further than the first that is not.
+
+    >>> index = {"a": 1, "b": 2, "c": 5, "d": 3}
+    >>> pop_prefix(index, 3), index
+    (['a', 'b'], {'c': 5, 'd': 3})
+    """
+    keys = []
+    for key, value in ordered.items():
+        if value > through:
+            break
+        keys.append(key)
+    for key in keys:
+        del ordered[key]
+    return keys
+
+
 class DueKeys:
     """key -> due time (ms), oldest first; a plain dict, so that it pickles into Flink state as one."""
 
@@ -39,14 +57,7 @@ class DueKeys:
     def pop_due(self, now_ms: int) -> list:
         """Remove and return the keys due by `now_ms`. A key added after a clock step back waits for
         the keys before it, at most one wait longer."""
-        due = []
-        for key, at in self._due.items():
-            if at > now_ms:
-                break
-            due.append(key)
-        for key in due:
-            del self._due[key]
-        return due
+        return pop_prefix(self._due, now_ms)
 
     def as_dict(self) -> dict:
         return dict(self._due)

@@ -30,6 +30,7 @@ jobs.config.ConfigError: job.yaml: 'lifecycle.idle_ttl_seconds' must be a number
 from __future__ import annotations
 
 from jobs.config import seconds
+from udfs.due_keys import pop_prefix
 
 SETTING = "lifecycle.idle_ttl_seconds"
 
@@ -61,14 +62,7 @@ class IdleKeys:
 
     def pop_idle(self, through_ms: int) -> list:
         """Remove and return the keys whose last window ended by `through_ms`."""
-        idle = []
-        for key, end in self._last.items():
-            if end > through_ms:
-                break
-            idle.append(key)
-        for key in idle:
-            del self._last[key]
-        return idle
+        return pop_prefix(self._last, through_ms)
 
     def next_idle_ms(self) -> int | None:
         """The oldest last window end, or None for an empty index."""

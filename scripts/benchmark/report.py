@@ -102,90 +102,48 @@ def table(results: dict) -> str:
     if "live" in results:
         live = results["live"]
         fresh, predict, others = live["freshness_s"], live["predict_ms"], str(live["other_jobs"])
-        lines.append(
-            (
+
+        def live_line(measure: str, measured_on: str, pipeline: str, goal: str = "-", met: str = "-") -> tuple:
+            """A line of the live stream: no plain loop, ratio, checkpoints or memory beside it."""
+            return (measure, measured_on, "-", "-", pipeline, "-", goal, met, "-", "-", "-", "-", others)
+
+        goal_p99 = f"p99 < {fresh['goal_p99']:g}"
+        lines += [
+            live_line(
                 "freshness p50 / p99 (s)",
                 f"{fresh['samples']:,} snapshots",
-                "-",
-                "-",
                 f"{fresh['p50']:.2f} / {fresh['p99']:.2f}",
-                "-",
-                f"p99 < {fresh['goal_p99']:g}",
+                goal_p99,
                 yes_no(fresh["met"]),
-                "-",
-                "-",
-                "-",
-                "-",
-                others,
-            )
-        )
-        lines.append(
-            (
+            ),
+            live_line(
                 "freshness, quiet keys p50 / p99 (s)",
                 f"{fresh['quiet_samples']:,} snapshots",
-                "-",
-                "-",
                 f"{fresh['quiet_p50']:.2f} / {fresh['quiet_p99']:.2f}",
-                "-",
-                f"p99 < {fresh['goal_p99']:g}",
+                goal_p99,
                 yes_no(fresh["quiet_met"]),
-                "-",
-                "-",
-                "-",
-                "-",
-                others,
-            )
-        )
-        lines.append(
-            (
+            ),
+            live_line(
                 "  of which the job's: to Kafka (s)",
                 "-",
-                "-",
-                "-",
                 f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                others,
-            )
-        )
-        lines.append(
-            (
+            ),
+            live_line(
                 "serving predict p50 / p99 (ms)",
                 f"{predict['requests']:,} requests",
-                "-",
-                "-",
                 f"{predict['p50']:.2f} / {predict['p99']:.2f}, {predict['failed']} failed",
-                "-",
                 f"p99 < {predict['goal_p99']:g}, 0 failed",
                 yes_no(predict["met"]),
-                "-",
-                "-",
-                "-",
-                "-",
-                others,
-            )
-        )
+            ),
+        ]
         for load in live.get("concurrent", []):
             lines.append(
-                (
+                live_line(
                     f"serving, {load['server']}, {load['connections']} connections",
                     f"{load['requests']:,} requests",
-                    "-",
-                    "-",
                     f"{load['rps']:,}/s, p99 {load['p99_ms']:.2f} ms, {load['failed']} failed",
-                    "-",
                     load.get("goal", "-"),
                     yes_no(load.get("met")),
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    others,
                 )
             )
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
