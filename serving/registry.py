@@ -43,16 +43,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from udfs.envelope import (
-    EXTRA_CHALLENGER,
-    EXTRA_CHAMPION,
-    EXTRA_DRIFT,
-    EXTRA_HELD_BACK,
-    EXTRA_PRIOR,
-    EXTRA_ROLLBACK,
-    RIVER_ONLY,
-    Snapshot,
-)
+from udfs.envelope import RIVER_ONLY, Snapshot
+from udfs.envelope import EXTRA_CHALLENGER, EXTRA_CHAMPION, EXTRA_DRIFT, EXTRA_HELD_BACK, EXTRA_PRIOR, EXTRA_ROLLBACK
 from udfs.prediction import ModelKind, kind_of
 from udfs.safe_pickle import ModelClasses
 

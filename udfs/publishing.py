@@ -31,17 +31,8 @@ from __future__ import annotations
 import math
 import pickle
 
-from udfs.envelope import (
-    EXTRA_CHALLENGER,
-    EXTRA_CHAMPION,
-    EXTRA_DRIFT,
-    EXTRA_HELD_BACK,
-    EXTRA_PRIOR,
-    EXTRA_ROLLBACK,
-    Snapshot,
-    dump_model,
-    encode,
-)
+from udfs.envelope import Snapshot, dump_model, encode
+from udfs.envelope import EXTRA_CHALLENGER, EXTRA_CHAMPION, EXTRA_DRIFT, EXTRA_HELD_BACK, EXTRA_PRIOR, EXTRA_ROLLBACK
 from udfs.gate import PublishedVersion, rolling, value_of, worse_by_more_than
 from udfs.key_state import KeyState
 
