@@ -72,8 +72,11 @@ def use_shipped_code(fingerprint: dict) -> None:
     """Make the next imports of project modules load the fingerprinted source."""
     if not stale_modules(fingerprint):
         return
-    for name in [name for name in sys.modules if name.split(".")[0] in PACKAGES]:
-        del sys.modules[name]
+    # A copy taken at once (under the GIL): at parallelism > 1 the TaskManager's other learner subtasks run in
+    # this interpreter too, and an import on one of them while this loop read sys.modules itself would end
+    # it with "dictionary changed size during iteration".
+    for name in [name for name in list(sys.modules) if name.split(".")[0] in PACKAGES]:
+        sys.modules.pop(name, None)
     # The job's files are on sys.path, possibly behind an earlier job's: put the entry holding them first.
     for entry in list(sys.path):
         if holds(entry, fingerprint):
