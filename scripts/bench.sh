@@ -4,4 +4,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 set_up_and_start_stack
-"$VENV_PYTHON" scripts/bench.py "$@"
+# This tree's modules first: the venv's editable install may name another checkout (a git worktree's,
+# say), whose code the benchmark would otherwise submit and measure.
+PYTHONPATH="$PROJECT_DIR${PYTHONPATH:+:$PYTHONPATH}" "$VENV_PYTHON" -m scripts.bench "$@"

@@ -96,7 +96,7 @@ class LearnerSettings:
     # Feature rows reach the learner grouped per (shard of the key, window): udfs/feature_batches.py.
     shards: int = 4
     # Keys whose state the learner keeps unpickled between batches (0: none).
-    state_cache_keys: int = 10_000
+    state_cache_keys: int = 100_000
     # Calls into the learner (one per watermark that closes windows) between writes of a shard's
     # changed states to Flink state: udfs/learner_function.py.
     state_write_every: int = 8
@@ -127,7 +127,7 @@ class LearnerSettings:
         empty = EmptyWindows.from_config(config)
         safety = SafetySettings.from_config(config)
         shards = whole_number(config, "learner.shards", 4, minimum=1)
-        cache_keys = whole_number(config, "learner.state_cache_keys", 10_000, minimum=0)
+        cache_keys = whole_number(config, "learner.state_cache_keys", 100_000, minimum=0)
         write_every = whole_number(config, "learner.state_write_every", 8, minimum=1)
         bootstrap = config.get("learner.bootstrap", "none")
         if bootstrap not in BOOTSTRAP_MODES:
