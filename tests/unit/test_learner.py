@@ -33,6 +33,19 @@ def test_process_is_progressive_validation():
     assert (state.n_learned, state.model_version, state.last_window_end_ms) == (300, 300, 300_000)
 
 
+def test_a_new_keys_model_learns_exactly_as_one_built_from_the_spec_and_pickles_as_river_does():
+    rows = list(datasets.Bananas().take(200))
+    learner, built = Learner(settings(), KEYRING), build_model(MODEL)
+    model = learner.new_model()
+    for x, y in rows:
+        assert model.predict_proba_one(x) == built.predict_proba_one(x)
+        model.learn_one(x, y)
+        built.learn_one(x, y)
+    # Its state and snapshot pickles are River's own, which other releases and the replicas read.
+    assert b"prototypes" not in pickle.dumps(model)
+    assert pickle.loads(pickle.dumps(model)).predict_proba_one(rows[0][0]) == built.predict_proba_one(rows[0][0])
+
+
 def test_delayed_label_learns_the_row_it_belongs_to():
     learner = Learner(settings(label_delay_windows=2), KEYRING)
     state = learner.new_state()
