@@ -485,7 +485,7 @@ class TopicReader:
         # latest would miss the newest version of every key not written since.
         # After a broker outage, reconnect within a second of its return (kafka-python's backoff otherwise
         # grows to 30 s between attempts, and the replica would serve old models that long).
-        consumer = KafkaConsumer(
+        settings = dict(
             bootstrap_servers=self.bootstrap_servers,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -493,7 +493,14 @@ class TopicReader:
             auto_offset_reset="earliest",
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
+        consumer = KafkaConsumer(**settings)
+        lookups = None
         try:
+            # The lag's end offsets are looked up on a connection of their own: a broker answers a
+            # connection's requests in order, so on the fetching one each lookup waited for the fetch the
+            # broker was holding (up to fetch_max_wait_ms, 500 ms), and the snapshots that came meanwhile
+            # waited with it (README, Performance: freshness).
+            lookups = KafkaConsumer(**settings)
             counts = {}
             for topic in (self.snapshot_topic, self.features_topic):
                 found = consumer.partitions_for_topic(topic) or set()
@@ -524,7 +531,7 @@ class TopicReader:
                         batch.append(("ready",))
                     try:
                         # Bounded: while the broker is away, a lag lookup must not hold up the polling.
-                        ends = consumer.end_offsets(partitions, timeout_ms=LAG_LOOKUP_TIMEOUT_MS)
+                        ends = lookups.end_offsets(partitions, timeout_ms=LAG_LOOKUP_TIMEOUT_MS)
                         batch.append(("lag", sum(max(0, ends[tp] - positions[tp]) for tp in partitions)))
                     except KafkaError as e:
                         # The broker being away is no reason to stop serving; poll() reconnects.
@@ -533,6 +540,8 @@ class TopicReader:
                     self.sending.send(batch)
         finally:
             consumer.close()
+            if lookups is not None:
+                lookups.close()
 
     def snapshot(self, record) -> tuple:
         key = record.key.decode(errors="replace") if record.key else None
