@@ -117,18 +117,18 @@ class LearnerSettings:
 
     @classmethod
     def from_config(cls, config) -> "LearnerSettings":
-        policy = config.get("snapshots.policy", "every_n_updates")
+        policy = config.get("snapshots.policy", cls.snapshot_policy)
         if policy not in SNAPSHOT_POLICIES:
             raise config.error("snapshots.policy", f"must be one of {', '.join(SNAPSHOT_POLICIES)}, not {policy!r}")
         columns = config["features.columns"]
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
             raise config.error("features.columns", "must be a non-empty list of column names")
-        delay = whole_number(config, "features.label_delay_windows", 0, minimum=0)
+        delay = whole_number(config, "features.label_delay_windows", cls.label_delay_windows, minimum=0)
         empty = EmptyWindows.from_config(config)
         safety = SafetySettings.from_config(config)
-        shards = whole_number(config, "learner.shards", 4, minimum=1)
-        cache_keys = whole_number(config, "learner.state_cache_keys", 100_000, minimum=0)
-        write_every = whole_number(config, "learner.state_write_every", 8, minimum=1)
+        shards = whole_number(config, "learner.shards", cls.shards, minimum=1)
+        cache_keys = whole_number(config, "learner.state_cache_keys", cls.state_cache_keys, minimum=0)
+        write_every = whole_number(config, "learner.state_write_every", cls.state_write_every, minimum=1)
         bootstrap = config.get("learner.bootstrap", "none")
         if bootstrap not in BOOTSTRAP_MODES:
             raise config.error("learner.bootstrap", f"must be one of {', '.join(BOOTSTRAP_MODES)}, not {bootstrap!r}")
@@ -141,12 +141,14 @@ class LearnerSettings:
             feature_names=tuple(columns),
             window_ms=int(float(config["window.size_seconds"]) * 1000),
             label_delay_windows=delay,
-            max_pending_windows=int(config.get("features.max_pending_windows", 100)),
+            max_pending_windows=int(config.get("features.max_pending_windows", cls.max_pending_windows)),
             empty_window_label=empty.label,
             snapshot_policy=policy,
-            snapshot_every_n=int(config.get("snapshots.every_n_updates", 10)),
-            snapshot_every_ms=int(float(config.get("snapshots.every_seconds", 5)) * 1000),
-            snapshot_max_wait_ms=int(float(config.get("snapshots.max_wait_seconds", 0)) * 1000),
+            snapshot_every_n=int(config.get("snapshots.every_n_updates", cls.snapshot_every_n)),
+            snapshot_every_ms=int(float(config.get("snapshots.every_seconds", cls.snapshot_every_ms / 1000)) * 1000),
+            snapshot_max_wait_ms=int(
+                float(config.get("snapshots.max_wait_seconds", cls.snapshot_max_wait_ms / 1000)) * 1000
+            ),
             safety=safety,
             shards=shards,
             state_cache_keys=cache_keys,
