@@ -181,7 +181,8 @@ def time_live_requests(job_id: str, client: ServingClient, seconds: float) -> di
                 try:
                     served = client.call("GET", f"/models/{key}")[1]
                     (quiet_freshness if key in quiet else freshness).append(served["freshness_s"])
-                    # The job's part: window close -> the snapshot handed to Kafka.
+                    # The job's part: window close -> the start of the learner's call that published it
+                    # (the envelope's emit time, read once per call).
                     published.append((served["emitted_at_ms"] - served["window_end_ms"]) / 1000)
                 except (OSError, http.client.HTTPException) as e:
                     failures.append(f"GET /models/{key}: {e!r}")

@@ -124,7 +124,7 @@ def table(results: dict) -> str:
                 yes_no(fresh["quiet_met"]),
             ),
             live_line(
-                "  of which the job's: to Kafka (s)",
+                "  of which the job's: to the learner's call (s)",
                 "-",
                 f"{fresh['published_p50']:.2f} / {fresh['published_p99']:.2f}",
             ),
