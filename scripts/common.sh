@@ -26,8 +26,9 @@ find_python() {
 # A virtualenv at $1, made with the interpreter $2, holding this package (editable) with the extras $3,
 # e.g. '[job,dev]'. Installed again only when setup.py or the extras change ($1/.installed), so a
 # second call takes a second.
+VENV_FREE_MB=1500
 ensure_venv() {
-  local dir="$1" python="$2" extras="$3" stamp
+  local dir="$1" python="$2" extras="$3" stamp free_mb
   if [ ! -x "$dir/bin/python" ]; then
     echo "setup: creating $dir with $("$python" -V 2>&1)"
     "$python" -m venv "$dir"
@@ -35,6 +36,10 @@ ensure_venv() {
   stamp=$( (cat "$PROJECT_DIR/setup.py"; echo "$extras") | sha256sum | cut -c1-16)
   if [ "$(cat "$dir/.installed" 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing the package$extras and its pinned dependencies from PyPI into $dir"
+    # pip's own error on a full disk names no size; a venv with the job's extras takes about 1.2 GB.
+    free_mb=$(df -Pm "$dir" | awk 'NR == 2 {print $4}')
+    [ "$free_mb" -ge "$VENV_FREE_MB" ] ||
+      die "$dir needs about $VENV_FREE_MB MB free to install into; $(df -Pm "$dir" | awk 'NR == 2 {print $6}') has $free_mb MB"
     "$dir/bin/pip" install --quiet --upgrade pip
     # compat mode puts the project folder on sys.path, so packages added later import without a reinstall.
     "$dir/bin/pip" install --quiet -e "$PROJECT_DIR$extras" --config-settings editable_mode=compat
