@@ -30,7 +30,7 @@ import dataclasses
 import glob
 import os
 
-from pyflink.common import Configuration, TypeInformation, Types, typeinfo
+from pyflink.common import Configuration, TypeInformation, Types
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
@@ -49,12 +49,12 @@ from udfs.learner import Learner, LearnerSettings
 from udfs.learner_function import (
     DRIFTS,
     FEATURE_TOMBSTONES,
+    PICKLED_COLUMNS,
     PREDICTION_TYPE,
     QUARANTINED,
     SNAPSHOT_TYPE,
     SNAPSHOTS,
     LearnerFunction,
-    in_columns,
 )
 from udfs.model_spec import ModelSpecError, build_model, label_type_error, model_kind
 
@@ -219,28 +219,35 @@ def with_deletions(table_env, batches: Table, requests_table: str, shards: int) 
     )
 
 
-def shard_stream(table_env, batches: Table) -> tuple[DataStream, TypeInformation]:
-    """The batches as a DataStream of (shard, batch) rows, and the batch's type.
+# The learner's input: (shard, batch), the batch a pickled tuple (shard, window_end_ms, keys, labels,
+# *features), each array a tuple.
+PICKLED_BATCHES = Types.ROW_NAMED(["shard", "batch"], [Types.INT(), Types.PICKLED_BYTE_ARRAY()])
+
+
+def shard_stream(table_env, batches: Table) -> DataStream:
+    """The batches as a DataStream of (shard, pickled batch) rows (java/realtime_learning/PickledBatches.java).
 
     The shard comes first because that is the shape PyFlink's keyed operators take, so that
     `key_by_shard` can key in the JVM. The embedded keyed operator needs a RowTypeInfo input, which only
     the legacy table conversion gives."""
     columns = [col(name) for name in batches.get_schema().get_field_names()]
     with_key = batches.select(col("shard"), row(*columns).alias("batch"))
-    converter = get_gateway().jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter
+    gateway = get_gateway()
+    converter = gateway.jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter
     row_type = converter.toLegacyTypeInfo(with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
-    stream = DataStream(table_env._j_tenv.toAppendStream(with_key._j_table, row_type))
-    return stream, typeinfo._from_java_type(row_type).get_field_types()[1]
+    stream = table_env._j_tenv.toAppendStream(with_key._j_table, row_type)
+    pickled = stream.map(gateway.jvm.realtime_learning.PickledBatches(PICKLED_BATCHES.get_java_type_info()))
+    return DataStream(pickled.uid("pickled-batches").name("pickled-batches"))
 
 
-def key_by_shard(stream: DataStream, batch_type: TypeInformation) -> KeyedStream:
+def key_by_shard(stream: DataStream) -> KeyedStream:
     """(shard, batch) rows keyed by shard in the JVM.
 
     `DataStream.key_by` would run a Python key selector, a Python operator of its own in front of the
     learner: one more call into Python per batch. PyFlink's own key_by ends in this same keyBy."""
     key_type = Types.ROW([Types.INT()]).get_java_type_info()
     j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
-    return KeyedStream(j_keyed, batch_type, stream)
+    return KeyedStream(j_keyed, Types.PICKLED_BYTE_ARRAY(), stream)
 
 
 def side_output(stream: DataStream, tag) -> DataStream:
@@ -258,9 +265,9 @@ def side_output(stream: DataStream, tag) -> DataStream:
 
 
 def columns_to_rows(stream: DataStream, row_type: TypeInformation, uid: str) -> DataStream:
-    """The rows of `stream`'s records of columns (udfs.learner_function.in_columns), made in the JVM."""
+    """The rows of `stream`'s pickled records of columns (udfs.learner_function.PICKLED_COLUMNS), made in the JVM."""
     j_rows = stream._j_data_stream.flatMap(
-        get_gateway().jvm.realtime_learning.ColumnsToRows(row_type.get_java_type_info())
+        get_gateway().jvm.realtime_learning.PickledColumnsToRows(row_type.get_java_type_info())
     )
     return DataStream(j_rows.uid(uid).name(uid))
 
@@ -348,10 +355,9 @@ def main(argv=None):
     deletions = config.get("sql.deletions_table", None)
     if deletions:
         batches_table = with_deletions(table_env, batches_table, deletions, settings.shards)
-    stream, batch_type = shard_stream(table_env, batches_table)
     learner = (
-        key_by_shard(stream, batch_type)
-        .process(ShippedCode(LearnerFunction(settings)), output_type=in_columns(PREDICTION_TYPE))
+        key_by_shard(shard_stream(table_env, batches_table))
+        .process(ShippedCode(LearnerFunction(settings)), output_type=PICKLED_COLUMNS)
         .uid("learner-shards")
         .name("learner")
         # The learner's thread is the job's busiest: its outputs' conversions and Kafka writers run in

@@ -37,6 +37,7 @@ import importlib
 import json
 import logging
 import math
+import pickle
 import threading
 from collections import OrderedDict
 
@@ -94,16 +95,17 @@ PREDICTION_TYPE = Types.ROW_NAMED(
 SNAPSHOT_TYPE = Types.ROW_NAMED(["model_key", "envelope"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
 
-def in_columns(row_type):
-    """The type of one call's rows of `row_type` as one record of columns, an array per field.
+# The type of a record of columns out of the learner: one call's rows of a row type (PREDICTION_TYPE,
+# SNAPSHOT_TYPE) as a tuple of columns, a tuple per field, pickled by the learner (`as_columns`). The
+# JVM makes the rows again (java/realtime_learning/PickledColumnsToRows.java, jobs/learner_job.py): each
+# record out of Python costs a pass through PyFlink's generators and a JNI call, and a record of arrays
+# PyFlink converts element by element, a Python call and a Java object each, on the learner's thread.
+PICKLED_COLUMNS = Types.PRIMITIVE_ARRAY(Types.BYTE())
+# The pickle protocol of those records: one the JVM's reader (flink-python's Pyrolite) reads.
+COLUMNS_PROTOCOL = 4
 
-    The learner sends its predictions and snapshots so, one record per call into Python, and the JVM
-    makes the rows again (java/realtime_learning/ColumnsToRows.java, jobs/learner_job.py): each record
-    out of Python costs a pass through PyFlink's generators and its converters, and a JNI call."""
-    return Types.ROW_NAMED(row_type.get_field_names(), [Types.OBJECT_ARRAY(t) for t in row_type.get_field_types()])
 
-
-SNAPSHOTS = OutputTag("model-snapshots", in_columns(SNAPSHOT_TYPE))
+SNAPSHOTS = OutputTag("model-snapshots", PICKLED_COLUMNS)
 # An expired key's tombstone for the features table (model_key, record NULL), beside its SQL-written rows.
 FEATURE_TOMBSTONE_TYPE = Types.ROW_NAMED(["model_key", "record"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 FEATURE_TOMBSTONES = OutputTag("feature-tombstones", FEATURE_TOMBSTONE_TYPE)
@@ -297,11 +299,10 @@ class LearnerFunction(KeyedProcessFunction):
 
     def process_element(self, batch, ctx: KeyedProcessFunction.Context):
         if batch[1] is DELETION:
-            yield from as_columns(self._delete(batch[0], tuple(batch[2]), ctx))
+            yield from as_columns(self._delete(batch[0], batch[2], ctx))
             self._count()
             return
-        # As a tuple: a pyflink Row pickles and unpickles field by field, several times slower.
-        self.waiting.add(tuple(batch))
+        self.waiting.add(batch)
         shard = batch[0]
         if shard not in self.flush_timers:
             # The window operator sends a window's rows before the watermark that passes its last
@@ -654,14 +655,15 @@ class LearnerFunction(KeyedProcessFunction):
 
 def as_columns(outputs):
     """A call's outputs with its predictions (tuples of PREDICTION_TYPE's fields) and snapshots gathered
-    into records of columns (`in_columns`), up to `PREDICTIONS_PER_RECORD` and `SNAPSHOTS_PER_RECORD`
-    rows each; the other side outputs as they come.
+    into pickled records of columns (`PICKLED_COLUMNS`), up to `PREDICTIONS_PER_RECORD` and
+    `SNAPSHOTS_PER_RECORD` rows each; the other side outputs as they come.
 
     >>> snapshots, predictions = as_columns([
     ...     ("k1", 10, 0.5, 1, "true", {}), (SNAPSHOTS, ("k1", b"e")), ("k2", 10, 0.2, 3, "false", None)])
-    >>> snapshots[0] is SNAPSHOTS, snapshots[1]
-    (True, Row(model_key=('k1',), envelope=(b'e',)))
-    >>> predictions.model_key, predictions.prediction, predictions.probabilities
+    >>> snapshots[0] is SNAPSHOTS, pickle.loads(snapshots[1])
+    (True, (('k1',), (b'e',)))
+    >>> keys, _, prediction, _, _, probabilities = pickle.loads(predictions)
+    >>> keys, prediction, probabilities
     (('k1', 'k2'), (0.5, 0.2), ({}, None))
     """
     predictions, snapshots = [], []
@@ -669,27 +671,30 @@ def as_columns(outputs):
         if len(output) != 2:
             predictions.append(output)
             if len(predictions) == PREDICTIONS_PER_RECORD:
-                yield PREDICTION_COLUMNS(*zip(*predictions))
+                yield pickled_columns(predictions)
                 predictions = []
         elif output[0] is SNAPSHOTS:
             snapshots.append(output[1])
             if len(snapshots) == SNAPSHOTS_PER_RECORD:
-                yield SNAPSHOTS, SNAPSHOT_COLUMNS(*zip(*snapshots))
+                yield SNAPSHOTS, pickled_columns(snapshots)
                 snapshots = []
         else:
             yield output
     if snapshots:
-        yield SNAPSHOTS, SNAPSHOT_COLUMNS(*zip(*snapshots))
+        yield SNAPSHOTS, pickled_columns(snapshots)
     if predictions:
-        yield PREDICTION_COLUMNS(*zip(*predictions))
+        yield pickled_columns(predictions)
+
+
+def pickled_columns(rows: list) -> bytes:
+    """`rows` (tuples of one length) as a `PICKLED_COLUMNS` record."""
+    return pickle.dumps(tuple(zip(*rows)), protocol=COLUMNS_PROTOCOL)
 
 
 # A call learning a whole window of many keys sends its first models out before its last are learned:
 # a snapshot is servable sooner (freshness), a prediction need not be.
 SNAPSHOTS_PER_RECORD = 64
 PREDICTIONS_PER_RECORD = 1024
-SNAPSHOT_COLUMNS = Row(*SNAPSHOT_TYPE.get_field_names())
-PREDICTION_COLUMNS = Row(*PREDICTION_TYPE.get_field_names())
 
 
 def _shard_of(ctx) -> int:

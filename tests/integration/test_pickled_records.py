@@ -1,0 +1,119 @@
+"""The learner's records across the JNI boundary, pickled: the batches the JVM pickles for the learner
+(java/realtime_learning/PickledBatches.java) and the records of columns the learner pickles for the
+JVM (udfs.learner_function.as_columns, java/realtime_learning/PickledColumnsToRows.java), run in a
+JVM of the test's own with the job's compiled functions, as the TaskManager runs them."""
+
+import os
+import pickle
+import signal
+
+import pytest
+from pyflink import java_gateway
+from pyflink.common import Types
+
+from jobs.learner_job import PICKLED_BATCHES
+from udfs.learner_function import PREDICTION_TYPE, SNAPSHOT_TYPE, pickled_columns
+
+
+@pytest.fixture(scope="module")
+def jvm():
+    """PyFlink's gateway JVM, with the Flink lib/ the job runs on (setup copies the functions jar there):
+    the one `get_java_type_info()` makes the job's types in. Killed by PID at the end, and forgotten by
+    PyFlink, so that a later caller starts another."""
+    gateway = java_gateway.get_gateway()
+    pid = gateway.jvm.java.lang.ProcessHandle.current().pid()
+    try:
+        yield gateway
+    finally:
+        with java_gateway._lock:
+            java_gateway._gateway = None
+        gateway.shutdown()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def rows_of(jvm, function, record) -> list:
+    out = jvm.jvm.java.util.ArrayList()
+    function.flatMap(record, jvm.jvm.org.apache.flink.api.common.functions.util.ListCollector(out))
+    return list(out)
+
+
+def serialized(jvm, row_type, row) -> bytes:
+    """`row` in Flink's binary form for `row_type`: its serializer fails on a field of another Java type
+    (an Integer in a BIGINT field), as the sink's would."""
+    serializer = row_type.get_java_type_info().createSerializer(
+        jvm.jvm.org.apache.flink.api.common.serialization.SerializerConfigImpl()
+    )
+    out = jvm.jvm.org.apache.flink.core.memory.DataOutputSerializer(256)
+    serializer.serialize(row, out)
+    return bytes(out.getCopyOfBuffer())
+
+
+def test_predictions_come_out_as_rows_of_the_sinks_java_types(jvm):
+    rows = [
+        ("k1", 1_700_000_000_000, 0.25, 3, "true", {"true": 0.25, "false": 0.75}),
+        # A version past 2**31 (a Long in the pickle, where 3 is an Integer), and no answer yet.
+        ("k2", 1_700_000_001_000, None, 2**40, None, None),
+    ]
+    function = jvm.jvm.realtime_learning.PickledColumnsToRows(PREDICTION_TYPE.get_java_type_info())
+    out = rows_of(jvm, function, pickled_columns(rows))
+    assert [[row.getField(i) for i in range(5)] for row in out] == [list(r[:5]) for r in rows]
+    assert dict(out[0].getField(5)) == {"true": 0.25, "false": 0.75} and out[1].getField(5) is None
+    for row in out:
+        assert serialized(jvm, PREDICTION_TYPE, row)
+
+
+def test_snapshots_keep_their_envelopes_bytes(jvm):
+    envelope = bytes(range(256)) * 10
+    function = jvm.jvm.realtime_learning.PickledColumnsToRows(SNAPSHOT_TYPE.get_java_type_info())
+    (row,) = rows_of(jvm, function, pickled_columns([("k1", envelope)]))
+    assert row.getField(0) == "k1" and bytes(row.getField(1)) == envelope
+    assert serialized(jvm, SNAPSHOT_TYPE, row)
+
+
+def test_a_record_that_is_not_pickled_columns_is_refused_naming_its_size(jvm):
+    function = jvm.jvm.realtime_learning.PickledColumnsToRows(SNAPSHOT_TYPE.get_java_type_info())
+    with pytest.raises(Exception, match="not a pickled tuple of columns \\(4 bytes\\)"):
+        rows_of(jvm, function, b"oops")
+    with pytest.raises(Exception, match="1 columns, the row type has 2"):
+        rows_of(jvm, function, pickle.dumps((("k1",),), protocol=4))
+
+
+def test_a_batch_reaches_python_as_the_tuple_of_tuples_the_learner_reads(jvm):
+    j = jvm.jvm
+
+    def array(java_class, values):
+        made = jvm.new_array(java_class, len(values))
+        for i, value in enumerate(values):
+            made[i] = value
+        return made
+
+    def row_of(*values):
+        made = j.org.apache.flink.types.Row(len(values))
+        for i, value in enumerate(values):
+            made.setField(i, value)
+        return made
+
+    batch = row_of(
+        j.java.lang.Integer(2),
+        j.java.lang.Long(1_700_000_000_000),
+        array(j.java.lang.String, ["k1", "k2"]),
+        array(j.java.lang.Boolean, [True, None]),
+        array(j.java.lang.Double, [0.5, -1.5]),
+        array(j.java.lang.Long, [3, 2**40]),
+    )
+    function = j.realtime_learning.PickledBatches(PICKLED_BATCHES.get_java_type_info())
+    pickled = function.map(row_of(j.java.lang.Integer(2), batch))
+    assert pickled.getField(0) == 2
+    assert pickle.loads(bytes(pickled.getField(1))) == (
+        2,
+        1_700_000_000_000,
+        ("k1", "k2"),
+        (True, None),
+        (0.5, -1.5),
+        (3, 2**40),
+    )
+    # What the learner's input converter is made from: PyFlink's pickled bytes, unpickled in one call.
+    assert function.getProducedType().getTypeAt(1) == Types.PICKLED_BYTE_ARRAY().get_java_type_info()
