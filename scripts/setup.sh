@@ -61,7 +61,9 @@ java_stamp=$(stamp $(find java -name '*.java' | sort))
 if [ ! -f "$functions_jar" ] || [ "$(cat lib/.functions 2>/dev/null)" != "$java_stamp" ]; then
   echo "setup: compiling the job's Java SQL functions (java/)"
   classes=$(mktemp -d)
-  javac --release 17 -nowarn -cp "$(flink_home)/lib/*" -d "$classes" $(find java -name '*.java') ||
+  # opt/ too: flink-python's jar, whose shaded Pickle reader and writer the learner's record functions
+  # use, is copied into lib/ below, after this.
+  javac --release 17 -nowarn -cp "$(flink_home)/lib/*:$(flink_home)/opt/*" -d "$classes" $(find java -name '*.java') ||
     die "the Java SQL functions in java/ do not compile"
   jar --create --file "$functions_jar" -C "$classes" .
   rm -rf "$classes"

@@ -81,5 +81,10 @@ def test_the_image_holds_the_project_the_venv_and_the_jars_the_local_stack_uses(
         version = re.search(r"<flink.kafka.connector.version>(.+)</flink.kafka.connector.version>", f.read())[1]
     assert f"ARG KAFKA_CONNECTOR_VERSION={version}" in text
     assert "COPY java /build/java" in text and "realtime-learning-functions.jar /opt/flink/lib/" in text
+    # The functions use flink-python's shaded Pickle classes: compiled against opt/, loaded from lib/.
+    assert (
+        '-cp "/opt/flink/lib/*:/opt/flink/opt/*"' in text
+        and "cp /opt/flink/opt/flink-python-*.jar /opt/flink/lib/" in text
+    )
     major, minor, _ = pyflink.version.__version__.split(".")
     assert re.search(rf"^ARG FLINK_IMAGE=flink:{major}\.{minor}\b", text, re.M)
