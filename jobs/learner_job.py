@@ -219,13 +219,14 @@ def with_deletions(table_env, batches: Table, requests_table: str, shards: int) 
     )
 
 
-# The learner's input: (shard, batch), the batch a pickled tuple (shard, window_end_ms, keys, labels,
-# *features), each array a tuple.
-PICKLED_BATCHES = Types.ROW_NAMED(["shard", "batch"], [Types.INT(), Types.PICKLED_BYTE_ARRAY()])
+# The learner's input: (shard, batches), the batches a pickled tuple of the shard's batches since the last
+# watermark, each a tuple (shard, window_end_ms, keys, labels, *features), each array a tuple.
+PICKLED_BATCHES = Types.ROW_NAMED(["shard", "batches"], [Types.INT(), Types.PICKLED_BYTE_ARRAY()])
 
 
 def shard_stream(table_env, batches: Table) -> DataStream:
-    """The batches as a DataStream of (shard, pickled batch) rows (java/realtime_learning/PickledBatches.java).
+    """The batches as a DataStream of (shard, pickled batches) rows, a shard's batches gathered until the
+    next watermark (java/realtime_learning/PickledBatches.java).
 
     The shard comes first because that is the shape PyFlink's keyed operators take, so that
     `key_by_shard` can key in the JVM. The embedded keyed operator needs a RowTypeInfo input, which only
@@ -236,8 +237,12 @@ def shard_stream(table_env, batches: Table) -> DataStream:
     converter = gateway.jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter
     row_type = converter.toLegacyTypeInfo(with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
     stream = table_env._j_tenv.toAppendStream(with_key._j_table, row_type)
-    pickled = stream.map(gateway.jvm.realtime_learning.PickledBatches(PICKLED_BATCHES.get_java_type_info()))
-    return DataStream(pickled.uid("pickled-batches").name("pickled-batches"))
+    pickled = stream.transform(
+        "pickled-batches",
+        PICKLED_BATCHES.get_java_type_info(),
+        gateway.jvm.realtime_learning.PickledBatchesOperator(),
+    )
+    return DataStream(pickled.uid("pickled-batches"))
 
 
 def key_by_shard(stream: DataStream) -> KeyedStream:

@@ -1,26 +1,28 @@
 """The learner as a Flink KeyedProcessFunction, keyed by shard: a `KeyState` per model key in a MapState.
 
-Feature rows come in batches, one record per shard and window (`udfs.feature_batches`):
-(shard, window_end_ms, keys, labels, *feature arrays). A batch is not learned when it arrives but
+Feature rows come in batches, one per shard and window (`udfs.feature_batches`): (shard, window_end_ms,
+keys, labels, *feature arrays); a shard's batches that one watermark closes come in one record, pickled
+together in the JVM (java/realtime_learning/PickledBatches.java), so that a job catching up makes one
+call into Python per shard and watermark, not one per window. A batch is not learned when it arrives but
 when the watermark that closed its window follows it (an event-time timer): every batch of the shard
-that arrived before that watermark is learned in that one call, in window order. A watermark closes
-one window in a live stream, but many at once while a job catches up, so the calls grow fewer exactly
-when rows are many. Waiting batches are in Flink state, so a checkpoint taken before their watermark
-keeps them. Each key's state is read once per call and its rows are predicted then learned in window
-order; changed states are written back every `learner.state_write_every` calls, in one call, with
-the batches learned since kept in Flink state so that a restored job can learn them again. Keys whose
-unpublished updates wait longer than `snapshots.max_wait_seconds` are published by one
-processing-time timer per shard (`udfs.due_keys`). With delayed labels, a row whose label window
-closes without a row of its key learns the empty window's label or is dropped and counted
-(`udfs.empty_windows`): each shard indexes its keys with waiting rows by label window, and an
-event-time timer at each label window's end closes it even when no batch of the shard comes.
-With `lifecycle.idle_ttl_seconds`, keys without a row for that long are removed (`udfs.idle_keys`):
-each shard indexes its keys by their last window, and an event-time timer at the oldest one's expiry
-wakes the shard; their tombstones go to SNAPSHOTS and FEATURE_TOMBSTONES. A deletion request (a batch
-with a NULL window end, `udfs.feature_batches.select_deletions`) removes its key the same way, at once.
-Predictions go out as PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS
-side output, drift events to DRIFTS, and rows the data-quality guard keeps out of the
-model to QUARANTINED, shaped for the dead-letter topic. The logic lives in `udfs.learner`.
+that arrived before that watermark is learned in that one call, in window order. A watermark closes one
+window in a live stream, but many at once while a job catches up, so the calls grow fewer exactly when
+rows are many. Waiting batches are in Flink state, so a checkpoint taken before their watermark keeps
+them. Each key's state is read once per call and its rows are predicted then learned in window order;
+changed states are written back every `learner.state_write_every` calls, in one call, with the batches
+learned since kept in Flink state so that a restored job can learn them again. Keys whose unpublished
+updates wait longer than `snapshots.max_wait_seconds` are published by one processing-time timer per
+shard (`udfs.due_keys`). With delayed labels, a row whose label window closes without a row of its key
+learns the empty window's label or is dropped and counted (`udfs.empty_windows`): each shard indexes its
+keys with waiting rows by label window, and an event-time timer at each label window's end closes it
+even when no batch of the shard comes. With `lifecycle.idle_ttl_seconds`, keys without a row for that
+long are removed (`udfs.idle_keys`): each shard indexes its keys by their last window, and an event-time
+timer at the oldest one's expiry wakes the shard; their tombstones go to SNAPSHOTS and
+FEATURE_TOMBSTONES. A deletion request (a batch with a NULL window end,
+`udfs.feature_batches.select_deletions`) removes its key the same way, at once. Predictions go out as
+PREDICTION_TYPE rows, model snapshots (and rollback records) to the SNAPSHOTS side output, drift events
+to DRIFTS, and rows the data-quality guard keeps out of the model to QUARANTINED, shaped for the
+dead-letter topic. The logic lives in `udfs.learner`.
 
 >>> cache = StateCache(capacity=2)
 >>> cache.update({"a": 1, "b": 2}); cache.update({"c": 3})
@@ -297,18 +299,26 @@ class LearnerFunction(KeyedProcessFunction):
             state = self.learner.state_from_snapshot(seed) if seed is not None else self.learner.new_state()
         return state
 
-    def process_element(self, batch, ctx: KeyedProcessFunction.Context):
-        if batch[1] is DELETION:
-            yield from as_columns(self._delete(batch[0], batch[2], ctx))
-            self._count()
+    def process_element(self, batches, ctx: KeyedProcessFunction.Context):
+        """A shard's batches since the last watermark, in the order they came, kept until the watermark
+        that closes their window; a record ends at a deletion request, done at once after them."""
+        *waiting, last = batches
+        if last[1] is not DELETION:
+            self._wait(batches, ctx)
             return
-        self.waiting.add(batch)
-        shard = batch[0]
+        if waiting:
+            self._wait(waiting, ctx)
+        yield from as_columns(self._delete(last[0], last[2], ctx))
+        self._count()
+
+    def _wait(self, batches, ctx) -> None:
+        self.waiting.add_all(batches)
+        shard = batches[0][0]
         if shard not in self.flush_timers:
             # The window operator sends a window's rows before the watermark that passes its last
             # millisecond, so this timer fires with that watermark, after every batch it closed.
             self.flush_timers.add(shard)
-            ctx.timer_service().register_event_time_timer(batch[1] - 1)
+            ctx.timer_service().register_event_time_timer(min(batch[1] for batch in batches) - 1)
 
     def _learn_waiting(self, ctx):
         """Learn every waiting batch of the shard whose window the watermark has closed, in window order.

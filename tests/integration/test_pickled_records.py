@@ -1,7 +1,8 @@
-"""The learner's records across the JNI boundary, pickled: the batches the JVM pickles for the learner
-(java/realtime_learning/PickledBatches.java) and the records of columns the learner pickles for the
-JVM (udfs.learner_function.as_columns, java/realtime_learning/PickledColumnsToRows.java), run in a
-JVM of the test's own with the job's compiled functions, as the TaskManager runs them."""
+"""The learner's records across the JNI boundary, pickled: the batches the JVM pickles for the learner, a
+shard's batches until the next watermark in one record (java/realtime_learning/PickledBatches.java),
+and the records of columns the learner pickles for the JVM (udfs.learner_function.as_columns,
+java/realtime_learning/PickledColumnsToRows.java), run in a JVM of the test's own with the job's
+compiled functions, as the TaskManager runs them."""
 
 import os
 import pickle
@@ -9,9 +10,7 @@ import signal
 
 import pytest
 from pyflink import java_gateway
-from pyflink.common import Types
 
-from jobs.learner_job import PICKLED_BATCHES
 from udfs.learner_function import PREDICTION_TYPE, SNAPSHOT_TYPE, pickled_columns
 
 
@@ -81,7 +80,7 @@ def test_a_record_that_is_not_pickled_columns_is_refused_naming_its_size(jvm):
         rows_of(jvm, function, pickle.dumps((("k1",),), protocol=4))
 
 
-def test_a_batch_reaches_python_as_the_tuple_of_tuples_the_learner_reads(jvm):
+def test_a_shards_batches_reach_python_together_as_the_tuples_the_learner_reads(jvm):
     j = jvm.jvm
 
     def array(java_class, values):
@@ -96,24 +95,56 @@ def test_a_batch_reaches_python_as_the_tuple_of_tuples_the_learner_reads(jvm):
             made.setField(i, value)
         return made
 
-    batch = row_of(
-        j.java.lang.Integer(2),
-        j.java.lang.Long(1_700_000_000_000),
-        array(j.java.lang.String, ["k1", "k2"]),
-        array(j.java.lang.Boolean, [True, None]),
-        array(j.java.lang.Double, [0.5, -1.5]),
-        array(j.java.lang.Long, [3, 2**40]),
-    )
-    function = j.realtime_learning.PickledBatches(PICKLED_BATCHES.get_java_type_info())
-    pickled = function.map(row_of(j.java.lang.Integer(2), batch))
-    assert pickled.getField(0) == 2
-    assert pickle.loads(bytes(pickled.getField(1))) == (
-        2,
-        1_700_000_000_000,
-        ("k1", "k2"),
-        (True, None),
-        (0.5, -1.5),
-        (3, 2**40),
-    )
-    # What the learner's input converter is made from: PyFlink's pickled bytes, unpickled in one call.
-    assert function.getProducedType().getTypeAt(1) == Types.PICKLED_BYTE_ARRAY().get_java_type_info()
+    def batch(shard, window_end_ms, keys, labels, x, n):
+        return row_of(
+            j.java.lang.Integer(shard),
+            row_of(
+                j.java.lang.Integer(shard),
+                None if window_end_ms is None else j.java.lang.Long(window_end_ms),
+                array(j.java.lang.String, keys),
+                array(j.java.lang.Boolean, labels),
+                array(j.java.lang.Double, x),
+                array(j.java.lang.Long, n),
+            ),
+        )
+
+    def sink():
+        """A Java list, and a collector into it."""
+        out = j.java.util.ArrayList()
+        return out, j.org.apache.flink.api.common.functions.util.ListCollector(out)
+
+    def records(out) -> list:
+        return [(record.getField(0), pickle.loads(bytes(record.getField(1)))) for record in out]
+
+    batches = j.realtime_learning.PickledBatches()
+    out, collector = sink()
+    batches.add(batch(2, 1_000, ["k1", "k2"], [True, None], [0.5, -1.5], [3, 2**40]), collector)
+    batches.add(batch(1, 1_000, ["k3"], [False], [1.0], [1]), collector)
+    # The next window of shard 2 (two windows closed by one watermark, as while a job catches up).
+    batches.add(batch(2, 2_000, ["k1"], [False], [2.5], [4]), collector)
+    assert out.size() == 0  # held until the watermark
+    batches.flush(collector)
+    assert records(out) == [
+        (
+            2,
+            (
+                (2, 1_000, ("k1", "k2"), (True, None), (0.5, -1.5), (3, 2**40)),
+                (2, 2_000, ("k1",), (False,), (2.5,), (4,)),
+            ),
+        ),
+        (1, ((1, 1_000, ("k3",), (False,), (1.0,), (1,)),)),
+    ]
+    out, collector = sink()
+    batches.flush(collector)
+    assert out.size() == 0  # nothing is sent twice
+
+    # A deletion request goes out at once, after its shard's batches before it; other shards' wait.
+    batches.add(batch(1, 3_000, ["k3"], [True], [0.0], [5]), collector)
+    batches.add(batch(2, 3_000, ["k2"], [True], [0.0], [6]), collector)
+    batches.add(batch(2, None, ["k2"], [None], [None], [None]), collector)
+    assert records(out) == [
+        (2, ((2, 3_000, ("k2",), (True,), (0.0,), (6,)), (2, None, ("k2",), (None,), (None,), (None,)))),
+    ]
+    out, collector = sink()
+    batches.flush(collector)
+    assert records(out) == [(1, ((1, 3_000, ("k3",), (True,), (0.0,), (5,)),))]

@@ -1,0 +1,57 @@
+package realtime_learning;
+
+import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
+import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.Collector;
+
+/**
+ * {@link PickledBatches} in a job: batches held per shard until the next watermark, checkpoint barrier
+ * or end of input, which each send them first. Nothing is held across a checkpoint, so the operator
+ * has no state; it chains to the batching window before it, as a map would (jobs/learner_job.py).
+ */
+public class PickledBatchesOperator extends AbstractStreamOperator<Row> implements OneInputStreamOperator<Row, Row> {
+
+    private transient PickledBatches batches;
+    private transient Collector<Row> out;
+
+    @Override
+    public void open() throws Exception {
+        super.open();
+        batches = new PickledBatches();
+        out = new Collector<>() {
+            @Override
+            public void collect(Row record) {
+                output.collect(new StreamRecord<>(record));
+            }
+
+            @Override
+            public void close() {}
+        };
+    }
+
+    @Override
+    public void processElement(StreamRecord<Row> element) throws Exception {
+        batches.add(element.getValue(), out);
+    }
+
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        batches.flush(out);
+        super.processWatermark(mark);
+    }
+
+    @Override
+    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
+        batches.flush(out);
+        super.prepareSnapshotPreBarrier(checkpointId);
+    }
+
+    @Override
+    public void finish() throws Exception {
+        batches.flush(out);
+        super.finish();
+    }
+}
