@@ -51,6 +51,11 @@ public class PickledColumnsToRows implements FlatMapFunction<byte[], Row>, Resul
         }
         Object[][] arrays = new Object[arity][];
         for (int field = 0; field < arity; field++) {
+            if (!(columns[field] instanceof Object[])) {
+                Object column = columns[field];
+                throw new IllegalArgumentException("column " + field + " is not a tuple (a "
+                        + (column == null ? "None" : column.getClass().getSimpleName()) + ")");
+            }
             arrays[field] = (Object[]) columns[field];
         }
         int rows = arrays[0].length;

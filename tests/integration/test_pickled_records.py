@@ -78,6 +78,8 @@ def test_a_record_that_is_not_pickled_columns_is_refused_naming_its_size(jvm):
         rows_of(jvm, function, b"oops")
     with pytest.raises(Exception, match="1 columns, the row type has 2"):
         rows_of(jvm, function, pickle.dumps((("k1",),), protocol=4))
+    with pytest.raises(Exception, match="column 1 is not a tuple"):
+        rows_of(jvm, function, pickle.dumps((("k1",), b"e"), protocol=4))
 
 
 def test_a_shards_batches_reach_python_together_as_the_tuples_the_learner_reads(jvm):
