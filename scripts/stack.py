@@ -285,6 +285,18 @@ def root_exception(job_id: str, wait_s: float = 0) -> str:
     return "\n".join([lines[0], *(lines[i] for i in causes), *innermost])
 
 
+def jobmanager_log_lines(containing: str) -> list[str]:
+    """The lines of the local JobManager's log (scripts/flink.sh's run/flink/log, rotated files too)
+    that contain `containing`."""
+    log_dir = os.path.join(PROJECT_DIR, "run", "flink", "log")
+    lines = []
+    for name in sorted(os.listdir(log_dir)):
+        if "-standalonesession-" in name and ".log" in name:
+            with open(os.path.join(log_dir, name), errors="replace") as f:
+                lines += [line for line in f if containing in line]
+    return lines
+
+
 def cancel_jobs_named(name: str) -> None:
     """Cancel every job of the cluster called `name` that has not ended (one a client left running)."""
     for job in rest("/jobs/overview")["jobs"]:

@@ -13,6 +13,7 @@ CREATE TABLE deletion_requests (
   -- A job started without a checkpoint or savepoint takes every request not yet committed by its group:
   -- a request is never skipped, and doing one again is harmless (its key is gone already).
   'properties.auto.offset.reset' = 'earliest',
+  'properties.metadata.recovery.strategy' = 'none',  -- as sql/events.sql's, for the same reason
   'scan.startup.mode' = 'group-offsets',
   -- A bounded job (source.bounded_mode: latest-offset) takes the requests there are, then finishes.
   'scan.bounded.mode' = '${source.bounded_mode}',

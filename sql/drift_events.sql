@@ -15,5 +15,7 @@ CREATE TABLE drift_events (
   'value.format' = 'json',
   'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
   'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  'properties.max.block.ms' = '${sinks.transaction_timeout_ms}',  -- why: sql/snapshots.sql
+  'properties.delivery.timeout.ms' = '${sinks.transaction_timeout_ms}',
   'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-drifts'
 );

@@ -19,6 +19,11 @@ CREATE TABLE events_raw (
   'properties.bootstrap.servers' = '${kafka.bootstrap_servers}',
   'properties.group.id' = '${source.group_id}',
   'properties.auto.offset.reset' = 'earliest',
+  -- Kafka's clients re-bootstrap by default once no broker has answered for 5 minutes, and the source's
+  -- admin client (in the JobManager) then does so in a busy loop until the brokers are back and after:
+  -- a core and thousands of log lines a second through a long outage. 'none' keeps retrying the
+  -- brokers it knows; set 'rebootstrap' only where every broker's address can change at once.
+  'properties.metadata.recovery.strategy' = 'none',
   'scan.startup.mode' = '${source.startup_mode}',
   -- With startup_mode specific-offsets (written by scripts/upgrade.sh when the SQL changed; jobs/upgrade.py).
   'scan.startup.specific-offsets' = '${source.specific_offsets}',

@@ -17,5 +17,7 @@ CREATE TABLE latest_features (
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${sinks.delivery_guarantee}',
   'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  'properties.max.block.ms' = '${sinks.transaction_timeout_ms}',  -- why: sql/snapshots.sql
+  'properties.delivery.timeout.ms' = '${sinks.transaction_timeout_ms}',
   'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-features'
 );

@@ -17,5 +17,11 @@ CREATE TABLE model_snapshots (
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${sinks.snapshot_delivery}',
   'properties.transaction.timeout.ms' = '${sinks.transaction_timeout_ms}',
+  -- A producer waits for a broker that is away (to send, commit or abort) as long as a transaction may
+  -- stay open, where Kafka's defaults give up after 60 s (a call) and 120 s (a record): Flink's Kafka
+  -- sink fails its task on such an error and throws it again while closing, which Flink answers by
+  -- stopping the whole TaskManager (README: Checkpoints and delivery).
+  'properties.max.block.ms' = '${sinks.transaction_timeout_ms}',
+  'properties.delivery.timeout.ms' = '${sinks.transaction_timeout_ms}',
   'sink.transactional-id-prefix' = '${sinks.transactional_id_prefix}-snapshots'
 );
