@@ -1,8 +1,8 @@
 """The online learning job: Kafka events -> SQL window features -> one River model per key.
 
     Kafka --> sql/events.sql --> sql/features.sql (tumbling windows)
-          --> (SQL) one batch of rows per shard of the key and window --> keyed by shard, in the JVM
-    Kafka --> sql/deletions.sql --> (SQL) one batch-shaped record per request --/
+          --> (SQL) each row with the shard of its key --> a shard's rows per watermark, in the JVM --> keyed by shard
+    Kafka --> sql/deletions.sql --> (SQL) one row-shaped record per request --/
           --> LearnerFunction (test-then-train, a state entry per key) --> predictions table
                                                \\-> snapshots side output --> snapshots table
                                                \\-> drifts side output --> drift events table
@@ -34,7 +34,7 @@ from pyflink.common import Configuration, TypeInformation, Types
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
-from pyflink.table.expressions import col, row
+from pyflink.table.expressions import col
 
 from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
@@ -42,7 +42,7 @@ from jobs.sql import execute_sql_files
 from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
 from udfs.envelope import feature_schema_hash
-from udfs.feature_batches import BATCH_COLUMNS, ROWTIME, rowtime_of, select_batches, select_deletions, select_rows
+from udfs.feature_batches import ROW_COLUMNS, select_deletions, select_rows
 from udfs.feature_types import FeatureTypeError, of_sql
 from udfs.feature_records import select_records
 from udfs.learner import Learner, LearnerSettings
@@ -112,26 +112,34 @@ def compute_once(table_env, view: str, rowtime: str) -> None:
     )
 
 
-# The learner's columns of the feature view, with each row's shard (a temporary view of the job's own).
-LEARNER_ROWS = "learner_rows"
+# The feature view's rows for the latest-features topic, each key's newest per watermark (a temporary view
+# of the job's own), and the rowtime column of the computed-once feature view.
+LATEST_FEATURE_ROWS, ROWTIME = "latest_feature_rows", "learner_rowtime"
 
 
-def features_once(table_env, view: str, window_end: str) -> None:
-    """Make the feature view's readers (the batches and the latest-features sink) read one computed
+def features_once(table_env, view: str, window_end: str, key: str) -> None:
+    """Make the feature view's readers (the learner's rows and the latest-features sink) read one computed
     stream of it, as `compute_once` does for the checked events: planned apart, each would aggregate
-    every event into its window again. Its rows come back with a rowtime, `ROWTIME`, on which the
-    batches are a cascaded window (udfs/feature_batches.py)."""
+    every event into its window again. The latest-features sink reads `LATEST_FEATURE_ROWS`, each key's
+    newest row per watermark of the same stream.
+
+    The view comes back with a rowtime, `ROWTIME`, its window's last millisecond (what Flink's own
+    `window_time` is), and the stream's watermarks: a DataStream made into a table without one declared
+    loses them, and the learner's event-time timers wait for them."""
+    key_field = list(table_env.from_path(view).get_schema().get_field_names()).index(key)
     stream = table_env.to_data_stream(table_env.from_path(view))
     table_env.create_temporary_view(
         view,
         table_env.from_data_stream(
             stream,
             Schema.new_builder()
-            .column_by_expression(ROWTIME, rowtime_of(window_end))
+            .column_by_expression(ROWTIME, f"CAST(`{window_end}` - INTERVAL '0.001' SECOND AS TIMESTAMP(3))")
             .watermark(ROWTIME, "SOURCE_WATERMARK()")
             .build(),
         ),
     )
+    latest = held_rows(stream, get_gateway().jvm.realtime_learning.LatestPerKey(key_field), "latest-feature-rows")
+    table_env.create_temporary_view(LATEST_FEATURE_ROWS, table_env.from_data_stream(latest))
 
 
 def check_label(table_env, config, settings: LearnerSettings) -> None:
@@ -182,21 +190,21 @@ def feature_types_of(table_env, config, settings: LearnerSettings) -> tuple:
     return tuple(types)
 
 
-# The batches and the deletion requests, temporary views of the job's own.
-BATCHES, DELETION_REQUESTS = "learner_batches", "learner_deletion_requests"
+# The learner's rows and the deletion requests, temporary views of the job's own.
+LEARNER_ROWS, DELETION_REQUESTS = "learner_rows", "learner_deletion_requests"
 # A deletions source without requests for this long is idle: it holds the job's watermark back no longer.
 DELETIONS_IDLE_MS = 1000
 
 
-def with_deletions(table_env, batches: Table, requests_table: str, shards: int) -> Table:
-    """The batches with the deletion requests of `requests_table` (its column `model_key`) among them, as
-    batch records (udfs.feature_batches.select_deletions), so that the learner stays one keyed input.
+def with_deletions(table_env, rows: Table, requests_table: str, shards: int) -> Table:
+    """The learner's rows with the deletion requests of `requests_table` (its column `model_key`) among
+    them, as rows (udfs.feature_batches.select_deletions), so that the learner stays one keyed input.
 
-    A request has no event time, and its source must neither hold back nor move the batches' watermark:
+    A request has no event time, and its source must neither hold back nor move the rows' watermark:
     the requests pass through a watermark assigner that emits no watermark and marks the stream idle
     when no request came for DELETIONS_IDLE_MS. A request after that makes it active again, but behind
     the watermark already passed on, so Flink leaves it out of the minimum until it catches up, which it
-    never does (StatusWatermarkValve): the batches' watermark alone goes on deciding."""
+    never does (StatusWatermarkValve): the rows' watermark alone goes on deciding."""
     gateway = get_gateway()
     requests = table_env.to_data_stream(table_env.from_path(requests_table).select(col("model_key")))
     strategy = gateway.jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy.noWatermarks().withIdleness(
@@ -208,14 +216,14 @@ def with_deletions(table_env, batches: Table, requests_table: str, shards: int) 
         .name("deletion-requests")
     )
     table_env.create_temporary_view(DELETION_REQUESTS, table_env.from_data_stream(DataStream(idle)))
-    table_env.create_temporary_view(BATCHES, batches)
-    schema = batches._j_table.getResolvedSchema()
+    table_env.create_temporary_view(LEARNER_ROWS, rows)
+    schema = rows._j_table.getResolvedSchema()
     later = [
-        (c.getName(), c.getDataType().getLogicalType().getElementType().copy(True).asSerializableString())
-        for c in list(schema.getColumns())[len(BATCH_COLUMNS) - 1 :]
+        (c.getName(), c.getDataType().getLogicalType().copy(True).asSerializableString())
+        for c in list(schema.getColumns())[len(ROW_COLUMNS) - 1 :]  # after the key
     ]
     return table_env.sql_query(
-        f"SELECT * FROM `{BATCHES}`\nUNION ALL\n" + select_deletions(DELETION_REQUESTS, "model_key", shards, later)
+        f"SELECT * FROM `{LEARNER_ROWS}`\nUNION ALL\n" + select_deletions(DELETION_REQUESTS, "model_key", shards, later)
     )
 
 
@@ -224,25 +232,26 @@ def with_deletions(table_env, batches: Table, requests_table: str, shards: int) 
 PICKLED_BATCHES = Types.ROW_NAMED(["shard", "batches"], [Types.INT(), Types.PICKLED_BYTE_ARRAY()])
 
 
-def shard_stream(table_env, batches: Table) -> DataStream:
-    """The batches as a DataStream of (shard, pickled batches) rows, a shard's batches gathered until the
-    next watermark (java/realtime_learning/PickledBatches.java).
+def shard_stream(table_env, rows: Table) -> DataStream:
+    """The learner's rows as a DataStream of (shard, pickled batches) rows, a shard's rows gathered until
+    the next watermark into a batch per window (java/realtime_learning/PickledBatches.java).
 
     The shard comes first because that is the shape PyFlink's keyed operators take, so that
     `key_by_shard` can key in the JVM. The embedded keyed operator needs a RowTypeInfo input, which only
-    the legacy table conversion gives."""
-    columns = [col(name) for name in batches.get_schema().get_field_names()]
-    with_key = batches.select(col("shard"), row(*columns).alias("batch"))
+    the legacy table conversion gives (the rows' own conversion, to Java types the pickle writer knows)."""
     gateway = get_gateway()
     converter = gateway.jvm.org.apache.flink.table.types.utils.LegacyTypeInfoDataTypeConverter
-    row_type = converter.toLegacyTypeInfo(with_key._j_table.getResolvedSchema().toPhysicalRowDataType())
-    stream = table_env._j_tenv.toAppendStream(with_key._j_table, row_type)
-    pickled = stream.transform(
-        "pickled-batches",
-        PICKLED_BATCHES.get_java_type_info(),
-        gateway.jvm.realtime_learning.PickledBatchesOperator(),
-    )
-    return DataStream(pickled.uid("pickled-batches"))
+    row_type = converter.toLegacyTypeInfo(rows._j_table.getResolvedSchema().toPhysicalRowDataType())
+    stream = DataStream(table_env._j_tenv.toAppendStream(rows._j_table, row_type))
+    return held_rows(stream, gateway.jvm.realtime_learning.PickledBatches(), "pickled-batches", PICKLED_BATCHES)
+
+
+def held_rows(stream: DataStream, held, uid: str, row_type: TypeInformation | None = None) -> DataStream:
+    """`stream`'s rows through `held` (a java/realtime_learning/HeldRows), held until the next watermark,
+    checkpoint barrier or end of input; rows of `row_type` out, of the input's type if None. Stateless."""
+    out_type = row_type.get_java_type_info() if row_type is not None else stream._j_data_stream.getType()
+    j_held = stream._j_data_stream.transform(uid, out_type, get_gateway().jvm.realtime_learning.HeldRowsOperator(held))
+    return DataStream(j_held.uid(uid))
 
 
 def key_by_shard(stream: DataStream) -> KeyedStream:
@@ -345,23 +354,22 @@ def main(argv=None):
 
     compute_once(table_env, config["sql.checked_view"], config["sql.rowtime"])
     key = config["features.key"]
-    features_once(table_env, config["sql.features_view"], config["features.window_end"])
-    table_env.create_temporary_view(
-        LEARNER_ROWS,
-        table_env.sql_query(
-            select_rows(
-                config["sql.features_view"], key, config["features.label"], settings.feature_names, settings.shards
-            )
-        ),
-    )
-    batches_table = table_env.sql_query(
-        select_batches(LEARNER_ROWS, key, config["features.label"], settings.feature_names, settings.window_ms)
+    features_once(table_env, config["sql.features_view"], config["features.window_end"], key)
+    rows = table_env.sql_query(
+        select_rows(
+            config["sql.features_view"],
+            key,
+            config["features.window_end"],
+            config["features.label"],
+            settings.feature_names,
+            settings.shards,
+        )
     )
     deletions = config.get("sql.deletions_table", None)
     if deletions:
-        batches_table = with_deletions(table_env, batches_table, deletions, settings.shards)
+        rows = with_deletions(table_env, rows, deletions, settings.shards)
     learner = (
-        key_by_shard(shard_stream(table_env, batches_table))
+        key_by_shard(shard_stream(table_env, rows))
         .process(ShippedCode(LearnerFunction(settings)), output_type=PICKLED_COLUMNS)
         .uid("learner-shards")
         .name("learner")
@@ -372,11 +380,12 @@ def main(argv=None):
     predictions = columns_to_rows(learner, PREDICTION_TYPE, "learner-predictions")
     snapshots = columns_to_rows(side_output(learner, SNAPSHOTS), SNAPSHOT_TYPE, "learner-snapshots")
     drifts, quarantined = (side_output(learner, tag) for tag in (DRIFTS, QUARANTINED))
-    # In SQL, from the feature view's rows (computed once, beside the batches): not from the batches,
-    # which Flink would copy whole for each row UNNEST makes of them; in Python it would cost every row a call.
+    # In SQL, from the feature view's rows (computed once, beside the batches; a key's newest per watermark):
+    # not from the batches, which Flink would copy whole for each row UNNEST makes of them; in Python it
+    # would cost every row a call.
     latest_features = table_env.sql_query(
         select_records(
-            config["sql.features_view"],
+            LATEST_FEATURE_ROWS,
             key,
             config["features.window_end"],
             settings.feature_names,

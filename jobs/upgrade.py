@@ -45,8 +45,10 @@ SCAN_CHUNK = 2_000
 
 # The shape of the job's own queries over the feature view (jobs/learner_job.py); a release that changes
 # it changes the fingerprint, so that an upgrade from an older release re-reads open windows rather than
-# restoring SQL operators' state into operators of another shape. 2: the feature view computed once.
-QUERY_PLAN = 2
+# restoring SQL operators' state into operators of another shape. 2: the feature view computed once;
+# 3: the latest-features sink on each key's newest row per watermark, the learner's batches made in the
+# JVM from its rows instead of by a SQL window.
+QUERY_PLAN = 3
 
 
 def sql_fingerprint(config: Config) -> str:

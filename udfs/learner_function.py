@@ -1,9 +1,9 @@
 """The learner as a Flink KeyedProcessFunction, keyed by shard: a `KeyState` per model key in a MapState.
 
-Feature rows come in batches, one per shard and window (`udfs.feature_batches`): (shard, window_end_ms,
-keys, labels, *feature arrays); a shard's batches that one watermark closes come in one record, pickled
-together in the JVM (java/realtime_learning/PickledBatches.java), so that a job catching up makes one
-call into Python per shard and watermark, not one per window. A batch is not learned when it arrives but
+Feature rows come in batches, one per shard and window from each upstream subtask (`udfs.feature_batches`):
+(shard, window_end_ms, keys, labels, *feature arrays); a shard's batches that one watermark closes come in
+one record, made and pickled together in the JVM (java/realtime_learning/PickledBatches.java), so that a
+job catching up makes one call into Python per shard and watermark, not one per window. A batch is not learned when it arrives but
 when the watermark that closed its window follows it (an event-time timer): every batch of the shard
 that arrived before that watermark is learned in that one call, in window order. A watermark closes one
 window in a live stream, but many at once while a job catches up, so the calls grow fewer exactly when
@@ -76,7 +76,7 @@ from udfs.bootstrap import newest_snapshots, read_snapshot_topic  # noqa: E402
 from udfs.cold_start import Prior  # noqa: E402
 from udfs.due_keys import DueKeys  # noqa: E402
 from udfs.empty_windows import PendingKeys  # noqa: E402
-from udfs.feature_batches import batch_rows, without_keys  # noqa: E402
+from udfs.feature_batches import batch_rows, merged_windows, without_keys  # noqa: E402
 from udfs.idle_keys import IdleKeys  # noqa: E402
 from udfs.learner import KeyState, Learner, LearnerSettings, Step, migrate  # noqa: E402
 
@@ -321,7 +321,8 @@ class LearnerFunction(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(min(batch[1] for batch in batches) - 1)
 
     def _learn_waiting(self, ctx):
-        """Learn every waiting batch of the shard whose window the watermark has closed, in window order.
+        """Learn every waiting batch of the shard whose window the watermark has closed, in window order,
+        the batches of one window from several upstream subtasks as one.
 
         A batch of a later window can wait beside them: at parallelism > 1 a faster upstream subtask
         sends it before the watermark passes its window, and a batch of an earlier window may still be
@@ -329,8 +330,8 @@ class LearnerFunction(KeyedProcessFunction):
         clock = _Clock(ctx)
         watermark = clock.now()[0]
         waiting = sorted(self.waiting.get(), key=lambda batch: batch[1])
-        batches = [batch for batch in waiting if batch[1] - 1 <= watermark]
-        later = waiting[len(batches) :]
+        closed = sum(1 for batch in waiting if batch[1] - 1 <= watermark)
+        batches, later = merged_windows(waiting[:closed]), waiting[closed:]
         if later:
             self.waiting.update(later)
             ctx.timer_service().register_event_time_timer(later[0][1] - 1)

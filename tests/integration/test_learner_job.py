@@ -363,10 +363,15 @@ def test_a_categorical_model_learns_strings_and_booleans_as_they_are_and_is_serv
         60,
         "the replica to serve every key's last version",
     )
+    # The job writes a key's newest row of each watermark only (java/realtime_learning/LatestPerKey.java):
+    # its last window's features, whatever else one watermark closed with it.
     stack.wait_until(
-        lambda: all(replica.http("GET", f"/features/{key}")[0] == 200 for key in by_key),
+        lambda: all(
+            replica.http("GET", f"/features/{key}")[1].get("window_end_ms") == len(rows) * WINDOW_MS
+            for key, rows in by_key.items()
+        ),
         30,
-        "the replica to hold every key's latest features",
+        "the replica to hold every key's last window's features",
     )
     models = {key: latest[key].model(ModelClasses.of([build_model(CATEGORICAL)])) for key in by_key}
     probe = {"x1_avg": 0.4, "x2_avg": -0.2, "genre": "science", "x1_positive": True}

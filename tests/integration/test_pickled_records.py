@@ -1,7 +1,8 @@
 """The learner's records across the JNI boundary, pickled: the batches the JVM pickles for the learner, a
-shard's batches until the next watermark in one record (java/realtime_learning/PickledBatches.java),
+shard's rows until the next watermark in one record (java/realtime_learning/PickledBatches.java),
 and the records of columns the learner pickles for the JVM (udfs.learner_function.as_columns,
-java/realtime_learning/PickledColumnsToRows.java), run in a JVM of the test's own with the job's
+java/realtime_learning/PickledColumnsToRows.java); and the latest-features rows, a key's newest until the
+next watermark (java/realtime_learning/LatestPerKey.java). Run in a JVM of the test's own with the job's
 compiled functions, as the TaskManager runs them."""
 
 import os
@@ -37,6 +38,12 @@ def rows_of(jvm, function, record) -> list:
     out = jvm.jvm.java.util.ArrayList()
     function.flatMap(record, jvm.jvm.org.apache.flink.api.common.functions.util.ListCollector(out))
     return list(out)
+
+
+def sink(jvm):
+    """A Java list, and a collector into it."""
+    out = jvm.jvm.java.util.ArrayList()
+    return out, jvm.jvm.org.apache.flink.api.common.functions.util.ListCollector(out)
 
 
 def serialized(jvm, row_type, row) -> bytes:
@@ -82,48 +89,37 @@ def test_a_record_that_is_not_pickled_columns_is_refused_naming_its_size(jvm):
         rows_of(jvm, function, pickle.dumps((("k1",), b"e"), protocol=4))
 
 
-def test_a_shards_batches_reach_python_together_as_the_tuples_the_learner_reads(jvm):
+def test_a_shards_rows_reach_python_together_as_the_batches_the_learner_reads(jvm):
     j = jvm.jvm
 
-    def array(java_class, values):
-        made = jvm.new_array(java_class, len(values))
-        for i, value in enumerate(values):
-            made[i] = value
-        return made
-
-    def row_of(*values):
+    def row_of(shard, window_end_ms, key, label, x, n):
+        """A learner row (udfs.feature_batches.select_rows) of the Java types the table conversion gives."""
+        values = [
+            j.java.lang.Integer(shard),
+            None if window_end_ms is None else j.java.lang.Long(window_end_ms),
+            key,
+            None if label is None else j.java.lang.Boolean(label),
+            None if x is None else j.java.lang.Double(x),
+            None if n is None else j.java.lang.Long(n),
+        ]
         made = j.org.apache.flink.types.Row(len(values))
         for i, value in enumerate(values):
             made.setField(i, value)
         return made
 
-    def batch(shard, window_end_ms, keys, labels, x, n):
-        return row_of(
-            j.java.lang.Integer(shard),
-            row_of(
-                j.java.lang.Integer(shard),
-                None if window_end_ms is None else j.java.lang.Long(window_end_ms),
-                array(j.java.lang.String, keys),
-                array(j.java.lang.Boolean, labels),
-                array(j.java.lang.Double, x),
-                array(j.java.lang.Long, n),
-            ),
-        )
-
-    def sink():
-        """A Java list, and a collector into it."""
-        out = j.java.util.ArrayList()
-        return out, j.org.apache.flink.api.common.functions.util.ListCollector(out)
-
     def records(out) -> list:
         return [(record.getField(0), pickle.loads(bytes(record.getField(1)))) for record in out]
 
     batches = j.realtime_learning.PickledBatches()
-    out, collector = sink()
-    batches.add(batch(2, 1_000, ["k1", "k2"], [True, None], [0.5, -1.5], [3, 2**40]), collector)
-    batches.add(batch(1, 1_000, ["k3"], [False], [1.0], [1]), collector)
-    # The next window of shard 2 (two windows closed by one watermark, as while a job catches up).
-    batches.add(batch(2, 2_000, ["k1"], [False], [2.5], [4]), collector)
+    out, collector = sink(jvm)
+    for row in [
+        (2, 1_000, "k1", True, 0.5, 3),
+        (1, 1_000, "k3", False, 1.0, 1),
+        (2, 1_000, "k2", None, -1.5, 2**40),
+        # The next window of shard 2 (two windows closed by one watermark, as while a job catches up).
+        (2, 2_000, "k1", False, 2.5, 4),
+    ]:
+        batches.add(row_of(*row), collector)
     assert out.size() == 0  # held until the watermark
     batches.flush(collector)
     assert records(out) == [
@@ -136,17 +132,46 @@ def test_a_shards_batches_reach_python_together_as_the_tuples_the_learner_reads(
         ),
         (1, ((1, 1_000, ("k3",), (False,), (1.0,), (1,)),)),
     ]
-    out, collector = sink()
+    out, collector = sink(jvm)
     batches.flush(collector)
     assert out.size() == 0  # nothing is sent twice
 
     # A deletion request goes out at once, after its shard's batches before it; other shards' wait.
-    batches.add(batch(1, 3_000, ["k3"], [True], [0.0], [5]), collector)
-    batches.add(batch(2, 3_000, ["k2"], [True], [0.0], [6]), collector)
-    batches.add(batch(2, None, ["k2"], [None], [None], [None]), collector)
+    batches.add(row_of(1, 3_000, "k3", True, 0.0, 5), collector)
+    batches.add(row_of(2, 3_000, "k2", True, 0.0, 6), collector)
+    batches.add(row_of(2, None, "k2", None, None, None), collector)
     assert records(out) == [
         (2, ((2, 3_000, ("k2",), (True,), (0.0,), (6,)), (2, None, ("k2",), (None,), (None,), (None,)))),
     ]
-    out, collector = sink()
+    out, collector = sink(jvm)
     batches.flush(collector)
     assert records(out) == [(1, ((1, 3_000, ("k3",), (True,), (0.0,), (5,)),))]
+
+
+def test_the_latest_features_keep_each_keys_newest_row_until_the_flush(jvm):
+    j = jvm.jvm
+
+    def row_of(key, window_end_ms, x):
+        made = j.org.apache.flink.types.Row(3)
+        made.setField(0, j.java.lang.Long(window_end_ms))
+        made.setField(1, key)
+        made.setField(2, j.java.lang.Double(x))
+        return made
+
+    out, collector = sink(jvm)
+    latest = j.realtime_learning.LatestPerKey(1)
+    # Three windows closed by one watermark (a job catching up): k1 in all three, k2 in the first only.
+    for window_end_ms, key, x in [(1_000, "k1", 0.5), (1_000, "k2", 1.5), (2_000, "k1", 2.5), (3_000, "k1", 3.5)]:
+        latest.add(row_of(key, window_end_ms, x), collector)
+    assert out.size() == 0  # held until the watermark
+    latest.flush(collector)
+    assert [(row.getField(1), row.getField(0), row.getField(2)) for row in out] == [
+        ("k2", 1_000, 1.5),
+        ("k1", 3_000, 3.5),
+    ]
+    out, collector = sink(jvm)
+    latest.flush(collector)
+    assert out.size() == 0  # nothing is sent twice
+    latest.add(row_of("k2", 4_000, 4.5), collector)
+    latest.flush(collector)
+    assert [(row.getField(1), row.getField(0)) for row in out] == [("k2", 4_000)]

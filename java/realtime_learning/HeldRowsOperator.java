@@ -8,19 +8,22 @@ import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
 
 /**
- * {@link PickledBatches} in a job: batches held per shard until the next watermark, checkpoint barrier
- * or end of input, which each send them first. Nothing is held across a checkpoint, so the operator
- * has no state; it chains to the batching window before it, as a map would (jobs/learner_job.py).
+ * {@link HeldRows} in a job: rows held until the next watermark, checkpoint barrier or end of input,
+ * which each flush them first. Nothing is held across a checkpoint, so the operator has no state; it
+ * chains to the operator before it, as a map would (jobs/learner_job.py).
  */
-public class PickledBatchesOperator extends AbstractStreamOperator<Row> implements OneInputStreamOperator<Row, Row> {
+public class HeldRowsOperator extends AbstractStreamOperator<Row> implements OneInputStreamOperator<Row, Row> {
 
-    private transient PickledBatches batches;
+    private final HeldRows held;
     private transient Collector<Row> out;
+
+    public HeldRowsOperator(HeldRows held) {
+        this.held = held;
+    }
 
     @Override
     public void open() throws Exception {
         super.open();
-        batches = new PickledBatches();
         out = new Collector<>() {
             @Override
             public void collect(Row record) {
@@ -34,24 +37,24 @@ public class PickledBatchesOperator extends AbstractStreamOperator<Row> implemen
 
     @Override
     public void processElement(StreamRecord<Row> element) throws Exception {
-        batches.add(element.getValue(), out);
+        held.add(element.getValue(), out);
     }
 
     @Override
     public void processWatermark(Watermark mark) throws Exception {
-        batches.flush(out);
+        held.flush(out);
         super.processWatermark(mark);
     }
 
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
-        batches.flush(out);
+        held.flush(out);
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
     @Override
     public void finish() throws Exception {
-        batches.flush(out);
+        held.flush(out);
         super.finish();
     }
 }
