@@ -1,22 +1,23 @@
 """The learner as a Flink KeyedProcessFunction, keyed by shard: a `KeyState` per model key in a MapState.
 
-Feature rows come in batches, one per shard and window from each upstream subtask (`udfs.feature_batches`):
-(shard, window_end_ms, keys, labels, *feature arrays); a shard's batches that one watermark closes come in
-one record, made and pickled together in the JVM (java/realtime_learning/PickledBatches.java), so that a
-job catching up makes one call into Python per shard and watermark, not one per window. A batch is not learned when it arrives but
-when the watermark that closed its window follows it (an event-time timer): every batch of the shard
-that arrived before that watermark is learned in that one call, in window order. A watermark closes one
-window in a live stream, but many at once while a job catches up, so the calls grow fewer exactly when
-rows are many. Waiting batches are in Flink state, so a checkpoint taken before their watermark keeps
-them. Each key's state is read once per call and its rows are predicted then learned in window order;
-changed states are written back every `learner.state_write_every` calls, in one call, with the batches
-learned since kept in Flink state so that a restored job can learn them again. Keys whose unpublished
-updates wait longer than `snapshots.max_wait_seconds` are published by one processing-time timer per
-shard (`udfs.due_keys`). With delayed labels, a row whose label window closes without a row of its key
-learns the empty window's label or is dropped and counted (`udfs.empty_windows`): each shard indexes its
-keys with waiting rows by label window, and an event-time timer at each label window's end closes it
-even when no batch of the shard comes. With `lifecycle.idle_ttl_seconds`, keys without a row for that
-long are removed (`udfs.idle_keys`): each shard indexes its keys by their last window, and an event-time
+Feature rows come in batches, one per shard and window from each upstream subtask
+(`udfs.feature_batches`): (shard, window_end_ms, keys, labels, *feature arrays); a shard's batches that
+one watermark closes come in one record, made and pickled together in the JVM
+(java/realtime_learning/PickledBatches.java), so that a job catching up makes one call into Python per
+shard and watermark, not one per window. A batch is not learned when it arrives but when the watermark
+that closed its window follows it (an event-time timer): every batch of the shard that arrived before
+that watermark is learned in that one call, in window order. A watermark closes one window in a live
+stream, but many at once while a job catches up, so the calls grow fewer exactly when rows are many.
+Waiting batches are in Flink state, so a checkpoint taken before their watermark keeps them. Each key's
+state is read once per call and its rows are predicted then learned in window order; changed states are
+written back every `learner.state_write_every` calls, in one call, with the batches learned since kept
+in Flink state so that a restored job can learn them again. Keys whose unpublished updates wait longer
+than `snapshots.max_wait_seconds` are published by one processing-time timer per shard
+(`udfs.due_keys`). With delayed labels, a row whose label window closes without a row of its key learns
+the empty window's label or is dropped and counted (`udfs.empty_windows`): each shard indexes its keys
+with waiting rows by label window, and an event-time timer at each label window's end closes it even
+when no batch of the shard comes. With `lifecycle.idle_ttl_seconds`, keys without a row for that long
+are removed (`udfs.idle_keys`): each shard indexes its keys by their last window, and an event-time
 timer at the oldest one's expiry wakes the shard; their tombstones go to SNAPSHOTS and
 FEATURE_TOMBSTONES. A deletion request (a batch with a NULL window end,
 `udfs.feature_batches.select_deletions`) removes its key the same way, at once. Predictions go out as
