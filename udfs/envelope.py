@@ -150,6 +150,11 @@ _METADATA_FIELDS = tuple(
 )
 
 
+# The metadata's JSON encoder, made once: `json.dumps` with these options makes one per call, a fifth of
+# the JSON's cost, and the learner encodes an envelope for every snapshot it publishes. The same bytes.
+_METADATA_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def feature_schema_hash(feature_names) -> str:
     """A short, order-sensitive fingerprint of the feature columns a model is trained on."""
     return hashlib.sha256("\x1f".join(feature_names).encode()).hexdigest()[:16]
@@ -170,7 +175,7 @@ def encode(snapshot: Snapshot, keyring: Keyring) -> bytes:
     meta = snapshot.metadata()
     meta["key_id"] = keyring.signing_key_id
     meta["challenger_bytes"] = len(snapshot.challenger_payload)
-    meta = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+    meta = _METADATA_JSON.encode(meta).encode()
     signed = b"".join(
         (_HEADER.pack(MAGIC, snapshot.format_version, len(meta)), meta, snapshot.payload, snapshot.challenger_payload)
     )
