@@ -114,6 +114,9 @@ class Learner(Publisher):
         self.keyring = keyring
         self.classes = settings.model_classes
         self.safety = settings.safety
+        # Whether any guard is on: with none (the default), a row skips looking for missing ones.
+        safety = settings.safety
+        self._guarded = any(guard.enabled for guard in (safety.drift, safety.gate, safety.challenger, safety.quality))
         self.schema_hash = feature_schema_hash(settings.feature_names)
         self.feature_types = feature_types.schema(settings.feature_names, settings.feature_types)
         # Built once here, so that a bad spec fails at submit time; new keys unpickle these
@@ -198,7 +201,8 @@ class Learner(Publisher):
         if window_end_ms <= state.last_window_end_ms:
             state.replayed_windows += 1
             return Step(None)
-        self._add_missing_guards(state)
+        if self._guarded:
+            self._add_missing_guards(state)
         if self.settings.label_delay_windows and state.pending:
             # Rows whose label window passed without a row of this key (rows reach a key in window
             # order) take the empty window's label before this row is predicted. The Flink learner has

@@ -61,7 +61,8 @@ def kind_of(model) -> ModelKind:
     """`ModelKind.of(model)`, cheaper for the usual shapes (it is asked on every row): a plain model or a
     pipeline of plain models."""
     if type(model) is compose.Pipeline:
-        model = model._last_step
+        # Its last step, without the list of all of them that `Pipeline._last_step` makes.
+        model = next(reversed(model.steps.values()))
         if isinstance(model, compose.Pipeline):  # nested pipelines: rare
             return ModelKind.of(model)
     return _kind_of_final(type(model))
