@@ -115,8 +115,8 @@ class Learner(Publisher):
         self.classes = settings.model_classes
         self.safety = settings.safety
         # Whether any guard is on: with none (the default), a row skips looking for missing ones.
-        safety = settings.safety
-        self._guarded = any(guard.enabled for guard in (safety.drift, safety.gate, safety.challenger, safety.quality))
+        guards = (self.safety.drift, self.safety.gate, self.safety.challenger, self.safety.quality)
+        self._guarded = any(guard.enabled for guard in guards)
         self.schema_hash = feature_schema_hash(settings.feature_names)
         self.feature_types = feature_types.schema(settings.feature_names, settings.feature_types)
         # Built once here, so that a bad spec fails at submit time; new keys unpickle these

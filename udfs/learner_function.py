@@ -460,8 +460,8 @@ class LearnerFunction(KeyedProcessFunction):
         for key, label, *features in rows:
             state = dirty.get(key) or self._changing(dirty, key)
             x = dict(zip(feature_names, features))
-            # The row's outputs are yielded here rather than by a generator per row: generators, one
-            # inside the other, were a tenth of the learner's own time per row.
+            # The row's outputs are yielded here, not by a generator of its own: one generator less per
+            # row, of the few this wrapper's 4 us a row go to (about 0.2 us).
             step = self._process(state, x, label, window_end_ms)
             if step is not None:
                 yield from self._after_learning(key, state, step, x, label, memory, clock, ctx)
