@@ -35,6 +35,7 @@ from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironme
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col
+from pyflink.util.java_utils import get_java_class
 
 from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
@@ -106,7 +107,15 @@ def compute_once(table_env, view: str, rowtime: str) -> None:
     turned into a DataStream once (its rowtime and watermarks carried along) and registered back
     under the same name, as a temporary view, which shadows the catalog's: the views defined on it
     (`events`, `features`, `rejected_events`) resolve their names when they are queried."""
-    stream = table_env.to_data_stream(table_env.from_path(view))
+    table = table_env.from_path(view)._j_table
+    # As Flink's internal rows: the branches read them as they are, instead of each event's fields made
+    # into Java objects (its bytes copied, its strings decoded) and back again for every branch.
+    internal = (
+        table.getResolvedSchema()
+        .toPhysicalRowDataType()
+        .bridgedTo(get_java_class(get_gateway().jvm.org.apache.flink.table.data.RowData))
+    )
+    stream = DataStream(table_env._j_tenv.toDataStream(table, internal))
     table_env.create_temporary_view(
         view, table_env.from_data_stream(stream, Schema.new_builder().watermark(rowtime, "SOURCE_WATERMARK()").build())
     )
