@@ -63,7 +63,7 @@ def table(results: dict) -> str:
         lines.append(
             (
                 f"learner, {row['keys']:,} keys{', ' + variant if variant else ''} (rows/s{beside})",
-                f"{row['rows']:,} rows",
+                f"{row['rows']:,} rows" + (f", fastest of {len(row['runs'])}" if len(row.get("runs", ())) > 1 else ""),
                 f"{row['windows']:,}",
                 f"{plain['rows_per_s']:,.0f}",
                 number(pipeline["rows_per_s"]),
