@@ -2,7 +2,7 @@
 user would otherwise write, the SQL feature stage alone, freshness to serving, and serving latency
 while models swap.
 
-    bash scripts/bench.sh                      # starts Kafka and Flink if needed; about 12 minutes on 2 cores
+    bash scripts/bench.sh                      # starts Kafka and Flink if needed; about 13 minutes on 2 cores
     .venv/bin/python scripts/bench.py --quick  # smaller sizes, a few minutes; needs Kafka and Flink running
     .venv/bin/python scripts/bench.py --keys 10000 --rows 50000 --sql-events 0 --live-seconds 0 \
         --flink python.state.cache-size=20000  # one measurement with a Flink setting on top of conf/job.yaml's
