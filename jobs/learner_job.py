@@ -39,6 +39,7 @@ from pyflink.util.java_utils import get_java_class
 
 from jobs.config import Config, ConfigError, exit_with, load_config, text
 from jobs.shipped_code import ShippedCode
+from jobs.sinks import SinkSettings
 from jobs.sql import execute_sql_files
 from jobs.upgrade import sql_fingerprint
 from udfs.empty_windows import label_value_error
@@ -317,6 +318,7 @@ def main(argv=None):
         if args.history is not None:
             config = history_config(config, history_path(args.history))
         settings = LearnerSettings.from_config(config)
+        SinkSettings.from_config(config)
         Learner(settings, settings.signing.keyring(config.error))  # a bad model spec fails here, at submit time
     except (ConfigError, ModelSpecError) as e:
         exit_with(e)

@@ -6,6 +6,7 @@ import pytest
 
 from jobs.config import Config, ConfigError, derive_config, load_config
 from jobs.learner_job import history_config
+from jobs.sinks import SinkSettings
 from jobs.sql import load_sql, rejected, render_sql, statements
 from jobs.topics import declared_topics
 
@@ -172,3 +173,24 @@ def test_wrong_replication_settings_name_the_setting(data, message):
     data = {"topics": {"e": {"name": "e"}}, **data}
     with pytest.raises(ConfigError, match=re.escape(f"job.yaml: {message}")):
         declared_topics(Config(data, "job.yaml"))
+
+
+@pytest.mark.parametrize("path", ["conf/job.yaml", "conf/bookstore.yaml"])
+def test_a_shipped_learner_config_cancels_tasks_slower_than_its_sinks_wait_for_a_broker(path):
+    settings = SinkSettings.from_config(load_config(path))
+    assert settings.delivery_guarantee == "exactly-once"
+
+
+@pytest.mark.parametrize(
+    "flink, message",
+    [
+        ({}, "not Flink's default 180000 ms"),
+        ({"task.cancellation.timeout": "15 min"}, "not 15 min (900000 ms)"),
+        ({"task.cancellation.timeout": "soon"}, "must be a duration"),
+    ],
+)
+def test_a_cancellation_timeout_within_the_sinks_broker_wait_is_refused_naming_both(flink, message):
+    config = Config({"sinks": {"transaction_timeout_ms": 900_000}, "flink": flink}, "job.yaml")
+    with pytest.raises(ConfigError, match="'flink.task.cancellation.timeout'") as error:
+        SinkSettings.from_config(config)
+    assert message in str(error.value)
