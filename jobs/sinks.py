@@ -52,9 +52,8 @@ def duration_ms(value) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None or match[2].lower() not in _UNITS_MS and match[2]:
-        return None
-    return int(match[1]) * _UNITS_MS.get(match[2].lower(), 1)
+    unit = (match[2].lower() or "ms") if match else None
+    return int(match[1]) * _UNITS_MS[unit] if unit in _UNITS_MS else None
 
 
 def _delivery(default: str):
