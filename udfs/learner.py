@@ -114,9 +114,8 @@ class Learner(Publisher):
         self.keyring = keyring
         self.classes = settings.model_classes
         self.safety = settings.safety
-        # Whether any guard is on: with none (the default), a row skips looking for missing ones.
-        guards = (self.safety.drift, self.safety.gate, self.safety.challenger, self.safety.quality)
-        self._guarded = any(guard.enabled for guard in guards)
+        # Read once: with no guard on (the default), a row skips looking for missing ones.
+        self.guarded = settings.safety.guards_any_key
         self.schema_hash = feature_schema_hash(settings.feature_names)
         self.feature_types = feature_types.schema(settings.feature_names, settings.feature_types)
         # Built once here, so that a bad spec fails at submit time; new keys unpickle these
@@ -201,7 +200,7 @@ class Learner(Publisher):
         if window_end_ms <= state.last_window_end_ms:
             state.replayed_windows += 1
             return Step(None)
-        if self._guarded:
+        if self.guarded:
             self._add_missing_guards(state)
         if self.settings.label_delay_windows and state.pending:
             # Rows whose label window passed without a row of this key (rows reach a key in window

@@ -49,6 +49,11 @@ class SafetySettings:
     cold_start: PriorSettings = PriorSettings()
     quality: QualitySettings = QualitySettings()
 
+    @property
+    def guards_any_key(self) -> bool:
+        """Whether any guard a key's state carries (drift, gate, challenger, quality) is on."""
+        return any(guard.enabled for guard in (self.drift, self.gate, self.challenger, self.quality))
+
     @classmethod
     def from_config(cls, config) -> "SafetySettings":
         section = config.get("safety", None) or {}
