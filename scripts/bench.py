@@ -60,6 +60,9 @@ RUN_DIR = pathlib.Path(stack.PROJECT_DIR, "run", "bench")
 # Pipeline rows/s as a share of the plain loop's, by key count; and the SQL stage's events/s.
 LEARNER_GOALS = {10: 0.5, 10_000: 0.5, 100_000: 0.4}
 SQL_STAGE_GOAL = 100_000
+# `--quick`'s rows per key count: at 20,000 the 10- and 10,000-key jobs ran shorter than their 2 s fixed
+# cost and went unrated; at 60,000 each runs about twice it.
+QUICK_ROWS = 60_000
 SQL_STAGE_KEYS, SQL_STAGE_EVENTS_PER_WINDOW = 100, 1_000
 WARM_UP_EVENTS = 100_000
 # The learner bounded at the topic's end, and the same with every model-safety guard of conf/job.yaml on.
@@ -215,12 +218,14 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # 200,000 rows: each job compiles its SQL anew, and the JIT warms that code up in the job's first
-    # seconds; on 50,000 rows that start-up was a third of the learner's time at 10 keys.
+    # 1,000,000 rows: each job compiles its SQL anew, and the JIT compiles that code again in the job's
+    # first seconds, which a job running for days pays once: on 50,000 rows that start-up was a third of
+    # the learner's time at 10 keys, and on 200,000 the JIT's compiler threads still used 2.7-4.8 s of CPU
+    # in a 15 s job, on the two cores the learner shares (README: Performance).
     parser.add_argument(
         "--rows",
         type=int,
-        default=200_000,
+        default=1_000_000,
         help="events (= feature rows) per key count, in whole windows, at least two per key",
     )
     parser.add_argument(
@@ -276,12 +281,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 10, 10,000 and 100,000 keys, 20,000 rows (two windows per key"
+        help="a smoke run: 10, 10,000 and 100,000 keys, 60,000 rows (two windows per key"
         " at least), one run of each, 200,000 SQL stage events, one fixed-cost run, 10 s live",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000, 100_000], 20_000, 200_000, 1
+        args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000, 100_000], QUICK_ROWS, 200_000, 1
         args.runs = 1
         args.live_seconds = 10
     try:
