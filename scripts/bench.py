@@ -127,24 +127,25 @@ class Bench:
 
         Both run `self.runs` times, alternating, and the row keeps the fastest of each, as timeit does:
         what slows a run down (the JIT compiling a fresh TaskManager's code in its first job, the other
-        work of a shared 2-core machine) only ever adds time. Every run's rates are in the log and the row."""
+        work of a shared 2-core machine) only ever adds time. Every run's rates are in the log and the row.
+        A variant, which has no goal, runs once."""
         # Two windows at least: a key's first row only creates its model, the second reads its state back.
         name = f"learner-{keys}" + (f"-{variant.replace(' ', '-')}" if variant else "")
         config, workload = self.workload_topic(
             name, keys, windows=max(2, rows // keys), overrides=VARIANTS[variant] if variant else None
         )
         label = f"pipeline, {keys:,} keys" + (f", {variant}" if variant else "")
-        attempts = []
-        for attempt in range(1, self.runs + 1):
+        attempts, runs = [], 1 if variant else self.runs
+        for attempt in range(1, runs + 1):
             plain = run_plain_loop(config["topics.events.name"], workload.feature_rows)
-            run_label = label if self.runs == 1 else f"{label}, run {attempt} of {self.runs}"
+            run_label = label if runs == 1 else f"{label}, run {attempt} of {runs}"
             run = flink_runs.run_job(LEARNER_JOB, config, run_label, workload.events)
             attempts.append((plain, run, flink_runs.rate(workload.feature_rows, run, fixed_cost_s)))
         plain = max((plain for plain, _, _ in attempts), key=lambda plain: plain["rows_per_s"])
         run, pipeline = max(((run, rate) for _, run, rate in attempts), key=lambda pair: pair[1] or 0)
         ratio = None if pipeline is None else pipeline / plain["rows_per_s"]
         if ratio is not None:
-            best = "" if self.runs == 1 else f" (fastest of {self.runs} runs each)"
+            best = "" if runs == 1 else f" (fastest of {runs} runs each)"
             log(f"  pipeline {pipeline:,.0f} rows/s = {ratio:.2f} x the plain loop's {plain['rows_per_s']:,.0f}{best}")
         goal = None if variant else LEARNER_GOALS.get(keys)
         return {
@@ -252,6 +253,12 @@ def main(argv=None) -> int:
         help="a Flink setting for every job, on top of conf/job.yaml's (repeatable)",
     )
     parser.add_argument(
+        "--variant-rows",
+        type=int,
+        default=200_000,
+        help="rows of each variant's run (guards on, parallelism 2, RocksDB), at most --rows; one run each",
+    )
+    parser.add_argument(
         "--guards-keys",
         type=int,
         default=10_000,
@@ -326,7 +333,8 @@ def main(argv=None) -> int:
             ("rocksdb", args.rocksdb_keys),
         ):
             if args.keys and keys:
-                results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"], variant))
+                rows = min(args.rows, args.variant_rows)
+                results["learner"].append(bench.learner(keys, rows, results["fixed_cost_s"]["learner"], variant))
         if args.sql_events:
             results["fixed_cost_s"]["sql_stage"] = bench.fixed_cost(SQL_STAGE_JOB, "SQL stage")
             results["sql_stage"] = bench.sql_stage(args.sql_events, results["fixed_cost_s"]["sql_stage"])
