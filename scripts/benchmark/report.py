@@ -53,12 +53,17 @@ def table(results: dict) -> str:
         "other jobs",
     )
     lines = []
-    default_rates = {row["keys"]: row["pipeline"]["rows_per_s"] for row in results["learner"] if not row.get("variant")}
+    # A variant's rate beside the default's only on the same rows: a shorter job pays more of its start-up.
+    default_rates = {
+        (row["keys"], row["rows"]): row["pipeline"]["rows_per_s"]
+        for row in results["learner"]
+        if not row.get("variant")
+    }
     for row in results["learner"]:
         plain, pipeline, goal, variant = row["plain"], row["pipeline"], row["goal_ratio"], row.get("variant")
         beside = ""
-        if variant and default_rates.get(row["keys"]) and pipeline["rows_per_s"]:
-            beside = f"; {pipeline['rows_per_s'] / default_rates[row['keys']]:.2f}x the default's rate"
+        if variant and (default := default_rates.get((row["keys"], row["rows"]))) and pipeline["rows_per_s"]:
+            beside = f"; {pipeline['rows_per_s'] / default:.2f}x the default's rate"
         checkpoints = pipeline["checkpoints"]
         lines.append(
             (
