@@ -296,6 +296,9 @@ def main(argv=None) -> int:
         args.keys, args.rows, args.sql_events, args.fixed_cost_runs = [10, 10_000, 100_000], QUICK_ROWS, 200_000, 1
         args.runs = 1
         args.live_seconds = 10
+    for option in ("rows", "variant_rows", "runs", "fixed_cost_runs"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, not {getattr(args, option)}")
     try:
         flink_settings = parse_settings(args.flink)
     except argparse.ArgumentTypeError as e:
@@ -307,8 +310,6 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    if args.runs < 1:
-        parser.error(f"--runs must be at least 1, not {args.runs}")
     bench = Bench(run_id, flink_settings, args.fixed_cost_runs, args.runs)
     results = {
         "run_id": run_id,
@@ -327,14 +328,16 @@ def main(argv=None) -> int:
             results["fixed_cost_s"]["learner"] = bench.fixed_cost(LEARNER_JOB, "learner")
         for keys in args.keys:
             results["learner"].append(bench.learner(keys, args.rows, results["fixed_cost_s"]["learner"]))
+        variant_rows = min(args.rows, args.variant_rows)
         for variant, keys in (
             ("guards on", args.guards_keys),
             ("parallelism 2", args.parallel_keys),
             ("rocksdb", args.rocksdb_keys),
         ):
             if args.keys and keys:
-                rows = min(args.rows, args.variant_rows)
-                results["learner"].append(bench.learner(keys, rows, results["fixed_cost_s"]["learner"], variant))
+                results["learner"].append(
+                    bench.learner(keys, variant_rows, results["fixed_cost_s"]["learner"], variant)
+                )
         if args.sql_events:
             results["fixed_cost_s"]["sql_stage"] = bench.fixed_cost(SQL_STAGE_JOB, "SQL stage")
             results["sql_stage"] = bench.sql_stage(args.sql_events, results["fixed_cost_s"]["sql_stage"])
